@@ -1,0 +1,1 @@
+"""The `faceaudit` command line."""

@@ -1,0 +1,1 @@
+"""Running models: onnxruntime sessions, batch preparation, and the streaming scorer."""

@@ -1,0 +1,118 @@
+"""onnxruntime sessions: execution provider, threads, and shape-stable batched runs.
+
+`Session.run` takes any batch size up to `max_batch` and pads it to a power of two (or to the
+model's fixed batch size), so the runtime sees at most log2(max_batch) + 1 distinct shapes. A new
+input shape costs onnxruntime fresh allocations (and on CUDA, new kernel plans); a fixed set of
+shapes keeps steady-state runs at full speed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from faceaudit.errors import InvalidRequest, RuntimeUnavailable
+
+Provider = Literal["auto", "cpu", "cuda"]
+_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How models are run. `exact` runs one image per call (see `BatchBehaviour.dependent`)."""
+
+    provider: Provider = "auto"
+    threads: int | None = None  # intra-op threads; None = the CPUs this process may use
+    max_batch: int = 64
+    exact: bool = False
+
+    def __post_init__(self) -> None:
+        if self.provider not in ("auto", "cpu", "cuda"):
+            raise InvalidRequest("provider", f"{self.provider!r} is not one of auto, cpu, cuda")
+        if not 1 <= self.max_batch <= 4096:
+            raise InvalidRequest("max_batch", f"{self.max_batch} is outside 1..4096")
+        if self.threads is not None and not 1 <= self.threads <= 1024:
+            raise InvalidRequest("threads", f"{self.threads} is outside 1..1024")
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: affinity mask, bounded by a cgroup v2 CPU quota if one is set."""
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max", encoding="ascii").read().split()
+        if quota != "max":
+            count = min(count, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return count
+
+
+def resolve_provider(provider: Provider) -> str:
+    available = ort.get_available_providers()
+    if provider == "auto":
+        return _PROVIDERS["cuda"] if _PROVIDERS["cuda"] in available else _PROVIDERS["cpu"]
+    name = _PROVIDERS[provider]
+    if name not in available:
+        raise RuntimeUnavailable(
+            f"provider: {provider} was asked for but this onnxruntime ({ort.__version__}) offers only "
+            f"{', '.join(available)}; on a CUDA host install onnxruntime-gpu instead of onnxruntime"
+        )
+    return name
+
+
+def bucket(n: int, max_batch: int) -> int:
+    """The padded batch size for n images: the next power of two, capped at max_batch."""
+    size = 1
+    while size < n:
+        size *= 2
+    return min(size, max_batch)
+
+
+class Session:
+    """One onnxruntime session reading one output of a model.
+
+    `fixed_batch` is set for models that only run at one batch size (a graph that hard-codes it);
+    every call is then padded to exactly that size.
+    """
+
+    def __init__(
+        self, model: onnx.ModelProto, input_name: str, output_names: list[str], options: RuntimeOptions,
+        *, fixed_batch: int | None = None,
+    ) -> None:
+        session_options = ort.SessionOptions()
+        session_options.intra_op_num_threads = options.threads or available_cpus()
+        session_options.inter_op_num_threads = 1
+        session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        session_options.log_severity_level = 3  # declared-shape mismatches are handled by us, not logged
+        provider = resolve_provider(options.provider)
+        providers = [provider] if provider == _PROVIDERS["cpu"] else [provider, _PROVIDERS["cpu"]]
+        self._session = ort.InferenceSession(model.SerializeToString(), session_options, providers=providers)
+        self.provider = self._session.get_providers()[0]
+        self.input_name = input_name
+        self.output_names = output_names
+        self.fixed_batch = fixed_batch
+        self.max_batch = fixed_batch or options.max_batch
+        self.threads = session_options.intra_op_num_threads
+
+    def padded_size(self, n: int) -> int:
+        return self.fixed_batch or bucket(n, self.max_batch)
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Outputs for a batch of model inputs (len ≤ max_batch); padding rows are cut off again."""
+        n = len(batch)
+        size = self.padded_size(n)
+        if n < size:
+            padded = np.zeros((size, *batch.shape[1:]), dtype=batch.dtype)
+            padded[:n] = batch
+            batch = padded
+        outputs = self._session.run(self.output_names, {self.input_name: batch})
+        return [o[:n] for o in outputs]
+
+    def run_raw(self, batch: np.ndarray) -> list[np.ndarray]:
+        """One unpadded runtime call, as a caller of onnxruntime would make it (benchmarks, probes)."""
+        return self._session.run(self.output_names, {self.input_name: batch})

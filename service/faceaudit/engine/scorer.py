@@ -1,0 +1,201 @@
+"""The scoring engine: a stream of perturbed images in, one score per image out.
+
+Every black-box method and metric scores its perturbations here. Images arrive as a stream of
+chunks (B_i, H, W, 3), float32 RGB in [0, 255] at the model's input size, of any sizes; they are
+converted into one reused batch buffer, run in runtime-sized batches, and their scores come back
+chunk by chunk in the same sizes. Only one batch and one chunk are alive at a time, so scoring a
+million perturbations needs the same memory as scoring a thousand.
+
+Scores:
+- classifier, `ClassTarget(k)`: the model's output k, or softmax(output)_k when the spec asks for
+  softmax; shape (B,).
+- embedding, `EmbeddingTarget(refs)`: cosine similarity of the image's embedding to each reference
+  row; shape (B,) for one reference, (B, R) for several (probe-to-mate and probe-to-non-mate for
+  contrastive methods).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from faceaudit.engine.prepare import PreparedModel
+from faceaudit.errors import InvalidRequest, ModelOutputError
+from faceaudit.images.preprocess import model_input_shape, to_model_input
+
+
+@dataclass(frozen=True)
+class ClassTarget:
+    index: int
+
+
+@dataclass(frozen=True)
+class EmbeddingTarget:
+    references: np.ndarray  # (R, D) or (D,) reference embeddings; normalised here
+
+
+Target = ClassTarget | EmbeddingTarget
+
+
+@dataclass
+class ScoringStats:
+    """Counters of one scorer, for progress and for reporting which runtime did the work."""
+
+    images: int = 0
+    batches: int = 0
+    runtime_seconds: float = 0.0
+    provider: str = ""
+    batch_sizes: set[int] = field(default_factory=set)  # padded sizes the runtime has seen
+
+
+class Scorer:
+    """Scores images of one prepared model against one target."""
+
+    def __init__(self, model: PreparedModel, target: Target) -> None:
+        self.model = model
+        self.spec = model.spec
+        self._kind = self.spec.require("kind")
+        self._references = self._check_target(target)
+        self._index = target.index if isinstance(target, ClassTarget) else -1
+        self._softmax = self._kind == "classifier" and self.spec.softmax
+        self._runner = _BatchRunner(model)
+        self.stats = self._runner.stats
+
+    def _check_target(self, target: Target) -> np.ndarray | None:
+        size = self.model.output_size
+        if self._kind == "classifier":
+            if not isinstance(target, ClassTarget):
+                raise InvalidRequest("target", "a classifier needs a class index target")
+            if isinstance(target.index, bool) or not 0 <= int(target.index) < size:
+                raise InvalidRequest("target", f"class index {target.index} is outside 0..{size - 1}")
+            return None
+        if not isinstance(target, EmbeddingTarget):
+            raise InvalidRequest("target", "an embedding model needs reference embeddings (mate, non-mate)")
+        refs = np.atleast_2d(np.asarray(target.references, dtype=np.float64))
+        if refs.ndim != 2 or refs.shape[1] != size:
+            raise InvalidRequest("target", f"reference embeddings must have {size} values each, got shape {refs.shape}")
+        norms = np.linalg.norm(refs, axis=1, keepdims=True)
+        if not np.isfinite(refs).all() or (norms == 0).any():
+            raise InvalidRequest("target", "reference embeddings must be finite and non-zero")
+        return refs / norms
+
+    def score(self, chunks: Iterable[np.ndarray]) -> np.ndarray:
+        """All scores of a stream of image chunks, concatenated."""
+        parts = list(self.stream(chunks))
+        if not parts:
+            return np.zeros((0,) if self._references is None or len(self._references) == 1 else (0, len(self._references)))
+        return np.concatenate(parts)
+
+    def stream(self, chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Yield the scores of each chunk, in order, as soon as the chunk is fully scored."""
+        runner = self._runner
+        capacity = len(runner.buffer)
+        filled = 0
+        sizes: deque[int] = deque()  # chunks not yet yielded
+        scored: deque[np.ndarray] = deque()  # scores not yet yielded
+        ready = 0
+        for chunk in chunks:
+            _check_chunk(chunk)
+            sizes.append(len(chunk))
+            start = 0
+            while start < len(chunk):
+                take = min(capacity - filled, len(chunk) - start)
+                to_model_input(chunk[start : start + take], self.spec, out=runner.buffer[filled : filled + take])
+                filled += take
+                start += take
+                if filled == capacity:
+                    scored.append(self._score_buffer(filled))
+                    ready += filled
+                    filled = 0
+            while sizes and ready >= sizes[0]:
+                ready -= sizes[0]
+                yield _take(scored, sizes.popleft())
+        if filled:
+            scored.append(self._score_buffer(filled))
+            ready += filled
+        while sizes:
+            yield _take(scored, sizes.popleft())
+
+    def _score_buffer(self, n: int) -> np.ndarray:
+        out = self._runner.run(n)
+        if self._references is None:
+            if self._softmax:
+                shifted = np.exp(out - out.max(axis=1, keepdims=True), dtype=np.float64)
+                return (shifted[:, self._index] / shifted.sum(axis=1)).astype(np.float32)
+            return out[:, self._index].astype(np.float32)
+        emb = out.astype(np.float64)
+        norms = np.linalg.norm(emb, axis=1)
+        if (norms == 0).any():
+            raise ModelOutputError(f"the model returned an all-zero embedding in batch {self.stats.batches}: cosine undefined")
+        cos = (emb @ self._references.T) / norms[:, None]
+        return (cos[:, 0] if len(self._references) == 1 else cos).astype(np.float32)
+
+
+def _check_chunk(chunk: np.ndarray) -> None:
+    if not isinstance(chunk, np.ndarray) or chunk.ndim != 4:
+        raise InvalidRequest("images", f"each chunk must be a (B, H, W, 3) array, got {getattr(chunk, 'shape', type(chunk))}")
+    if chunk.dtype.kind == "f" and not np.isfinite(chunk).all():
+        raise InvalidRequest("images", "a chunk contains NaN or infinite pixel values")
+
+
+class _BatchRunner:
+    """One reusable input buffer of runtime batch size, run through the model's session."""
+
+    def __init__(self, model: PreparedModel) -> None:
+        self._session = model.session
+        self._output_index = self._session.output_names.index(model.spec.require("output_name"))
+        self.buffer = np.zeros(model_input_shape(model.spec, self._session.max_batch), dtype=np.float32)
+        self.stats = ScoringStats(provider=self._session.provider)
+
+    def run(self, n: int) -> np.ndarray:
+        """Run the first n images of the buffer; the selected output as (n, output_size)."""
+        size = self._session.padded_size(n)
+        started = time.perf_counter()
+        raw = self._session.run(self.buffer[:size])[self._output_index][:n]
+        self.stats.runtime_seconds += time.perf_counter() - started
+        self.stats.batches += 1
+        self.stats.images += n
+        self.stats.batch_sizes.add(size)
+        out = raw.reshape(n, -1)
+        if not np.isfinite(out).all():
+            bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
+            first = self.stats.images - n
+            raise ModelOutputError(
+                f"the model returned NaN or infinite values in batch {self.stats.batches} "
+                f"(images {first}..{first + n - 1} in scoring order; first bad image {first + int(bad[0])})"
+            )
+        return out
+
+
+def embed(model: PreparedModel, images: np.ndarray) -> np.ndarray:
+    """The selected output (B, output_size) for a batch of images, e.g. reference embeddings."""
+    _check_chunk(images)
+    runner = _BatchRunner(model)
+    capacity = len(runner.buffer)
+    rows = []
+    for start in range(0, len(images), capacity):
+        part = images[start : start + capacity]
+        to_model_input(part, model.spec, out=runner.buffer[: len(part)])
+        rows.append(runner.run(len(part)).copy())
+    return np.concatenate(rows) if rows else np.zeros((0, model.output_size), dtype=np.float32)
+
+
+def _take(scored: deque[np.ndarray], n: int) -> np.ndarray:
+    """Pop exactly n leading scores off the queue of scored batches."""
+    parts = []
+    while n:
+        head = scored[0]
+        if len(head) <= n:
+            parts.append(scored.popleft())
+            n -= len(head)
+        else:
+            parts.append(head[:n])
+            scored[0] = head[n:]
+            n = 0
+    if not parts:
+        return np.zeros((0,) + scored[0].shape[1:] if scored else (0,), dtype=np.float32)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)

@@ -1,0 +1,1 @@
+"""Image decoding and the conversion of images to model input."""

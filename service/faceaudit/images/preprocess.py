@@ -1,0 +1,43 @@
+"""The one place where images become model input.
+
+Images inside faceaudit are float32 arrays of shape (H, W, 3), RGB, values in [0, 255], at the
+model's input size; batches are (B, H, W, 3). `to_model_input` applies the spec's channel order,
+greyscale conversion, pixel scaling and layout in a single pass, writing into a caller-owned buffer
+so that the scorer can reuse one batch buffer for millions of perturbations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from faceaudit.errors import InvalidRequest
+from faceaudit.models.spec import ModelSpec
+
+# ITU-R 601-2 luma, as Pillow's convert("L") computes it; the weights sum to 1, so a grey RGB
+# image maps to its own grey value.
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def model_input_shape(spec: ModelSpec, batch: int) -> tuple[int, int, int, int]:
+    h, w, c = spec.require("height"), spec.require("width"), spec.require("channels")
+    return (batch, c, h, w) if spec.require("layout") == "NCHW" else (batch, h, w, c)
+
+
+def to_model_input(images: np.ndarray, spec: ModelSpec, out: np.ndarray | None = None) -> np.ndarray:
+    """Convert a batch (B, H, W, 3) of RGB [0, 255] images to the model's input tensor."""
+    expected = (spec.require("height"), spec.require("width"), 3)
+    if images.ndim != 4 or images.shape[1:] != expected:
+        raise InvalidRequest("images", f"expected shape (B, {', '.join(map(str, expected))}), got {images.shape}")
+    if out is None:
+        out = np.empty(model_input_shape(spec, len(images)), dtype=np.float32)
+    a, shift = (np.asarray(v, dtype=np.float32) for v in spec.pixel_affine())
+    # A view in the model's layout; np.multiply then writes each element exactly once.
+    target = out.transpose(0, 2, 3, 1) if spec.layout == "NCHW" else out
+    if spec.channels == 1:
+        np.matmul(images, LUMA[:, None], out=target, dtype=np.float32)
+        target *= a
+    else:
+        source = images[..., ::-1] if spec.channel_order == "BGR" else images
+        np.multiply(source, a, out=target, dtype=np.float32, casting="unsafe")
+    target -= shift
+    return out

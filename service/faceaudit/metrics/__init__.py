@@ -1,0 +1,1 @@
+"""Faithfulness metrics and evaluation games over saliency maps (hiding game, deletion/insertion, ...)."""

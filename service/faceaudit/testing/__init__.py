@@ -1,0 +1,1 @@
+"""Test and demo helpers shipped with faceaudit (small hand-built ONNX models)."""
