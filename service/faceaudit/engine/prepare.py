@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 
 from faceaudit.engine.runtime import RuntimeOptions, Session
-from faceaudit.errors import InvalidRequest, ModelOutputError, UnsupportedModel
+from faceaudit.errors import InvalidRequest, UnsupportedModel
 from faceaudit.models.graph import TensorInfo, graph_inputs, graph_outputs, make_batch_dynamic
 from faceaudit.models.loading import LoadedModel
 from faceaudit.models.spec import ModelSpec
@@ -81,23 +81,11 @@ def prepare(loaded: LoadedModel, spec: ModelSpec, options: RuntimeOptions = Runt
     if spec.output_name is not None and spec.output_name not in outputs:
         raise InvalidRequest("output_name", f"the model has no output {spec.output_name!r}; outputs: {', '.join(outputs)}")
 
-    tensor = inputs[input_name]
-    probe = _probe_inputs(tensor, spec)
-    original_batch = tensor.dims[0] if tensor.dims and isinstance(tensor.dims[0], int) else None
+    probe = _probe_inputs(inputs[input_name], spec)
+    behaviour, session = _batching(model, inputs[input_name], outputs, options, probe)
     notes: list[str] = []
-
-    original = Session(model, input_name, outputs, options, fixed_batch=original_batch)
-    alone = [_run_checked(original, probe[i : i + 1]) for i in range(len(probe))] if original_batch in (None, 1) else None
-    if original_batch is None:
-        behaviour, session = _measure(original, probe, alone, "dynamic")
-    elif original_batch == 1:
-        behaviour, session = _try_rewrite(model, original, input_name, outputs, options, probe, alone)
-    else:
-        behaviour = BatchBehaviour("fixed", original_batch, 0.0, 0.0, f"the input's batch dimension is fixed at {original_batch}")
-        session = original
-    if options.exact and session.max_batch > 1 and behaviour.mode != "fixed":
-        session = Session(session_model(model, behaviour, input_name), input_name, outputs, RuntimeOptions(
-            provider=options.provider, threads=options.threads, max_batch=1))
+    if options.exact and session.max_batch > 1 and behaviour.fixed_batch is None:
+        session = session.with_max_batch(1)
         notes.append("exact: one image per runtime call")
 
     first = _run_checked(session, probe[:1])
@@ -110,10 +98,6 @@ def prepare(loaded: LoadedModel, spec: ModelSpec, options: RuntimeOptions = Runt
         ):
             notes.append(f"output {name!r} is declared {list(dims)} but returns [batch, {', '.join(map(str, shape))}]: using what it returns")
     return PreparedModel(loaded, spec, session, behaviour, shapes, notes)
-
-
-def session_model(model: onnx.ModelProto, behaviour: BatchBehaviour, input_name: str) -> onnx.ModelProto:
-    return make_batch_dynamic(model, input_name) if behaviour.mode == "rewritten" else model
 
 
 def _probe_inputs(tensor: TensorInfo, spec: ModelSpec) -> np.ndarray:
@@ -164,34 +148,29 @@ def _deviation(batched: list[np.ndarray], alone: list[list[np.ndarray]]) -> tupl
     return worst, worst / scale if scale > 0 else worst
 
 
-def _measure(session: Session, probe: np.ndarray, alone: list[list[np.ndarray]], mode: str) -> tuple[BatchBehaviour, Session]:
-    batched = _run_checked(session, probe)
-    worst, relative = _deviation(batched, alone)
-    if relative > BROKEN_BATCH_TOLERANCE:
-        raise UnsupportedModel(
-            f"the model's outputs for a batch differ from its outputs for single images by {relative:.0%}: "
-            "its graph mixes images across the batch"
-        )
-    return BatchBehaviour(mode, None, worst, relative), session
-
-
-def _try_rewrite(
-    model: onnx.ModelProto, original: Session, input_name: str, outputs: list[str], options: RuntimeOptions,
-    probe: np.ndarray, alone: list[list[np.ndarray]],
+def _batching(
+    model: onnx.ModelProto, tensor: TensorInfo, outputs: list[str], options: RuntimeOptions, probe: np.ndarray
 ) -> tuple[BatchBehaviour, Session]:
+    """Choose how to batch, by comparing each probe image's output alone and inside a batch."""
+    declared = tensor.dims[0] if tensor.dims and isinstance(tensor.dims[0], int) else None
+    original = Session(model, tensor.name, outputs, options, fixed_batch=declared)
+    if declared is not None and declared > 1:
+        reason = f"the input's batch dimension is fixed at {declared}; every call is padded to it"
+        return BatchBehaviour("fixed", declared, 0.0, 0.0, reason), original
+    alone = [_run_checked(original, probe[i : i + 1]) for i in range(len(probe))]
+    single = original if declared == 1 else original.with_max_batch(1)
     try:
-        rewritten = Session(make_batch_dynamic(model, input_name), input_name, outputs, options)
-        single = _run_checked(rewritten, probe[:1])
-        if any(not np.array_equal(s, a) for s, a in zip(single, alone[0])):
-            raise UnsupportedModel("the rewritten graph computes a different output for one image")
-        behaviour, session = _measure(rewritten, probe, alone, "rewritten")
-    except (UnsupportedModel, onnx.checker.ValidationError, ModelOutputError) as exc:
-        reason = f"the graph hard-codes batch size 1 ({_first_line(exc)}); running one image per call"
-        return BatchBehaviour("fixed", 1, 0.0, 0.0, reason), original
-    except Exception as exc:  # noqa: BLE001 - onnxruntime refusing the rewritten graph at load
-        reason = f"the graph hard-codes batch size 1 ({_first_line(exc)}); running one image per call"
-        return BatchBehaviour("fixed", 1, 0.0, 0.0, reason), original
-    return behaviour, session
+        if declared == 1:
+            mode, batched = "rewritten", Session(make_batch_dynamic(model, tensor.name), tensor.name, outputs, options)
+        else:
+            mode, batched = "dynamic", original
+        worst, relative = _deviation(_run_checked(batched, probe), alone)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime refuses or fails the batched graph in many ways
+        return BatchBehaviour("fixed", 1, 0.0, 0.0, f"the graph hard-codes batch size 1 ({_first_line(exc)})"), single
+    if relative > BROKEN_BATCH_TOLERANCE:
+        reason = f"an image's output changes by {relative:.0%} inside a batch: the graph mixes images across the batch"
+        return BatchBehaviour("fixed", 1, worst, relative, reason), single
+    return BatchBehaviour(mode, None, worst, relative), batched
 
 
 def _first_line(exc: Exception) -> str:

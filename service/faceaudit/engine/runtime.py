@@ -8,6 +8,7 @@ shapes keeps steady-state runs at full speed.
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from typing import Literal
@@ -98,6 +99,16 @@ class Session:
         self.fixed_batch = fixed_batch
         self.max_batch = fixed_batch or options.max_batch
         self.threads = session_options.intra_op_num_threads
+
+    def with_max_batch(self, max_batch: int) -> Session:
+        """The same onnxruntime session, called with at most `max_batch` images at a time."""
+        limited = copy.copy(self)
+        limited.max_batch = min(self.max_batch, max_batch)
+        if limited.fixed_batch is None:
+            return limited
+        if max_batch < limited.fixed_batch:
+            raise ValueError(f"the model only runs at batch {limited.fixed_batch}")
+        return limited
 
     def padded_size(self, n: int) -> int:
         return self.fixed_batch or bucket(n, self.max_batch)

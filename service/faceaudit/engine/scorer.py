@@ -98,6 +98,7 @@ class Scorer:
         sizes: deque[int] = deque()  # chunks not yet yielded
         scored: deque[np.ndarray] = deque()  # scores not yet yielded
         ready = 0
+        batches = sent = 0  # batches and images of this stream run so far, for error messages
         for chunk in chunks:
             _check_chunk(chunk)
             sizes.append(len(chunk))
@@ -108,20 +109,20 @@ class Scorer:
                 filled += take
                 start += take
                 if filled == capacity:
-                    scored.append(self._score_buffer(filled))
-                    ready += filled
-                    filled = 0
+                    scored.append(self._score_buffer(filled, batches, sent))
+                    batches, sent, ready, filled = batches + 1, sent + filled, ready + filled, 0
             while sizes and ready >= sizes[0]:
                 ready -= sizes[0]
                 yield _take(scored, sizes.popleft())
         if filled:
-            scored.append(self._score_buffer(filled))
+            scored.append(self._score_buffer(filled, batches, sent))
             ready += filled
         while sizes:
             yield _take(scored, sizes.popleft())
 
-    def _score_buffer(self, n: int) -> np.ndarray:
-        out = self._runner.run(n)
+    def _score_buffer(self, n: int, batch: int, first: int) -> np.ndarray:
+        """Scores of the first n buffered images: the stream's `batch`-th batch, from image `first` on."""
+        out = self._runner.run(n, f"batch {batch} (images {first}..{first + n - 1} of this stream)")
         if self._references is None:
             if self._softmax:
                 shifted = np.exp(out - out.max(axis=1, keepdims=True), dtype=np.float64)
@@ -130,7 +131,9 @@ class Scorer:
         emb = out.astype(np.float64)
         norms = np.linalg.norm(emb, axis=1)
         if (norms == 0).any():
-            raise ModelOutputError(f"the model returned an all-zero embedding in batch {self.stats.batches}: cosine undefined")
+            raise ModelOutputError(
+                f"the model returned an all-zero embedding for image {first + int(np.argmin(norms))}: cosine undefined"
+            )
         cos = (emb @ self._references.T) / norms[:, None]
         return (cos[:, 0] if len(self._references) == 1 else cos).astype(np.float32)
 
@@ -151,8 +154,11 @@ class _BatchRunner:
         self.buffer = np.zeros(model_input_shape(model.spec, self._session.max_batch), dtype=np.float32)
         self.stats = ScoringStats(provider=self._session.provider)
 
-    def run(self, n: int) -> np.ndarray:
-        """Run the first n images of the buffer; the selected output as (n, output_size)."""
+    def run(self, n: int, where: str) -> np.ndarray:
+        """Run the first n images of the buffer; the selected output as (n, output_size).
+
+        `where` names the batch in an error message.
+        """
         size = self._session.padded_size(n)
         started = time.perf_counter()
         raw = self._session.run(self.buffer[:size])[self._output_index][:n]
@@ -162,12 +168,8 @@ class _BatchRunner:
         self.stats.batch_sizes.add(size)
         out = raw.reshape(n, -1)
         if not np.isfinite(out).all():
-            bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
-            first = self.stats.images - n
-            raise ModelOutputError(
-                f"the model returned NaN or infinite values in batch {self.stats.batches} "
-                f"(images {first}..{first + n - 1} in scoring order; first bad image {first + int(bad[0])})"
-            )
+            bad = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
+            raise ModelOutputError(f"the model returned NaN or infinite values in {where}; first bad row {bad}")
         return out
 
 
@@ -180,7 +182,7 @@ def embed(model: PreparedModel, images: np.ndarray) -> np.ndarray:
     for start in range(0, len(images), capacity):
         part = images[start : start + capacity]
         to_model_input(part, model.spec, out=runner.buffer[: len(part)])
-        rows.append(runner.run(len(part)).copy())
+        rows.append(runner.run(len(part), f"images {start}..{start + len(part) - 1}").copy())
     return np.concatenate(rows) if rows else np.zeros((0, model.output_size), dtype=np.float32)
 
 

@@ -30,7 +30,7 @@ def to_model_input(images: np.ndarray, spec: ModelSpec, out: np.ndarray | None =
         raise InvalidRequest("images", f"expected shape (B, {', '.join(map(str, expected))}), got {images.shape}")
     if out is None:
         out = np.empty(model_input_shape(spec, len(images)), dtype=np.float32)
-    a, shift = (np.asarray(v, dtype=np.float32) for v in spec.pixel_affine())
+    a, shift = spec.pixel_affine
     # A view in the model's layout; np.multiply then writes each element exactly once.
     target = out.transpose(0, 2, 3, 1) if spec.layout == "NCHW" else out
     if spec.channels == 1:

@@ -16,12 +16,14 @@ scale 1; Caffe-era VGGFace uses BGR with scale 1 and mean (93.59, 104.76, 129.19
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import yaml
 
 from faceaudit.errors import InvalidRequest, SpecAmbiguous
@@ -135,12 +137,13 @@ class ModelSpec:
             if f.name != "sources"
         }
 
-    def pixel_affine(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Per model channel (a, b) such that model_input = pixel * a - b."""
+    @functools.cached_property
+    def pixel_affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per model channel float32 (a, b) such that model_input = pixel * a - b (computed once)."""
         channels = self.require("channels")
-        mean = self.mean * channels if len(self.mean) == 1 else self.mean
-        std = self.std * channels if len(self.std) == 1 else self.std
-        return tuple(self.scale / s for s in std), tuple(m / s for m, s in zip(mean, std))
+        mean = np.broadcast_to(np.asarray(self.mean, dtype=np.float64), channels)
+        std = np.broadcast_to(np.asarray(self.std, dtype=np.float64), channels)
+        return (self.scale / std).astype(np.float32), (mean / std).astype(np.float32)
 
 
 def _validate(name: str, raw: Any) -> Any:

@@ -1,0 +1,124 @@
+"""Batch behaviour: dynamic, fixed-then-rewritten, hard-coded, and batch-dependent models."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from faceaudit.engine.prepare import DEPENDENCE_TOLERANCE
+from faceaudit.errors import InvalidRequest, UnsupportedModel
+from faceaudit.testing import zoo
+
+from tests.conftest import prepared
+
+
+def _reference(proto, x: np.ndarray) -> np.ndarray:
+    """Outputs of the untouched model, one image per call (works for any batch handling)."""
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
+
+
+def test_dynamic_batch_model_is_batch_independent():
+    model = prepared(zoo.vgg_classifier(), {"kind": "classifier"})
+    assert (model.batch.mode, model.batch.dependent, model.session.max_batch) == ("dynamic", False, 64)
+    assert model.batch.relative_deviation <= DEPENDENCE_TOLERANCE
+    assert model.output_shapes == {"logits": (10,)}
+
+
+def test_fixed_batch_of_one_is_rewritten_and_outputs_are_unchanged(rng):
+    proto = zoo.vgg_classifier(batch=1)
+    model = prepared(proto, {"kind": "classifier"})
+    assert model.batch.mode == "rewritten" and model.session.max_batch == 64
+    x = rng.uniform(size=(5, 3, 32, 32)).astype(np.float32)
+    np.testing.assert_allclose(model.session.run(x)[0], _reference(proto, x), rtol=1e-5, atol=1e-6)
+
+
+def test_hard_coded_batch_falls_back_to_one_image_per_call_and_says_why(rng):
+    proto = zoo.hardcoded_batch_classifier()
+    model = prepared(proto, {"kind": "classifier"})
+    assert (model.batch.mode, model.batch.fixed_batch, model.session.max_batch) == ("fixed", 1, 1)
+    assert "hard-codes batch size 1" in model.batch.reason
+    x = rng.uniform(size=(1, 3, 16, 16)).astype(np.float32)
+    np.testing.assert_array_equal(model.session.run(x)[0], _reference(proto, x))
+
+
+def test_dynamically_quantised_model_is_detected_as_batch_dependent():
+    model = prepared(zoo.dynamic_quantized_classifier(), {"kind": "classifier"})
+    assert model.batch.dependent and model.batch.max_deviation > 0
+    assert model.batch.relative_deviation < 0.2  # small: it is dependence, not broken batching
+
+
+def test_exact_mode_runs_one_image_per_call_and_matches_single_image_outputs(rng):
+    proto = zoo.dynamic_quantized_classifier()
+    model = prepared(proto, {"kind": "classifier"}, exact=True)
+    assert model.session.max_batch == 1 and "exact" in " ".join(model.notes)
+    x = rng.uniform(size=(3, 3, 16, 16)).astype(np.float32)
+    got = np.concatenate([model.session.run(x[i : i + 1])[0] for i in range(3)])
+    np.testing.assert_array_equal(got, _reference(proto, x))
+
+
+def test_qlinear_model_runs_for_black_box_use():
+    model = prepared(zoo.qlinear_classifier(), {"kind": "classifier"})
+    assert model.batch.mode == "dynamic" and not model.batch.dependent
+
+
+def test_declared_output_shape_is_not_trusted():
+    model = prepared(zoo.wrong_declared_shape_classifier(classes=10), {"kind": "classifier"})
+    assert model.output_shapes["logits"] == (10,) and model.output_size == 10
+    assert any("declared" in note for note in model.notes)
+
+
+def test_symbolic_spatial_dims_use_the_given_size():
+    proto = zoo.tf_style_classifier(height=16, width=16)
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    for axis in (1, 2):
+        dims[axis].Clear()
+        dims[axis].dim_param = f"unk__{axis}"
+    with pytest.raises(InvalidRequest, match="--size"):
+        prepared(proto, {"kind": "classifier"})
+    model = prepared(proto, {"kind": "classifier", "height": 20, "width": 24})  # GAP accepts any size
+    assert model.output_shapes["516"] == (4,)
+
+
+def test_unknown_input_or_output_names_are_refused():
+    with pytest.raises(InvalidRequest, match="input_name"):
+        prepared(zoo.vgg_classifier(), {"input": "image"})
+    with pytest.raises(InvalidRequest, match="output_name"):
+        prepared(zoo.two_output_model(), {"output": "518"})
+
+
+def test_non_image_input_is_refused():
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["ids"], ["y"], to=TensorProto.FLOAT)], "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    with pytest.raises(UnsupportedModel, match="int64"):
+        prepared(proto)
+
+
+def test_graph_mixing_images_across_the_batch_runs_one_image_per_call(rng):
+    """Output = Gemm(x - mean over the batch): a batch changes every image's output."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(rng.normal(size=(2, 12)).astype(np.float32), "W")
+    nodes = [
+        helper.make_node("ReduceMean", ["input"], ["m"], axes=[0], keepdims=1),
+        helper.make_node("Sub", ["input", "m"], ["c"]),
+        helper.make_node("Add", ["c", "input"], ["s"]),
+        helper.make_node("Flatten", ["s"], ["f"]),
+        helper.make_node("Gemm", ["f", "W"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "mix", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 2, 2])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])], initializer=[w],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    model = prepared(proto, {"kind": "classifier"})
+    assert (model.batch.mode, model.session.max_batch) == ("fixed", 1)
+    assert "mixes images" in model.batch.reason

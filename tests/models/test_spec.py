@@ -1,0 +1,158 @@
+"""ModelSpec inference from real-export quirks, user values, spec files and ambiguity errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from faceaudit.errors import InvalidRequest, SpecAmbiguous
+from faceaudit.models import load_model, resolve_spec
+from faceaudit.models.inference import infer_spec
+from faceaudit.models.spec import ModelSpec, spec_file_for
+from faceaudit.testing import zoo
+
+from tests.models.test_compat import _old_exporter_model
+
+
+def _fields(spec: ModelSpec, *names: str) -> dict:
+    return {n: (getattr(spec, n), spec.source(n)) for n in names}
+
+
+def test_nchw_classifier_fields_are_inferred_and_pixel_fields_assumed():
+    spec = infer_spec(zoo.vgg_classifier(height=32, width=24))
+    assert _fields(spec, "input_name", "layout", "channels", "height", "width", "output_name") == {
+        "input_name": ("input", "inferred"), "layout": ("NCHW", "inferred"), "channels": (3, "inferred"),
+        "height": (32, "inferred"), "width": (24, "inferred"), "output_name": ("logits", "inferred"),
+    }
+    assert set(spec.assumed_fields()) == {"channel_order", "scale", "mean", "std", "softmax", "output_type"}
+    assert spec.kind is None and spec.source("kind") == "unknown"  # a Gemm head reveals nothing
+
+
+def test_softmax_head_is_a_classifier_with_probabilities():
+    spec = infer_spec(zoo.vgg_classifier(softmax=True))
+    assert _fields(spec, "kind", "output_type") == {
+        "kind": ("classifier", "inferred"), "output_type": ("probabilities", "inferred")}
+
+
+def test_l2_normalised_head_is_an_embedding():
+    assert _fields(infer_spec(zoo.iresnet_embedding(normalize=True)), "kind") == {"kind": ("embedding", "inferred")}
+    assert infer_spec(zoo.iresnet_embedding()).kind is None
+
+
+def test_channels_last_and_tf_names():
+    spec = infer_spec(zoo.tf_style_classifier(height=16, width=20))
+    assert _fields(spec, "input_name", "layout", "height", "width", "output_name") == {
+        "input_name": ("input_1:0", "inferred"), "layout": ("NHWC", "inferred"), "height": (16, "inferred"),
+        "width": (20, "inferred"), "output_name": ("516", "inferred"),
+    }
+
+
+def test_greyscale_input():
+    spec = infer_spec(zoo.vgg_classifier(channels=1))
+    assert (spec.channels, spec.layout) == (1, "NCHW")
+
+
+def test_transpose_reveals_nhwc_when_dims_are_symbolic():
+    proto = zoo.vgg_classifier(layout="NHWC")
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    for axis, name in ((1, "h"), (2, "w"), (3, "c")):
+        dims[axis].Clear()
+        dims[axis].dim_param = name
+    spec = infer_spec(proto)
+    assert (spec.layout, spec.height, spec.channels) == ("NHWC", None, None)
+    with pytest.raises(SpecAmbiguous, match=r"height.*--size"):
+        spec.require("height")
+
+
+def test_initializers_listed_as_inputs_are_not_inputs():
+    spec = infer_spec(load_model(_old_exporter_model().SerializeToString()).proto)
+    assert spec.input_name == "input"
+
+
+def test_two_outputs_leave_the_output_unknown_and_the_error_names_the_flag():
+    spec = infer_spec(zoo.two_output_model())
+    with pytest.raises(SpecAmbiguous) as info:
+        spec.require("output_name")
+    assert info.value.field == "output_name" and "--output" in str(info.value)
+    assert spec.with_values({"output": "517"}).output_name == "517"
+
+
+def test_given_values_are_marked_and_validated():
+    spec = infer_spec(zoo.vgg_classifier()).with_values(
+        {"kind": "classifier", "channel_order": "bgr", "mean": [0.5, 0.4, 0.3], "std": 0.25, "scale": 1}
+    )
+    assert _fields(spec, "kind", "channel_order", "mean", "std") == {
+        "kind": ("classifier", "given"), "channel_order": ("BGR", "given"),
+        "mean": ((0.5, 0.4, 0.3), "given"), "std": ((0.25,), "given"),
+    }
+    np.testing.assert_allclose(spec.pixel_affine, ((4.0, 4.0, 4.0), (2.0, 1.6, 1.2)))
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"kind": "detector"}, "kind"),
+        ({"layout": "CHW"}, "layout"),
+        ({"channels": 2}, "channels"),
+        ({"height": 0}, "height"),
+        ({"height": "12.5"}, "height"),
+        ({"scale": -1}, "scale"),
+        ({"mean": [1, 2]}, "mean"),
+        ({"std": [1, 0, 1]}, "std"),
+        ({"std": float("nan")}, "std"),
+        ({"softmax": "yes"}, "softmax"),
+        ({"colour": "RGB"}, "colour"),
+    ],
+)
+def test_bad_values_name_their_field(values, field):
+    with pytest.raises(InvalidRequest) as info:
+        infer_spec(zoo.vgg_classifier()).with_values(values)
+    assert info.value.field == field
+
+
+def test_values_contradicting_the_graph_are_refused():
+    with pytest.raises(InvalidRequest, match="height: given 96 but the model graph fixes it to 32"):
+        infer_spec(zoo.vgg_classifier()).with_values({"height": 96})
+    with pytest.raises(InvalidRequest, match="layout"):
+        infer_spec(zoo.vgg_classifier()).with_values({"layout": "NHWC"})
+
+
+def test_mean_length_must_match_channels_and_softmax_needs_logits():
+    with pytest.raises(InvalidRequest, match="mean: has 3 values for a 1-channel input"):
+        infer_spec(zoo.vgg_classifier(channels=1)).with_values({"mean": [1, 2, 3]})
+    with pytest.raises(InvalidRequest, match="softmax"):
+        infer_spec(zoo.vgg_classifier(softmax=True)).with_values({"softmax": True})
+
+
+def test_spec_file_next_to_the_model_then_explicit_values_win(tmp_path):
+    path = tmp_path / "face.onnx"
+    path.write_bytes(zoo.vgg_classifier().SerializeToString())
+    (tmp_path / "face.spec.yaml").write_text("kind: classifier\nchannel_order: BGR\nmean: [1, 2, 3]\n")
+    assert spec_file_for(path) == tmp_path / "face.spec.yaml"
+    spec = resolve_spec(load_model(path))
+    assert (spec.kind, spec.channel_order, spec.mean) == ("classifier", "BGR", (1.0, 2.0, 3.0))
+    spec = resolve_spec(load_model(path), {"channel_order": "RGB"})
+    assert (spec.channel_order, spec.source("channel_order")) == ("RGB", "given")
+
+
+def test_json_spec_file_and_bad_spec_files(tmp_path):
+    path = tmp_path / "face.onnx"
+    path.write_bytes(zoo.vgg_classifier().SerializeToString())
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"kind": "embedding", "output": "logits"}))
+    assert resolve_spec(load_model(path), spec_file=other).kind == "embedding"
+    other.write_text("{not json")
+    with pytest.raises(InvalidRequest, match="spec_file"):
+        resolve_spec(load_model(path), spec_file=other)
+    other.write_text("[1, 2]")
+    with pytest.raises(InvalidRequest, match="spec_file"):
+        resolve_spec(load_model(path), spec_file=other)
+
+
+def test_to_dict_reports_every_field_with_its_source():
+    report = infer_spec(zoo.vgg_classifier()).to_dict()
+    assert report["scale"] == {"value": pytest.approx(1 / 255), "source": "assumed"}
+    assert report["kind"] == {"value": None, "source": "unknown"}
+    assert report["mean"] == {"value": [0.0], "source": "assumed"}
