@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,8 @@ def read_image(
         handle = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else Path(source))
     except FileNotFoundError as exc:
         raise InvalidImage(field, f"file not found: {source}") from exc
+    except Image.DecompressionBombError as exc:  # Pillow's own guard fires above ~179M pixels
+        raise LimitExceeded(f"{field}: {exc} (max_pixels {max_pixels:,})") from exc
     except (UnidentifiedImageError, OSError) as exc:
         raise InvalidImage(field, f"not a readable image ({exc})") from exc
     with handle:
@@ -39,7 +42,8 @@ def read_image(
             raise LimitExceeded(f"{field}: {width}x{height} pixels is above the limit of {max_pixels:,} (max_pixels)")
         try:
             image = ImageOps.exif_transpose(handle).convert("RGB")
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        # The errors Pillow raises for corrupt pixel data or EXIF blocks.
+        except (OSError, ValueError, SyntaxError, IndexError, TypeError, struct.error, Image.DecompressionBombError) as exc:
             raise InvalidImage(field, f"cannot decode image ({exc})") from exc
     return np.asarray(image, dtype=np.uint8)
 

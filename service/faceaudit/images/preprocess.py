@@ -25,14 +25,18 @@ def model_input_shape(spec: ModelSpec, batch: int) -> tuple[int, int, int, int]:
 
 def to_model_input(images: np.ndarray, spec: ModelSpec, out: np.ndarray | None = None) -> np.ndarray:
     """Convert a batch (B, H, W, 3) of RGB [0, 255] images to the model's input tensor."""
+    layout = spec.require("layout")
     expected = (spec.require("height"), spec.require("width"), 3)
     if images.ndim != 4 or images.shape[1:] != expected:
         raise InvalidRequest("images", f"expected shape (B, {', '.join(map(str, expected))}), got {images.shape}")
+    shape = model_input_shape(spec, len(images))
     if out is None:
-        out = np.empty(model_input_shape(spec, len(images)), dtype=np.float32)
+        out = np.empty(shape, dtype=np.float32)
+    elif out.shape != shape or out.dtype != np.float32:
+        raise ValueError(f"out must be a float32 array of shape {shape}, got {out.dtype} {out.shape}")
     a, shift = spec.pixel_affine
     # A view in the model's layout; np.multiply then writes each element exactly once.
-    target = out.transpose(0, 2, 3, 1) if spec.layout == "NCHW" else out
+    target = out.transpose(0, 2, 3, 1) if layout == "NCHW" else out
     if spec.channels == 1:
         np.matmul(images, LUMA[:, None], out=target, dtype=np.float32)
         target *= a

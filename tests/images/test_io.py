@@ -1,0 +1,332 @@
+"""Tests of faceaudit.images.io: decoding, validation, limits and resizing to the model size.
+
+Expectations come from Pillow itself or from numpy written here, never from the code under test.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFile
+
+from faceaudit.errors import InvalidImage, LimitExceeded
+from faceaudit.images.io import DEFAULT_MAX_PIXELS, check_image_array, fit_to_model, load_image, read_image
+from faceaudit.models.spec import ModelSpec
+
+H, W = 10, 14
+
+
+def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def pillow_rgb(data: bytes) -> np.ndarray:
+    """What Pillow itself decodes the bytes to, as RGB."""
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def bilevel_png(width: int, height: int) -> bytes:
+    """A valid all-black 1-bit PNG, built row by row so that no full-size image is ever held."""
+    rows = zlib.compressobj(9)
+    row = bytes(1 + (width + 7) // 8)  # filter byte + packed bits
+    data = b"".join(rows.compress(row) for _ in range(height)) + rows.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # bit depth 1, greyscale
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", data) + png_chunk(b"IEND", b"")
+
+
+@pytest.fixture
+def pixels(rng: np.random.Generator) -> np.ndarray:
+    return rng.integers(0, 256, size=(H, W, 3), dtype=np.uint8)
+
+
+@pytest.fixture
+def no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make any pixel decoding fail loudly, to prove that a refusal happens from the header alone."""
+
+    def refuse(self: Image.Image) -> None:
+        raise AssertionError("pixels were decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
+
+
+def spec(height: int, width: int) -> ModelSpec:
+    return ModelSpec().with_values({"height": height, "width": width, "layout": "NHWC", "channels": 3})
+
+
+# --- read_image -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+@pytest.mark.parametrize("kind", ["str_path", "pathlike", "bytes", "bytearray"])
+def test_read_image_decodes_png_and_jpeg_from_paths_and_bytes(
+    tmp_path: Path, pixels: np.ndarray, fmt: str, kind: str
+) -> None:
+    data = encode(Image.fromarray(pixels), fmt)
+    path = tmp_path / f"face.{fmt.lower()}"
+    path.write_bytes(data)
+    source = {"str_path": str(path), "pathlike": path, "bytes": data, "bytearray": bytearray(data)}[kind]
+
+    image = read_image(source)
+
+    assert image.dtype == np.uint8 and image.shape == (H, W, 3)
+    np.testing.assert_array_equal(image, pillow_rgb(data))
+    if fmt == "PNG":  # lossless: the very pixels that were written
+        np.testing.assert_array_equal(image, pixels)
+
+
+def _grey(pixels: np.ndarray) -> Image.Image:
+    return Image.fromarray(pixels[..., 0])
+
+
+def _rgba(pixels: np.ndarray) -> Image.Image:
+    alpha = np.linspace(0, 255, H * W, dtype=np.uint8).reshape(H, W, 1)
+    return Image.fromarray(np.concatenate([pixels, alpha], axis=2))
+
+
+def _palette(pixels: np.ndarray) -> Image.Image:
+    return Image.fromarray(pixels).quantize(colors=16)
+
+
+def _sixteen_bit(pixels: np.ndarray) -> Image.Image:
+    values = np.linspace(0, 65535, H * W).astype(np.uint16).reshape(H, W)
+    return Image.fromarray(values)
+
+
+@pytest.mark.parametrize(
+    "make, mode",
+    [(_grey, "L"), (_rgba, "RGBA"), (_palette, "P"), (_sixteen_bit, "I;16")],
+    ids=["greyscale", "rgba", "palette", "16bit"],
+)
+def test_read_image_converts_other_modes_to_uint8_rgb_like_pillow(pixels: np.ndarray, make, mode: str) -> None:
+    data = encode(make(pixels), "PNG")
+    with Image.open(io.BytesIO(data)) as reopened:
+        assert reopened.mode == mode  # the file really holds the mode under test
+
+    image = read_image(data)
+
+    assert image.dtype == np.uint8 and image.shape == (H, W, 3)
+    np.testing.assert_array_equal(image, pillow_rgb(data))
+
+
+def _exif_orientation(value: int) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x0112] = value  # Orientation
+    return exif
+
+
+def test_read_image_applies_exif_orientation_to_jpeg(pixels: np.ndarray) -> None:
+    data = encode(Image.fromarray(pixels), "JPEG", exif=_exif_orientation(6))
+
+    assert read_image(data).shape == (W, H, 3)
+
+
+def test_read_image_exif_rotation_moves_pixels_clockwise(pixels: np.ndarray) -> None:
+    # Orientation 6: the stored image must be turned 90 degrees clockwise to display upright.
+    data = encode(Image.fromarray(pixels), "PNG", exif=_exif_orientation(6))
+
+    np.testing.assert_array_equal(read_image(data), np.rot90(pixels, k=-1))
+
+
+@pytest.mark.parametrize("kind", ["garbage_bytes", "empty_bytes", "text_file", "missing_file", "directory", "truncated_png"])
+def test_read_image_unreadable_input_raises_invalid_image_naming_field(
+    tmp_path: Path, pixels: np.ndarray, kind: str
+) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("definitely not an image\n")
+    png = encode(Image.fromarray(pixels), "PNG")
+    source = {
+        "garbage_bytes": b"\x00\x01not an image at all",
+        "empty_bytes": b"",
+        "text_file": text,
+        "missing_file": tmp_path / "missing.png",
+        "directory": tmp_path,
+        "truncated_png": png[: len(png) // 2],
+    }[kind]
+
+    with pytest.raises(InvalidImage) as caught:
+        read_image(source, field="probe")
+
+    assert caught.value.field == "probe"
+    assert "probe" in str(caught.value)
+
+
+def test_read_image_zero_sized_header_raises_invalid_image() -> None:
+    # Pillow cannot write a 0-pixel image ("cannot write empty image"), so the header is crafted by
+    # hand; Pillow refuses it at open, so this reaches InvalidImage without the zero-size branch.
+    data = bilevel_png(0, 5)
+
+    with pytest.raises(InvalidImage) as caught:
+        read_image(data, field="probe")
+
+    assert caught.value.field == "probe"
+
+
+def test_read_image_malformed_exif_does_not_escape_as_a_foreign_error() -> None:
+    # EXIF whose TIFF header is invalid: either decode without it, or report an InvalidImage;
+    # a raw Pillow exception (SyntaxError) must not reach the caller.
+    data = encode(Image.new("RGB", (W, H)), "PNG", exif=b"Exif\x00\x00XX*\x00\x00\x00\x00\x08")
+
+    try:
+        image = read_image(data, field="probe")
+    except InvalidImage as exc:
+        assert exc.field == "probe"
+    else:
+        assert image.shape == (H, W, 3)
+
+
+def test_read_image_above_max_pixels_raises_limit_exceeded_without_decoding(
+    pixels: np.ndarray, no_decoding: None
+) -> None:
+    data = encode(Image.fromarray(pixels), "PNG")
+
+    with pytest.raises(LimitExceeded, match="probe"):
+        read_image(data, max_pixels=H * W - 1, field="probe")
+
+
+def test_read_image_at_exactly_max_pixels_is_accepted(pixels: np.ndarray) -> None:
+    data = encode(Image.fromarray(pixels), "PNG")
+
+    np.testing.assert_array_equal(read_image(data, max_pixels=H * W), pixels)
+
+
+@pytest.fixture(scope="module")
+def bomb() -> bytes:
+    """A 20000x20000 (400 M pixel) PNG of under 50 kB."""
+    return bilevel_png(20_000, 20_000)
+
+
+def test_read_image_refuses_decompression_bomb_from_header(bomb: bytes, no_decoding: None) -> None:
+    limit = {} if DEFAULT_MAX_PIXELS < 400_000_000 else {"max_pixels": 10_000_000}
+
+    with pytest.raises(LimitExceeded, match="probe"):
+        read_image(bomb, field="probe", **limit)
+
+
+# --- check_image_array ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(H, W), (H, W, 1), (H, W, 3)], ids=["HW", "HW1", "HW3"])
+def test_check_image_array_returns_float32_rgb(rng: np.random.Generator, dtype, shape: tuple[int, ...]) -> None:
+    array = rng.integers(0, 256, size=shape).astype(dtype)
+    expected = np.broadcast_to(array.reshape(H, W, -1).astype(np.float64), (H, W, 3))
+
+    image = check_image_array(array)
+
+    assert image.dtype == np.float32 and image.shape == (H, W, 3)
+    np.testing.assert_array_equal(image, expected)
+
+
+def test_check_image_array_keeps_fractional_values_and_range_ends() -> None:
+    array = np.array([[0.0, 0.25], [127.5, 255.0]])
+
+    np.testing.assert_array_equal(check_image_array(array)[..., 1], array)
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.full((H, W, 3), np.nan),
+        np.full((H, W), np.inf),
+        np.full((H, W, 3), -np.inf, dtype=np.float32),
+        np.full((H, W, 3), -1.0),
+        np.full((H, W, 3), 255.5),
+        np.full((H, W), 300, dtype=np.uint16),
+        np.full((H, W), -3, dtype=np.int16),
+    ],
+    ids=["nan", "inf", "neg_inf", "negative", "above_255", "uint16_300", "int_negative"],
+)
+def test_check_image_array_bad_values_raise_invalid_image(array: np.ndarray) -> None:
+    array = array.copy()
+    with pytest.raises(InvalidImage) as caught:
+        check_image_array(array, field="probe")
+    assert caught.value.field == "probe" and "probe" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "shape", [(W,), (2, H, W, 3), (H, W, 2), (H, W, 4), (0, W, 3), (H, 0), ()],
+    ids=["1d", "4d", "2_channels", "4_channels", "zero_height", "zero_width", "scalar"],
+)
+def test_check_image_array_bad_shapes_raise_invalid_image(shape: tuple[int, ...]) -> None:
+    with pytest.raises(InvalidImage) as caught:
+        check_image_array(np.zeros(shape, dtype=np.uint8), field="probe")
+    assert caught.value.field == "probe"
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128, object, "U1"])
+def test_check_image_array_unsupported_dtypes_raise_invalid_image(dtype) -> None:
+    with pytest.raises(InvalidImage) as caught:
+        check_image_array(np.zeros((H, W, 3), dtype=dtype), field="probe")
+    assert caught.value.field == "probe"
+
+
+# --- fit_to_model / load_image ----------------------------------------------------------------
+
+
+def pillow_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Each channel resized as a Pillow "F" image, bilinear, clipped to [0, 255]."""
+    channels = []
+    for c in range(3):
+        plane = Image.fromarray(np.ascontiguousarray(image[..., c], dtype=np.float32))
+        assert plane.mode == "F"
+        channels.append(np.asarray(plane.resize((width, height), Image.Resampling.BILINEAR)))
+    return np.clip(np.stack(channels, axis=-1), 0, 255)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.float64])
+def test_fit_to_model_leaves_right_sized_image_unchanged(rng: np.random.Generator, dtype) -> None:
+    image = rng.uniform(0, 255, size=(H, W, 3)).astype(dtype)
+
+    fitted = fit_to_model(image, spec(H, W))
+
+    assert fitted.dtype == np.float32 and fitted.shape == (H, W, 3)
+    np.testing.assert_array_equal(fitted, image.astype(np.float32))
+
+
+@pytest.mark.parametrize("size", [(6, 5), (23, 31), (H, 2 * W), (5, W)], ids=["down", "up", "wider", "shorter"])
+def test_fit_to_model_resizes_like_pillow_bilinear(rng: np.random.Generator, size: tuple[int, int]) -> None:
+    image = rng.uniform(0, 255, size=(H, W, 3)).astype(np.float32)
+    image[0, 0], image[-1, -1] = 0.0, 255.0
+
+    fitted = fit_to_model(image, spec(*size))
+
+    assert fitted.dtype == np.float32 and fitted.shape == (*size, 3)
+    assert fitted.min() >= 0 and fitted.max() <= 255
+    np.testing.assert_allclose(fitted, pillow_bilinear(image, *size), rtol=0, atol=1e-3)
+
+
+def test_load_image_from_bytes_matches_pillow_decode_and_resize(pixels: np.ndarray) -> None:
+    data = encode(Image.fromarray(pixels), "PNG")
+
+    loaded = load_image(data, spec(7, 9))
+
+    assert loaded.dtype == np.float32 and loaded.shape == (7, 9, 3)
+    np.testing.assert_allclose(loaded, pillow_bilinear(pixels.astype(np.float32), 7, 9), rtol=0, atol=1e-3)
+
+
+def test_load_image_array_above_max_pixels_raises_limit_exceeded() -> None:
+    with pytest.raises(LimitExceeded, match="probe"):
+        load_image(np.zeros((H, W, 3), dtype=np.uint8), spec(4, 4), max_pixels=H * W - 1, field="probe")
+
+
+def test_load_image_array_at_max_pixels_is_accepted() -> None:
+    loaded = load_image(np.full((H, W), 7, dtype=np.uint8), spec(4, 4), max_pixels=H * W)
+
+    np.testing.assert_allclose(loaded, np.full((4, 4, 3), 7.0), atol=1e-4)
+
+
+def test_load_image_bytes_above_max_pixels_raises_limit_exceeded(pixels: np.ndarray, no_decoding: None) -> None:
+    with pytest.raises(LimitExceeded):
+        load_image(encode(Image.fromarray(pixels), "PNG"), spec(4, 4), max_pixels=H * W - 1)
