@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -41,11 +42,11 @@ class RuntimeOptions:
             raise InvalidRequest("threads", f"{self.threads} is outside 1..1024")
 
 
-def available_cpus() -> int:
+def available_cpus(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
     """CPUs this process may use: affinity mask, bounded by a cgroup v2 CPU quota if one is set."""
     count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     try:
-        quota, period = open("/sys/fs/cgroup/cpu.max", encoding="ascii").read().split()
+        quota, period = cgroup_cpu_max.read_text(encoding="ascii").split()
         if quota != "max":
             count = min(count, max(1, int(int(quota) / int(period))))
     except (OSError, ValueError):

@@ -1,0 +1,60 @@
+"""Sessions: provider choice, threads, and the padded batch sizes the runtime sees."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from faceaudit.engine import runtime
+from faceaudit.engine.runtime import RuntimeOptions, Session, available_cpus, bucket, resolve_provider
+from faceaudit.errors import InvalidRequest, RuntimeUnavailable
+from faceaudit.testing import zoo
+
+
+@pytest.mark.parametrize(("n", "max_batch", "expected"), [(1, 64, 1), (3, 64, 4), (33, 64, 64), (64, 64, 64), (5, 6, 6), (7, 1, 1)])
+def test_bucket_is_the_next_power_of_two_capped_at_max_batch(n, max_batch, expected):
+    assert bucket(n, max_batch) == expected
+
+
+def test_auto_uses_cuda_only_when_the_runtime_offers_it(monkeypatch):
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert resolve_provider("auto") == "CUDAExecutionProvider"
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert resolve_provider("auto") == "CPUExecutionProvider"
+    with pytest.raises(RuntimeUnavailable, match="onnxruntime-gpu"):
+        resolve_provider("cuda")
+
+
+def test_session_reports_the_provider_that_ran_and_its_threads():
+    session = Session(zoo.linear_classifier(), "input", ["logits"], RuntimeOptions(provider="cpu", threads=1))
+    assert session.provider == "CPUExecutionProvider" and session.threads == 1
+    assert Session(zoo.linear_classifier(), "input", ["logits"], RuntimeOptions()).threads == available_cpus() >= 1
+
+
+def test_cgroup_quota_bounds_the_cpu_count(monkeypatch, tmp_path):
+    quota = tmp_path / "cpu.max"
+    quota.write_text("150000 100000\n")
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: set(range(8)))
+    assert available_cpus(quota) == 1
+    quota.write_text("max 100000\n")
+    assert available_cpus(quota) == 8
+    assert available_cpus(tmp_path / "absent") == 8
+
+
+def test_run_pads_partial_batches_and_returns_only_real_rows(rng):
+    session = Session(zoo.linear_classifier(), "input", ["logits"], RuntimeOptions(max_batch=8))
+    seen = []
+    real_run = session._session.run
+    session._session = type("Spy", (), {"run": lambda self, names, feed: seen.append(len(feed["input"])) or real_run(names, feed)})()
+    x = rng.uniform(size=(3, 3, 8, 8)).astype(np.float32)
+    out = session.run(x)[0]
+    assert seen == [4] and out.shape == (3, 5)
+    np.testing.assert_array_equal(out, real_run(None, {"input": x})[0])
+
+
+@pytest.mark.parametrize(("options", "field"), [({"provider": "tpu"}, "provider"), ({"max_batch": 0}, "max_batch"), ({"threads": 0}, "threads")])
+def test_bad_runtime_options_name_the_field(options, field):
+    with pytest.raises(InvalidRequest) as info:
+        RuntimeOptions(**options)
+    assert info.value.field == field
