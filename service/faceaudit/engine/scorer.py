@@ -2,9 +2,12 @@
 
 Every black-box method and metric scores its perturbations here. Images arrive as a stream of
 chunks (B_i, H, W, 3), float32 RGB in [0, 255] at the model's input size, of any sizes; they are
-converted into one reused batch buffer, run in runtime-sized batches, and their scores come back
-chunk by chunk in the same sizes. Only one batch and one chunk are alive at a time, so scoring a
-million perturbations needs the same memory as scoring a thousand.
+converted into reused batch buffers, run in runtime-sized batches, and their scores come back
+chunk by chunk in the same sizes. Two buffers alternate: the runtime (which releases the GIL) runs
+one batch on a worker thread while the caller's perturbations fill the other, so generation and
+preprocessing overlap inference. At most two batches and one chunk are alive at a time, so
+scoring a million perturbations needs the same memory as scoring a thousand; a consumer that stops
+iterating (a cancelled request) stops the work after the batch in flight.
 
 Scores:
 - classifier, `ClassTarget(k)`: the model's output k, or softmax(output)_k when the spec asks for
@@ -19,6 +22,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -93,36 +97,43 @@ class Scorer:
     def stream(self, chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Yield the scores of each chunk, in order, as soon as the chunk is fully scored."""
         runner = self._runner
-        capacity = len(runner.buffer)
+        capacity = len(runner.buffers[0])
         filled = 0
         sizes: deque[int] = deque()  # chunks not yet yielded
         scored: deque[np.ndarray] = deque()  # scores not yet yielded
         ready = 0
         batches = sent = 0  # batches and images of this stream run so far, for error messages
-        for chunk in chunks:
-            _check_chunk(chunk)
-            sizes.append(len(chunk))
-            start = 0
-            while start < len(chunk):
-                take = min(capacity - filled, len(chunk) - start)
-                to_model_input(chunk[start : start + take], self.spec, out=runner.buffer[filled : filled + take])
-                filled += take
-                start += take
-                if filled == capacity:
-                    scored.append(self._score_buffer(filled, batches, sent))
-                    batches, sent, ready, filled = batches + 1, sent + filled, ready + filled, 0
-            while sizes and ready >= sizes[0]:
-                ready -= sizes[0]
-                yield _take(scored, sizes.popleft())
-        if filled:
-            scored.append(self._score_buffer(filled, batches, sent))
-            ready += filled
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="faceaudit-runtime") as pool:
+            in_flight: Future[np.ndarray] | None = None
+            current = 0
+            for chunk in chunks:
+                _check_chunk(chunk)
+                sizes.append(len(chunk))
+                start = 0
+                while start < len(chunk):
+                    take = min(capacity - filled, len(chunk) - start)
+                    to_model_input(chunk[start : start + take], self.spec, out=runner.buffers[current][filled : filled + take])
+                    filled += take
+                    start += take
+                    if filled == capacity:
+                        if in_flight is not None:
+                            scored.append(in_flight.result())
+                            ready += capacity
+                        in_flight = pool.submit(self._score_buffer, current, filled, batches, sent)
+                        batches, sent, filled, current = batches + 1, sent + filled, 0, 1 - current
+                while sizes and ready >= sizes[0]:
+                    ready -= sizes[0]
+                    yield _take(scored, sizes.popleft())
+            if in_flight is not None:
+                scored.append(in_flight.result())
+            if filled:
+                scored.append(self._score_buffer(current, filled, batches, sent))
         while sizes:
             yield _take(scored, sizes.popleft())
 
-    def _score_buffer(self, n: int, batch: int, first: int) -> np.ndarray:
-        """Scores of the first n buffered images: the stream's `batch`-th batch, from image `first` on."""
-        out = self._runner.run(n, f"batch {batch} (images {first}..{first + n - 1} of this stream)")
+    def _score_buffer(self, buffer: int, n: int, batch: int, first: int) -> np.ndarray:
+        """Scores of the first n images in a buffer: the stream's `batch`-th batch, from image `first` on."""
+        out = self._runner.run(buffer, n, f"batch {batch} (images {first}..{first + n - 1} of this stream)")
         if self._references is None:
             if self._softmax:
                 shifted = np.exp(out - out.max(axis=1, keepdims=True), dtype=np.float64)
@@ -141,7 +152,8 @@ class Scorer:
 def _check_chunk(chunk: np.ndarray) -> None:
     if not isinstance(chunk, np.ndarray) or chunk.ndim != 4:
         raise InvalidRequest("images", f"each chunk must be a (B, H, W, 3) array, got {getattr(chunk, 'shape', type(chunk))}")
-    if chunk.dtype.kind == "f" and not np.isfinite(chunk).all():
+    # A sum is NaN or infinite if any element is, and costs no temporary array (pixels are ≤ 255).
+    if chunk.dtype.kind == "f" and not np.isfinite(np.add.reduce(chunk, axis=None)):
         raise InvalidRequest("images", "a chunk contains NaN or infinite pixel values")
 
 
@@ -151,17 +163,18 @@ class _BatchRunner:
     def __init__(self, model: PreparedModel) -> None:
         self._session = model.session
         self._output_index = self._session.output_names.index(model.spec.require("output_name"))
-        self.buffer = np.zeros(model_input_shape(model.spec, self._session.max_batch), dtype=np.float32)
+        shape = model_input_shape(model.spec, self._session.max_batch)
+        self.buffers = (np.zeros(shape, dtype=np.float32), np.zeros(shape, dtype=np.float32))
         self.stats = ScoringStats(provider=self._session.provider)
 
-    def run(self, n: int, where: str) -> np.ndarray:
+    def run(self, buffer: int, n: int, where: str) -> np.ndarray:
         """Run the first n images of the buffer; the selected output as (n, output_size).
 
         `where` names the batch in an error message.
         """
         size = self._session.padded_size(n)
         started = time.perf_counter()
-        raw = self._session.run(self.buffer[:size])[self._output_index][:n]
+        raw = self._session.run(self.buffers[buffer][:size])[self._output_index][:n]
         self.stats.runtime_seconds += time.perf_counter() - started
         self.stats.batches += 1
         self.stats.images += n
@@ -177,12 +190,12 @@ def embed(model: PreparedModel, images: np.ndarray) -> np.ndarray:
     """The selected output (B, output_size) for a batch of images, e.g. reference embeddings."""
     _check_chunk(images)
     runner = _BatchRunner(model)
-    capacity = len(runner.buffer)
+    capacity = len(runner.buffers[0])
     rows = []
     for start in range(0, len(images), capacity):
         part = images[start : start + capacity]
-        to_model_input(part, model.spec, out=runner.buffer[: len(part)])
-        rows.append(runner.run(len(part), f"images {start}..{start + len(part) - 1}").copy())
+        to_model_input(part, model.spec, out=runner.buffers[0][: len(part)])
+        rows.append(runner.run(0, len(part), f"images {start}..{start + len(part) - 1}").copy())
     return np.concatenate(rows) if rows else np.zeros((0, model.output_size), dtype=np.float32)
 
 
