@@ -44,7 +44,7 @@ class ModelInfo:
                 {**t.to_dict(), "returned_shape": self._returned_shape(t.name)} for t in graph_outputs(proto)
             ],
             "spec": self.spec.to_dict(),
-            "unknown_fields": {name: FLAGS[name] for name in FLAGS if self.spec.source(name) == "unknown"},
+            "unknown_fields": self.spec.unknown_fields(),
             "assumed_fields": self.spec.assumed_fields(),
             "operators": operator_counts(proto),
             "quantised_operators": quantised,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -99,7 +101,7 @@ def test_score_embedding_against_references(model_dir, capsys):
 
 
 def test_console_script_is_installed(model_dir):
-    exe = shutil.which("faceaudit")
+    exe = shutil.which("faceaudit", path=os.path.dirname(sys.executable)) or shutil.which("faceaudit")
     if exe is None:
         pytest.skip("faceaudit is not installed as a console script in this environment")
     done = subprocess.run([exe, "models", "inspect", str(model_dir / "vgg_classifier.onnx"), "--json"],

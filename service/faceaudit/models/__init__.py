@@ -16,10 +16,14 @@ __all__ = ["DEFAULT_MAX_MODEL_BYTES", "LoadedModel", "ModelSpec", "load_model", 
 def resolve_spec(
     loaded: LoadedModel, values: Mapping[str, Any] | None = None, *, spec_file: str | Path | None = None
 ) -> ModelSpec:
-    """Inferred fields, overridden by the spec file (given, or found next to the model), then by `values`."""
-    spec = infer_spec(loaded.proto)
+    """Inferred fields, overridden by the spec file (given, or found next to the model), then by `values`.
+
+    A chosen input or output is applied before inference, so that layout and head are inferred
+    for the tensors the user picked among several.
+    """
     if spec_file is None and loaded.folder is not None:
         spec_file = spec_file_for(loaded.source)
-    if spec_file is not None:
-        spec = spec.with_values(read_spec_file(spec_file))
-    return spec.with_values(values) if values else spec
+    given = {**(read_spec_file(spec_file) if spec_file is not None else {}), **(values or {})}
+    names = {name: given.get(name, given.get(alias)) for name, alias in (("input_name", "input"), ("output_name", "output"))}
+    spec = infer_spec(loaded.proto, **{k: str(v) for k, v in names.items() if v is not None})
+    return spec.with_values(given) if given else spec

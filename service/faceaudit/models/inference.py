@@ -24,7 +24,8 @@ from faceaudit.models.spec import ASSUMED_DEFAULTS, ModelSpec, Source
 _NORM_OPS = frozenset({"ReduceL2", "Sqrt"})
 
 
-def infer_spec(model: onnx.ModelProto) -> ModelSpec:
+def infer_spec(model: onnx.ModelProto, *, input_name: str | None = None, output_name: str | None = None) -> ModelSpec:
+    """The spec the graph reveals; `input_name`/`output_name` pick among several inputs/outputs."""
     values: dict[str, Any] = dict(ASSUMED_DEFAULTS)
     sources: dict[str, Source] = {name: "assumed" for name in ASSUMED_DEFAULTS}
 
@@ -33,7 +34,7 @@ def infer_spec(model: onnx.ModelProto) -> ModelSpec:
             values[name] = value
             sources[name] = "inferred"
 
-    inputs = graph_inputs(model)
+    inputs = [t for t in graph_inputs(model) if input_name in (None, t.name)]
     if len(inputs) == 1:
         infer("input_name", inputs[0].name)
         layout, channels, height, width = _image_layout(model, inputs[0])
@@ -42,7 +43,7 @@ def infer_spec(model: onnx.ModelProto) -> ModelSpec:
         infer("height", height)
         infer("width", width)
 
-    outputs = graph_outputs(model)
+    outputs = [t for t in graph_outputs(model) if output_name in (None, t.name)]
     if len(outputs) == 1:
         infer("output_name", outputs[0].name)
         kind, output_type = _head(model, outputs[0].name)

@@ -94,7 +94,15 @@ class ModelSpec:
         return self.sources.get(name, "unknown" if getattr(self, name) is None else "assumed")
 
     def assumed_fields(self) -> list[str]:
-        return [f for f in FLAGS if self.source(f) == "assumed"]
+        return [f for f in self._applicable() if self.source(f) == "assumed"]
+
+    def unknown_fields(self) -> dict[str, str]:
+        """Fields no one has determined, with the flag that sets each."""
+        return {f: FLAGS[f] for f in self._applicable() if self.source(f) == "unknown"}
+
+    def _applicable(self) -> list[str]:
+        classifier_only = ("output_type", "softmax")
+        return [f for f in FLAGS if not (self.kind == "embedding" and f in classifier_only)]
 
     def with_values(self, values: Mapping[str, Any]) -> ModelSpec:
         """A copy with the user's values set (marked ``given``), validated and checked against the graph.
