@@ -15,6 +15,8 @@ Scores:
 - embedding, `EmbeddingTarget(refs)`: cosine similarity of the image's embedding to each reference
   row; shape (B,) for one reference, (B, R) for several (probe-to-mate and probe-to-non-mate for
   contrastive methods).
+- any model, `OutputTarget()`: the selected output itself, (B, output_size); for methods that
+  perturb both faces of a pair and compare the embeddings themselves.
 """
 
 from __future__ import annotations
@@ -42,7 +44,12 @@ class EmbeddingTarget:
     references: np.ndarray  # (R, D) or (D,) reference embeddings; normalised here
 
 
-Target = ClassTarget | EmbeddingTarget
+@dataclass(frozen=True)
+class OutputTarget:
+    """Score = the raw output row (embeddings of perturbed probes and mates alike)."""
+
+
+Target = ClassTarget | EmbeddingTarget | OutputTarget
 
 
 @dataclass
@@ -65,12 +72,15 @@ class Scorer:
         self._kind = self.spec.require("kind")
         self._references = self._check_target(target)
         self._index = target.index if isinstance(target, ClassTarget) else -1
+        self._raw = isinstance(target, OutputTarget)
         self._softmax = self._kind == "classifier" and self.spec.softmax
         self._runner = _BatchRunner(model)
         self.stats = self._runner.stats
 
     def _check_target(self, target: Target) -> np.ndarray | None:
         size = self.model.output_size
+        if isinstance(target, OutputTarget):
+            return None
         if self._kind == "classifier":
             if not isinstance(target, ClassTarget):
                 raise InvalidRequest("target", "a classifier needs a class index target")
@@ -90,9 +100,7 @@ class Scorer:
     def score(self, chunks: Iterable[np.ndarray]) -> np.ndarray:
         """All scores of a stream of image chunks, concatenated."""
         parts = list(self.stream(chunks))
-        if not parts:
-            return np.zeros((0,) if self._references is None or len(self._references) == 1 else (0, len(self._references)))
-        return np.concatenate(parts)
+        return np.concatenate(parts) if parts else np.zeros((0,), dtype=np.float32)
 
     def stream(self, chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Yield the scores of each chunk, in order, as soon as the chunk is fully scored."""
@@ -134,6 +142,8 @@ class Scorer:
     def _score_buffer(self, buffer: int, n: int, batch: int, first: int) -> np.ndarray:
         """Scores of the first n images in a buffer: the stream's `batch`-th batch, from image `first` on."""
         out = self._runner.run(buffer, n, f"batch {batch} (images {first}..{first + n - 1} of this stream)")
+        if self._raw:
+            return out
         if self._references is None:
             if self._softmax:
                 shifted = np.exp(out - out.max(axis=1, keepdims=True), dtype=np.float64)
@@ -195,7 +205,7 @@ def embed(model: PreparedModel, images: np.ndarray) -> np.ndarray:
     for start in range(0, len(images), capacity):
         part = images[start : start + capacity]
         to_model_input(part, model.spec, out=runner.buffers[0][: len(part)])
-        rows.append(runner.run(0, len(part), f"images {start}..{start + len(part) - 1}").copy())
+        rows.append(runner.run(0, len(part), f"images {start}..{start + len(part) - 1}"))
     return np.concatenate(rows) if rows else np.zeros((0, model.output_size), dtype=np.float32)
 
 

@@ -36,6 +36,8 @@ __all__ = [
     "iresnet_embedding",
     "linear_classifier",
     "nan_classifier",
+    "planted_region_classifier",
+    "planted_region_embedding",
     "qlinear_classifier",
     "save_with_external_data",
     "tf_style_classifier",
@@ -485,6 +487,56 @@ def nan_classifier(*, height: int = 8, width: int = 8, seed: int = 0) -> onnx.Mo
     )
 
 
+Box = tuple[int, int, int, int]  # (top, bottom, left, right), bottom/right exclusive
+
+
+def _region_mask(height: int, width: int, box: Box) -> np.ndarray:
+    top, bottom, left, right = box
+    if not (0 <= top < bottom <= height and 0 <= left < right <= width):
+        raise ValueError(f"box {box} is not inside a {height}x{width} image")
+    mask = np.zeros((1, 1, height, width), np.float32)
+    mask[..., top:bottom, left:right] = 1.0
+    return mask
+
+
+def planted_region_classifier(
+    *, height: int = 32, width: int = 32, box: Box = (8, 16, 20, 28), classes: int = 3, seed: int = 0
+) -> onnx.ModelProto:
+    """Classifier whose scores depend only on the pixels inside ``box``: planted ground truth.
+
+    ``logits = Sigmoid(W · flatten(x ⊙ mask) / n + b)`` with non-negative W, so darkening any
+    pixel inside the box can only lower every class score and pixels outside change nothing.
+    A faithful saliency map puts its mass inside the box.
+    """
+    g = _GraphBuilder(seed)
+    n = 3 * height * width
+    masked = g.op("Mul", ["input", g.const(_region_mask(height, width, box))])
+    flat = g.op("Flatten", [masked], axis=1)
+    w = g.const((g.rng.uniform(0.0, 2.0, (classes, n)) / ((box[1] - box[0]) * (box[3] - box[2]))).astype(np.float32))
+    b = g.const(np.full(classes, -1.0, np.float32))
+    g.op("Sigmoid", [g.op("Gemm", [flat, w, b], transB=1)], output="probabilities")
+    return g.model("planted_region_classifier", [_input("input", ["N", 3, height, width])],
+                   [_input("probabilities", ["N", classes])])
+
+
+def planted_region_embedding(
+    *, height: int = 32, width: int = 32, box: Box = (8, 16, 20, 28), dim: int = 16, seed: int = 0
+) -> onnx.ModelProto:
+    """Embedding network whose embedding depends only on the pixels inside ``box``.
+
+    ``embedding = W · flatten(x ⊙ mask) + b`` with Gaussian W: probe-to-mate similarity changes
+    only when pixels inside the box change.
+    """
+    g = _GraphBuilder(seed)
+    n = 3 * height * width
+    masked = g.op("Mul", ["input", g.const(_region_mask(height, width, box))])
+    flat = g.op("Flatten", [masked], axis=1)
+    w = g.const(g.rng.normal(0.0, 1.0, (dim, n)).astype(np.float32))
+    g.op("Gemm", [flat, w, g.const(g.small([dim]))], output="embedding", transB=1)
+    return g.model("planted_region_embedding", [_input("input", ["N", 3, height, width])],
+                   [_input("embedding", ["N", dim])])
+
+
 ZOO: dict[str, Callable[[], onnx.ModelProto]] = {
     "vgg_classifier": vgg_classifier,
     "vgg_softmax_classifier": functools.partial(vgg_classifier, softmax=True),
@@ -499,6 +551,8 @@ ZOO: dict[str, Callable[[], onnx.ModelProto]] = {
     "wrong_declared_shape": wrong_declared_shape_classifier,
     "dynamic_quantized": dynamic_quantized_classifier,
     "qlinear": qlinear_classifier,
+    "planted_region_classifier": planted_region_classifier,
+    "planted_region_embedding": planted_region_embedding,
 }
 """File stem -> zero-argument builder for a representative set of models."""
 
