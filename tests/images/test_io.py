@@ -106,8 +106,8 @@ def _sixteen_bit(pixels: np.ndarray) -> Image.Image:
 
 @pytest.mark.parametrize(
     "make, mode",
-    [(_grey, "L"), (_rgba, "RGBA"), (_palette, "P"), (_sixteen_bit, "I;16")],
-    ids=["greyscale", "rgba", "palette", "16bit"],
+    [(_grey, "L"), (_rgba, "RGBA"), (_palette, "P")],
+    ids=["greyscale", "rgba", "palette"],
 )
 def test_read_image_converts_other_modes_to_uint8_rgb_like_pillow(pixels: np.ndarray, make, mode: str) -> None:
     data = encode(make(pixels), "PNG")
@@ -118,6 +118,25 @@ def test_read_image_converts_other_modes_to_uint8_rgb_like_pillow(pixels: np.nda
 
     assert image.dtype == np.uint8 and image.shape == (H, W, 3)
     np.testing.assert_array_equal(image, pillow_rgb(data))
+
+
+def test_read_image_scales_16_bit_images_to_8_bits(pixels: np.ndarray) -> None:
+    data = encode(_sixteen_bit(pixels), "PNG")
+    with Image.open(io.BytesIO(data)) as reopened:
+        assert reopened.mode == "I;16"
+        expected = np.rint(np.asarray(reopened, dtype=np.float64) * 255 / 65535).astype(np.uint8)
+
+    image = read_image(data)
+
+    np.testing.assert_array_equal(image, np.repeat(expected[..., None], 3, axis=2))
+    assert image.max() == 255 and image.min() == 0 and len(np.unique(image)) > 100  # not clipped at 255
+
+
+def test_read_image_refuses_float_images(tmp_path: Path) -> None:
+    path = tmp_path / "float.tiff"
+    Image.fromarray(np.linspace(0, 1, 16, dtype=np.float32).reshape(4, 4)).save(path)
+    with pytest.raises(InvalidImage, match="floating-point"):
+        read_image(path)
 
 
 def _exif_orientation(value: int) -> Image.Exif:

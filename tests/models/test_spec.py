@@ -156,3 +156,29 @@ def test_to_dict_reports_every_field_with_its_source():
     assert report["scale"] == {"value": pytest.approx(1 / 255), "source": "assumed"}
     assert report["kind"] == {"value": None, "source": "unknown"}
     assert report["mean"] == {"value": [0.0], "source": "assumed"}
+
+
+def test_bad_spec_files_are_invalid_requests(tmp_path):
+    loaded = load_model(zoo.vgg_classifier().SerializeToString())
+    binary = tmp_path / "face.png"
+    binary.write_bytes(b"\x89PNG\xff\xfe\x00")
+    overflow = tmp_path / "big.json"
+    overflow.write_text('{"height": 1e999}')
+    for path in (tmp_path / "absent.yaml", tmp_path, binary, overflow):
+        with pytest.raises(InvalidRequest):
+            resolve_spec(loaded, spec_file=path)
+
+
+def test_caller_values_override_the_file_whatever_alias_each_uses(tmp_path):
+    path = tmp_path / "two.onnx"
+    path.write_bytes(zoo.two_output_model().SerializeToString())
+    (tmp_path / "two.spec.yaml").write_text('output_name: "516"\n')
+    assert resolve_spec(load_model(path), {"output": "517"}).output_name == "517"
+    with pytest.raises(InvalidRequest, match="given twice"):
+        resolve_spec(load_model(path), {"output": "517", "output_name": "516"})
+
+
+def test_spec_built_directly_is_validated():
+    with pytest.raises(InvalidRequest) as info:
+        ModelSpec(layout="nchw")
+    assert info.value.field == "layout"

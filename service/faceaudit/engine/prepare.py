@@ -14,21 +14,23 @@ depending on what else is in the batch. The maximum deviation is reported, and
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
 
 from faceaudit.engine.runtime import RuntimeOptions, Session
-from faceaudit.errors import InvalidRequest, UnsupportedModel
-from faceaudit.models.graph import TensorInfo, graph_inputs, graph_outputs, make_batch_dynamic
+from faceaudit.errors import InvalidRequest, LimitExceeded, SpecAmbiguous, UnsupportedModel
+from faceaudit.models.graph import TensorInfo, graph_inputs, graph_outputs, make_batch_dynamic, select_outputs
 from faceaudit.models.loading import LoadedModel
-from faceaudit.models.spec import ModelSpec
+from faceaudit.models.spec import FLAGS, ModelSpec
 
 # Relative deviation (max |Δ| / max |output|) between an image's output alone and inside a batch.
 DEPENDENCE_TOLERANCE = 1e-4  # above float reassociation noise of batched GEMMs
 BROKEN_BATCH_TOLERANCE = 0.2  # above this the rows are not the images' outputs: batching is broken
 PROBE_BATCH = 4
+MAX_INPUT_PIXELS = 4096 * 4096  # face models take a few hundred pixels a side
+BATCH_BUFFER_BYTES = 256 << 20  # one input batch; the scorer holds two
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class PreparedModel:
     session: Session
     batch: BatchBehaviour
     output_shapes: dict[str, tuple[int, ...]]  # per output, without the batch dim, as really returned
+    output_dtypes: dict[str, str]
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -69,82 +72,113 @@ class PreparedModel:
         """Number of values per image in the spec's output (classes, or embedding dim)."""
         return int(np.prod(self.output_shapes[self.spec.require("output_name")]))
 
+    def check_vector_output(self) -> None:
+        """Refuse to score an output that is not one float vector per image (K,) or (K, 1, ...)."""
+        name = self.spec.require("output_name")
+        shape, dtype = self.output_shapes[name], self.output_dtypes[name]
+        if not dtype.startswith("float") or not shape or any(d != 1 for d in shape[1:]):
+            raise UnsupportedModel(
+                f"output {name!r} returns {dtype} of shape [batch, {', '.join(map(str, shape))}] per batch; "
+                "scores need one float vector per image (class scores or an embedding): choose another output_name"
+            )
+
 
 def prepare(loaded: LoadedModel, spec: ModelSpec, options: RuntimeOptions = RuntimeOptions()) -> PreparedModel:
-    """Build the session for `spec`'s input and output, rewriting a fixed batch dimension if safe."""
+    """Build the session for `spec`'s input and output, rewriting a fixed batch dimension if safe.
+
+    With an output chosen, the graph is pruned to it, so onnxruntime computes nothing else.
+    """
     model = loaded.proto
     input_name = spec.require("input_name")
     inputs = {t.name: t for t in graph_inputs(model)}
     if input_name not in inputs:
-        raise InvalidRequest("input_name", f"the model has no input {input_name!r}; inputs: {', '.join(inputs)}")
+        known = ", ".join(inputs) or "none besides initializers"
+        raise InvalidRequest("input_name", f"the model has no input {input_name!r}; its inputs: {known}")
     outputs = [t.name for t in graph_outputs(model)]
-    if spec.output_name is not None and spec.output_name not in outputs:
-        raise InvalidRequest("output_name", f"the model has no output {spec.output_name!r}; outputs: {', '.join(outputs)}")
+    if spec.output_name is not None:
+        if spec.output_name not in outputs:
+            raise InvalidRequest("output_name", f"the model has no output {spec.output_name!r}; outputs: {', '.join(outputs)}")
+        model, outputs = select_outputs(model, [spec.output_name]), [spec.output_name]
 
-    probe = _probe_inputs(inputs[input_name], spec)
-    behaviour, session = _batching(model, inputs[input_name], outputs, options, probe)
     notes: list[str] = []
-    if options.exact and session.max_batch > 1 and behaviour.fixed_batch is None:
-        session = session.with_max_batch(1)
-        notes.append("exact: one image per runtime call")
+    probe = _probe_inputs(inputs[input_name], spec)
+    runtime = _fit_buffer(options, probe[0].nbytes, notes)
+    behaviour, session = _batching(model, inputs[input_name], outputs, runtime, probe)
+    if options.exact and session.max_batch > 1:
+        if behaviour.fixed_batch is None:
+            session = session.with_max_batch(1)
+            notes.append("exact: one image per runtime call")
+        else:
+            notes.append(f"exact: not possible, the graph only runs at batch {behaviour.fixed_batch}")
 
     first = _run_checked(session, probe[:1])
     shapes = {name: tuple(int(d) for d in value.shape[1:]) for name, value in zip(outputs, first)}
+    dtypes = {name: value.dtype.name for name, value in zip(outputs, first)}
     declared = {t.name: t.dims for t in graph_outputs(model)}
     for name, shape in shapes.items():
         dims = declared.get(name)
-        if dims is not None and len(dims) == len(shape) + 1 and any(
+        if dims is not None and (len(dims) != len(shape) + 1 or any(
             isinstance(d, int) and d != s for d, s in zip(dims[1:], shape)
-        ):
+        )):
             notes.append(f"output {name!r} is declared {list(dims)} but returns [batch, {', '.join(map(str, shape))}]: using what it returns")
-    return PreparedModel(loaded, spec, session, behaviour, shapes, notes)
+    return PreparedModel(loaded, spec, session, behaviour, shapes, dtypes, notes)
+
+
+def _fit_buffer(options: RuntimeOptions, image_bytes: int, notes: list[str]) -> RuntimeOptions:
+    """Options whose max_batch keeps one input batch within BATCH_BUFFER_BYTES."""
+    fits = max(1, BATCH_BUFFER_BYTES // image_bytes)
+    if fits >= options.max_batch:
+        return options
+    notes.append(f"max batch lowered from {options.max_batch} to {fits} to keep one input batch under {BATCH_BUFFER_BYTES >> 20} MiB")
+    return replace(options, max_batch=fits)
 
 
 def _probe_inputs(tensor: TensorInfo, spec: ModelSpec) -> np.ndarray:
-    """Distinct random inputs in model space; sizes from the spec where the graph leaves them open."""
-    if tensor.dims is None or len(tensor.dims) < 2:
-        raise UnsupportedModel(f"input {tensor.name!r} has unknown or rank<2 shape {tensor.dims}; faceaudit needs image inputs")
+    """Distinct random inputs in model space, shaped by the graph and the spec, which must agree."""
     if tensor.elem_type != "float32":
         raise UnsupportedModel(f"input {tensor.name!r} is {tensor.elem_type}; faceaudit feeds float32 images")
+    if tensor.dims is None or len(tensor.dims) != 4:
+        raise UnsupportedModel(
+            f"input {tensor.name!r} has shape {tensor.dims}; faceaudit feeds images as rank-4 tensors (NCHW or NHWC)"
+        )
+    layout = spec.require("layout")
+    fields = ("channels", "height", "width") if layout == "NCHW" else ("height", "width", "channels")
     dims: list[int] = []
-    by_axis = _spec_dims(spec, len(tensor.dims))
-    for axis, dim in enumerate(tensor.dims[1:], start=1):
-        if isinstance(dim, int) and dim > 0:
-            dims.append(dim)
-        elif by_axis.get(axis) is not None:
-            dims.append(by_axis[axis])
-        else:
-            raise InvalidRequest("height" if axis < 3 else "width", f"input dim {axis} of {tensor.name!r} is symbolic; give the input size with --size HxW")
+    for field_name, dim in zip(fields, tensor.dims[1:]):
+        fixed = dim if isinstance(dim, int) and dim > 0 else None
+        given = getattr(spec, field_name)
+        if fixed is not None and given is not None and fixed != given:
+            raise InvalidRequest(field_name, f"{given} does not match the model's input, fixed at {fixed} ({layout} {list(tensor.dims)})")
+        value = given if given is not None else fixed
+        if value is None:
+            raise SpecAmbiguous(field_name, FLAGS[field_name], f"the input's {field_name} dimension is symbolic")
+        dims.append(value)
+    height, width = (dims[1], dims[2]) if layout == "NCHW" else (dims[0], dims[1])
+    if height * width > MAX_INPUT_PIXELS:
+        raise LimitExceeded(f"height, width: a {height}x{width} input is above the limit of {MAX_INPUT_PIXELS:,} pixels")
     rng = np.random.default_rng(0)
     return rng.uniform(0.0, 1.0, size=(PROBE_BATCH, *dims)).astype(np.float32)
 
 
-def _spec_dims(spec: ModelSpec, rank: int) -> dict[int, int | None]:
-    if rank != 4 or spec.layout is None:
-        return {}
-    if spec.layout == "NCHW":
-        return {1: spec.channels, 2: spec.height, 3: spec.width}
-    return {1: spec.height, 2: spec.width, 3: spec.channels}
-
-
 def _run_checked(session: Session, batch: np.ndarray) -> list[np.ndarray]:
     try:
-        outputs = session.run(batch)
+        return session.run(batch)
+    except UnsupportedModel:
+        raise
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
-        raise UnsupportedModel(f"the model fails to run on a probe input of shape {list(batch.shape)}: {exc}") from exc
-    for name, value in zip(session.output_names, outputs):
-        if value.ndim == 0 or value.shape[0] != len(batch):
-            raise UnsupportedModel(f"output {name!r} has shape {list(value.shape)} for a batch of {len(batch)}")
-    return outputs
+        raise UnsupportedModel(f"the model fails to run on a probe input of shape {list(batch.shape)}: {_first_line(exc)}") from exc
 
 
 def _deviation(batched: list[np.ndarray], alone: list[list[np.ndarray]]) -> tuple[float, float]:
+    """Max |alone − in batch| and its ratio to max |output|; a value NaN in both runs is skipped."""
     worst = scale = 0.0
     for i, single in enumerate(alone):
         for b, a in zip(batched, single):
-            a64 = a.astype(np.float64)
-            worst = max(worst, float(np.max(np.abs(b[i : i + 1].astype(np.float64) - a64))))
-            scale = max(scale, float(np.max(np.abs(a64))))
+            a64, b64 = a.astype(np.float64), b[i : i + 1].astype(np.float64)
+            both_nan = np.isnan(a64) & np.isnan(b64)
+            diff = np.where(both_nan, 0.0, np.abs(b64 - a64))
+            worst = max(worst, float(np.max(diff, initial=0.0)) if not np.isnan(diff).any() else float("inf"))
+            scale = max(scale, float(np.max(np.abs(np.nan_to_num(a64)), initial=0.0)))
     return worst, worst / scale if scale > 0 else worst
 
 
@@ -154,10 +188,13 @@ def _batching(
     """Choose how to batch, by comparing each probe image's output alone and inside a batch."""
     declared = tensor.dims[0] if tensor.dims and isinstance(tensor.dims[0], int) else None
     original = Session(model, tensor.name, outputs, options, fixed_batch=declared)
-    if declared is not None and declared > 1:
-        reason = f"the input's batch dimension is fixed at {declared}; every call is padded to it"
-        return BatchBehaviour("fixed", declared, 0.0, 0.0, reason), original
     alone = [_run_checked(original, probe[i : i + 1]) for i in range(len(probe))]
+    if declared is not None and declared > 1:
+        # Runs at its one size only: dependence = an image padded with zeros vs among other images.
+        size = min(declared, len(probe))
+        worst, relative = _deviation(_run_checked(original, probe[:size]), alone[:size])
+        reason = f"the input's batch dimension is fixed at {declared}; every call is padded to it"
+        return BatchBehaviour("fixed", declared, worst, relative, reason), original
     single = original if declared == 1 else original.with_max_batch(1)
     try:
         if declared == 1:

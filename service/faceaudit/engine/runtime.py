@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from faceaudit.errors import InvalidRequest, RuntimeUnavailable
+from faceaudit.errors import InvalidRequest, RuntimeUnavailable, UnsupportedModel
 
 Provider = Literal["auto", "cpu", "cuda"]
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -90,11 +90,18 @@ class Session:
         session_options.intra_op_num_threads = options.threads or available_cpus()
         session_options.inter_op_num_threads = 1
         session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        session_options.log_severity_level = 3  # declared-shape mismatches are handled by us, not logged
+        # Failures surface as exceptions with their message; onnxruntime's own log would repeat them.
+        session_options.log_severity_level = 4
         provider = resolve_provider(options.provider)
         providers = [provider] if provider == _PROVIDERS["cpu"] else [provider, _PROVIDERS["cpu"]]
-        self._session = ort.InferenceSession(model.SerializeToString(), session_options, providers=providers)
+        try:
+            self._session = ort.InferenceSession(model.SerializeToString(), session_options, providers=providers)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises untyped Fail/InvalidGraph/NotImplemented
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UnsupportedModel(f"onnxruntime {ort.__version__} cannot load the model: {first}") from exc
         self.provider = self._session.get_providers()[0]
+        if options.provider == "cuda" and self.provider != _PROVIDERS["cuda"]:
+            raise RuntimeUnavailable("provider: cuda was asked for but onnxruntime could not start it (CUDA/cuDNN libraries?)")
         self.input_name = input_name
         self.output_names = output_names
         self.fixed_batch = fixed_batch
@@ -103,12 +110,10 @@ class Session:
 
     def with_max_batch(self, max_batch: int) -> Session:
         """The same onnxruntime session, called with at most `max_batch` images at a time."""
+        if self.fixed_batch is not None:
+            raise ValueError(f"this session only runs at batch {self.fixed_batch}")
         limited = copy.copy(self)
         limited.max_batch = min(self.max_batch, max_batch)
-        if limited.fixed_batch is None:
-            return limited
-        if max_batch < limited.fixed_batch:
-            raise ValueError(f"the model only runs at batch {limited.fixed_batch}")
         return limited
 
     def padded_size(self, n: int) -> int:
@@ -123,6 +128,12 @@ class Session:
             padded[:n] = batch
             batch = padded
         outputs = self._session.run(self.output_names, {self.input_name: batch})
+        for name, value in zip(self.output_names, outputs):
+            if value.ndim == 0 or value.shape[0] != size:
+                raise UnsupportedModel(
+                    f"output {name!r} has shape {list(value.shape)} for a batch of {size}: it has no batch "
+                    "dimension, so faceaudit cannot tell which image a value belongs to"
+                )
         return [o[:n] for o in outputs]
 
     def run_raw(self, batch: np.ndarray) -> list[np.ndarray]:

@@ -15,8 +15,8 @@ Scores:
 - embedding, `EmbeddingTarget(refs)`: cosine similarity of the image's embedding to each reference
   row; shape (B,) for one reference, (B, R) for several (probe-to-mate and probe-to-non-mate for
   contrastive methods).
-- any model, `OutputTarget()`: the selected output itself, (B, output_size); for methods that
-  perturb both faces of a pair and compare the embeddings themselves.
+- `OutputTarget()`: the selected output itself, (B, output_size); for methods that perturb both
+  faces of a pair and compare the embeddings themselves.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from faceaudit.engine.prepare import PreparedModel
-from faceaudit.errors import InvalidRequest, ModelOutputError
+from faceaudit.errors import FaceAuditError, InvalidRequest, ModelOutputError
 from faceaudit.images.preprocess import model_input_shape, to_model_input
 
 
@@ -71,20 +71,23 @@ class Scorer:
         self.spec = model.spec
         self._kind = self.spec.require("kind")
         self._references = self._check_target(target)
-        self._index = target.index if isinstance(target, ClassTarget) else -1
+        self._index = int(target.index) if isinstance(target, ClassTarget) else -1
         self._raw = isinstance(target, OutputTarget)
         self._softmax = self._kind == "classifier" and self.spec.softmax
         self._runner = _BatchRunner(model)
         self.stats = self._runner.stats
 
     def _check_target(self, target: Target) -> np.ndarray | None:
+        self.model.check_vector_output()
         size = self.model.output_size
         if isinstance(target, OutputTarget):
             return None
         if self._kind == "classifier":
             if not isinstance(target, ClassTarget):
                 raise InvalidRequest("target", "a classifier needs a class index target")
-            if isinstance(target.index, bool) or not 0 <= int(target.index) < size:
+            if isinstance(target.index, bool) or not isinstance(target.index, (int, np.integer)):
+                raise InvalidRequest("target", f"class index {target.index!r} is not an integer")
+            if not 0 <= int(target.index) < size:
                 raise InvalidRequest("target", f"class index {target.index} is outside 0..{size - 1}")
             return None
         if not isinstance(target, EmbeddingTarget):
@@ -163,7 +166,7 @@ def _check_chunk(chunk: np.ndarray) -> None:
     if not isinstance(chunk, np.ndarray) or chunk.ndim != 4:
         raise InvalidRequest("images", f"each chunk must be a (B, H, W, 3) array, got {getattr(chunk, 'shape', type(chunk))}")
     # A sum is NaN or infinite if any element is, and costs no temporary array (pixels are ≤ 255).
-    if chunk.dtype.kind == "f" and not np.isfinite(np.add.reduce(chunk, axis=None)):
+    if chunk.dtype.kind == "f" and not np.isfinite(np.add.reduce(chunk, axis=None, dtype=np.float64)):
         raise InvalidRequest("images", "a chunk contains NaN or infinite pixel values")
 
 
@@ -177,14 +180,21 @@ class _BatchRunner:
         self.buffers = (np.zeros(shape, dtype=np.float32), np.zeros(shape, dtype=np.float32))
         self.stats = ScoringStats(provider=self._session.provider)
 
-    def run(self, buffer: int, n: int, where: str) -> np.ndarray:
+    def run(self, buffer_index: int, n: int, where: str) -> np.ndarray:
         """Run the first n images of the buffer; the selected output as (n, output_size).
 
         `where` names the batch in an error message.
         """
         size = self._session.padded_size(n)
+        buffer = self.buffers[buffer_index]
+        buffer[n:size] = 0.0  # stale rows would make a batch-dependent model's result depend on history
         started = time.perf_counter()
-        raw = self._session.run(self.buffers[buffer][:size])[self._output_index][:n]
+        try:
+            raw = self._session.run(buffer[:size])[self._output_index][:n]
+        except FaceAuditError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's untyped runtime errors
+            raise ModelOutputError(f"the model failed on {where}: {str(exc).strip().splitlines()[0]}") from exc
         self.stats.runtime_seconds += time.perf_counter() - started
         self.stats.batches += 1
         self.stats.images += n

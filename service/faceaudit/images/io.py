@@ -41,11 +41,24 @@ def read_image(
         if width * height > max_pixels:
             raise LimitExceeded(f"{field}: {width}x{height} pixels is above the limit of {max_pixels:,} (max_pixels)")
         try:
-            image = ImageOps.exif_transpose(handle).convert("RGB")
+            image = _to_rgb8(ImageOps.exif_transpose(handle), field)
         # The errors Pillow raises for corrupt pixel data or EXIF blocks.
         except (OSError, ValueError, SyntaxError, IndexError, TypeError, struct.error, Image.DecompressionBombError) as exc:
             raise InvalidImage(field, f"cannot decode image ({exc})") from exc
     return np.asarray(image, dtype=np.uint8)
+
+
+def _to_rgb8(image: Image.Image, field: str) -> Image.Image:
+    """8-bit RGB. 16-bit images are scaled by 255/65535 (Pillow would clip them at 255 instead)."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        pixels = np.asarray(image, dtype=np.float64)
+        if pixels.min() < 0 or pixels.max() > 65535:
+            raise InvalidImage(field, f"{image.mode} image with values outside 0..65535")
+        grey = np.rint(pixels * (255.0 / 65535.0)).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    if image.mode == "F":
+        raise InvalidImage(field, "floating-point images have no standard range: convert to 8- or 16-bit")
+    return image.convert("RGB")
 
 
 def check_image_array(array: np.ndarray, *, field: str = "image") -> np.ndarray:

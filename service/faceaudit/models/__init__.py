@@ -8,7 +8,7 @@ from typing import Any
 
 from faceaudit.models.inference import infer_spec
 from faceaudit.models.loading import DEFAULT_MAX_MODEL_BYTES, LoadedModel, load_model
-from faceaudit.models.spec import ModelSpec, read_spec_file, spec_file_for
+from faceaudit.models.spec import ModelSpec, canonical_names, read_spec_file, spec_file_for
 
 __all__ = ["DEFAULT_MAX_MODEL_BYTES", "LoadedModel", "ModelSpec", "load_model", "resolve_spec"]
 
@@ -23,7 +23,7 @@ def resolve_spec(
     """
     if spec_file is None and loaded.folder is not None:
         spec_file = spec_file_for(loaded.source)
-    given = {**(read_spec_file(spec_file) if spec_file is not None else {}), **(values or {})}
-    names = {name: given.get(name, given.get(alias)) for name, alias in (("input_name", "input"), ("output_name", "output"))}
-    spec = infer_spec(loaded.proto, **{k: str(v) for k, v in names.items() if v is not None})
+    given = {**(read_spec_file(spec_file) if spec_file is not None else {}), **canonical_names(values or {})}
+    names = {name: given[name] for name in ("input_name", "output_name") if given.get(name) is not None}
+    spec = infer_spec(loaded.proto, **{k: str(v) for k, v in names.items()})
     return spec.with_values(given) if given else spec

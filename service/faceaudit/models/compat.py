@@ -76,11 +76,16 @@ def make_loadable(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
     newer than the runtime implements: converting down can change semantics.
     """
     notes: list[str] = []
+    if not model.opset_import:  # IR < 3 had no opset imports: the operators are opset 1's
+        model = _copy(model)
+        model.opset_import.add(domain="", version=1)
+        model.ir_version = max(model.ir_version, 3)
+        notes.append("no opset import (IR < 3): read as ai.onnx opset 1")
     max_ir = runtime_max_ir_version()
     if model.ir_version > max_ir:
         notes.append(
             f"IR version {model.ir_version} lowered to {max_ir}, the newest that onnx {onnx.__version__} "
-            f"and onnxruntime {ort.__version__} read; the checker found nothing that needs the newer one"
+            f"and onnxruntime {ort.__version__} read"
         )
         model = _copy(model)
         model.ir_version = max_ir

@@ -79,10 +79,23 @@ def consumers(model: onnx.ModelProto, tensor: str) -> list[onnx.NodeProto]:
     return [node for node in model.graph.node if tensor in node.input]
 
 
-def make_batch_dynamic(model: onnx.ModelProto, input_name: str, *, symbol: str = "batch") -> onnx.ModelProto:
-    """A copy whose input `input_name` and every graph output have a symbolic first dimension.
+def select_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """A copy whose graph outputs are `names` only; onnxruntime then skips every other branch."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    kept = [v for v in copy.graph.output if v.name in names]
+    if len(kept) != len(names):
+        raise ValueError(f"outputs {names} are not all graph outputs")
+    del copy.graph.output[:]
+    copy.graph.output.extend(kept)
+    return copy
 
-    Intermediate value_info shapes are dropped: they would pin the old batch size. Whether the
+
+def make_batch_dynamic(model: onnx.ModelProto, input_name: str, *, symbol: str = "batch") -> onnx.ModelProto:
+    """A copy whose input `input_name` and its batch-1 graph outputs have a symbolic first dimension.
+
+    Outputs whose first dimension is fixed at another size have no batch dimension and are left
+    alone. Intermediate value_info shapes are dropped: they would pin the old batch size. Whether the
     graph computes the same thing at another batch size (a Reshape may hard-code it) is not
     knowable from the graph alone; the caller verifies by running it.
     """
@@ -93,7 +106,7 @@ def make_batch_dynamic(model: onnx.ModelProto, input_name: str, *, symbol: str =
         raise ValueError(f"no graph input named {input_name!r}")
     for value in [*targets, *copy.graph.output]:
         shape = value.type.tensor_type.shape
-        if len(shape.dim) > 0:
+        if len(shape.dim) > 0 and shape.dim[0].dim_value in (0, 1):
             shape.dim[0].Clear()
             shape.dim[0].dim_param = symbol
     del copy.graph.value_info[:]

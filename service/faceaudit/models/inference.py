@@ -78,11 +78,18 @@ def _image_layout(model: onnx.ModelProto, tensor: TensorInfo) -> tuple[str | Non
     return layout, channels, fixed[h_axis], fixed[w_axis]
 
 
+def _normalises_last_axis(model: onnx.ModelProto, node: onnx.NodeProto) -> bool:
+    """Softmax over the class axis: the last one (-1, or 1 of a rank-2 output)."""
+    axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
+    ranks = {t.name: len(t.dims) for t in graph_outputs(model) if t.dims is not None}
+    return axis == -1 or axis == 1 and ranks.get(node.output[0], 2) == 2
+
+
 def _head(model: onnx.ModelProto, output: str) -> tuple[str | None, str | None]:
     node = origin_op(model, output)
     if node is None:
         return None, None
-    if node.op_type in ("Softmax", "Sigmoid"):
+    if node.op_type == "Sigmoid" or node.op_type == "Softmax" and _normalises_last_axis(model, node):
         return "classifier", "probabilities"
     if node.op_type == "LpNormalization":
         p = next((a.i for a in node.attribute if a.name == "p"), 2)

@@ -83,6 +83,13 @@ class ModelSpec:
     softmax: bool = False  # classifiers: score softmax(output) instead of the raw output
     sources: Mapping[str, Source] = field(default_factory=dict, compare=False)
 
+    def __post_init__(self) -> None:
+        # Choices must be canonical (e.g. "NCHW", not "nchw"): code compares them by equality.
+        for name in ("kind", "layout", "channel_order", "output_type", "channels"):
+            value = getattr(self, name)
+            if value is not None and _validate(name, value) != value:
+                raise InvalidRequest(name, f"{value!r} is not one of the accepted values (use ModelSpec.with_values)")
+
     def require(self, name: str) -> Any:
         """The value of field `name`, or SpecAmbiguous naming the field and its flag."""
         value = getattr(self, name)
@@ -111,8 +118,8 @@ class ModelSpec:
         is refused rather than silently fed to a model that would then fail or mislead.
         """
         clean: dict[str, Any] = {}
-        for key, raw in values.items():
-            name = _ALIASES.get(key, key)
+        for name, raw in canonical_names(values).items():
+            key = name
             if name not in FLAGS:
                 raise InvalidRequest(key, f"unknown spec field; known fields: {', '.join(sorted(FLAGS))}")
             if raw is None:
@@ -197,7 +204,7 @@ def _number(name: str, raw: Any, kind: type) -> Any:
         raise InvalidRequest(name, f"{raw!r} is not a number")
     try:
         value = kind(raw)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidRequest(name, f"{raw!r} is not a number") from exc
     if kind is int and float(raw) != value:
         raise InvalidRequest(name, f"{raw!r} is not an integer")
@@ -220,7 +227,10 @@ def spec_file_for(model_path: str | Path) -> Path | None:
 def read_spec_file(path: str | Path) -> dict[str, Any]:
     """The field values of a YAML or JSON spec file (validated later by `ModelSpec.with_values`)."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidRequest("spec_file", f"cannot read {path} as a text file: {exc}") from exc
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
@@ -229,4 +239,15 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise InvalidRequest("spec_file", f"{path} must hold a mapping of field names to values")
-    return data
+    return canonical_names(data)
+
+
+def canonical_names(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Values keyed by field name, the short aliases ("input", "output") resolved."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = _ALIASES.get(key, key)
+        if name in out:
+            raise InvalidRequest(key, f"given twice, as {name!r} and as its alias")
+        out[name] = value
+    return out
