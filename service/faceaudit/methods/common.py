@@ -92,6 +92,14 @@ def contrast(scores: np.ndarray) -> np.ndarray:
     return scores if scores.ndim == 1 else scores[:, 0] - scores[:, 1]
 
 
+def check_int(name: str, value: int, low: int, high: int | None = None, why: str = "") -> None:
+    """Raise InvalidRequest naming `name` unless value is an integer in [low, high] (bools are not)."""
+    integer = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if not integer or value < low or high is not None and value > high:
+        allowed = f"an integer ≥ {low}" if high is None else f"an integer in {low}..{high}"
+        raise InvalidRequest(name, f"{value!r} must be {allowed}{why}")
+
+
 Options = TypeVar("Options")
 
 

@@ -46,7 +46,7 @@ from faceaudit.engine.fills import VGGFACE_MEAN_RGB, baseline_image, check_fill
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.engine.scorer import Scorer
 from faceaudit.errors import InvalidRequest
-from faceaudit.methods.common import ExplainTarget, Progress, Run, check_inputs, contrast, scoring_target
+from faceaudit.methods.common import ExplainTarget, Progress, Run, check_inputs, check_int, contrast, scoring_target
 from faceaudit.methods.saliency_map import SaliencyMap
 
 Box = tuple[int, int, int, int]  # (top, bottom, left, right) of a window; bottom and right exclusive
@@ -69,21 +69,15 @@ class OcclusionOptions:
     chunk: int = 64
 
     def __post_init__(self) -> None:
-        _check_int("patch", self.patch, 1)
-        _check_int("stride", self.stride, 1, self.patch, " (at most the patch side, so that windows cover every pixel)")
+        check_int("patch", self.patch, 1)
+        check_int("stride", self.stride, 1, self.patch, " (at most the patch side, so that windows cover every pixel)")
         check_fill(self.fill, self.constant, self.blur_sigma, self.dataset_mean)
-        _check_int("chunk", self.chunk, 1, MAX_CHUNK)
+        check_int("chunk", self.chunk, 1, MAX_CHUNK)
 
     def baseline(self, image: np.ndarray) -> np.ndarray:
         """The fill image F whose pixels replace the occluded pixels of `image`."""
         return baseline_image(image, self.fill, constant=self.constant, blur_sigma=self.blur_sigma,
                               dataset_mean=self.dataset_mean)
-
-
-def _check_int(name: str, value: int, low: int, high: int | None = None, why: str = "") -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or high is not None and value > high:
-        allowed = f"an integer ≥ {low}" if high is None else f"an integer in {low}..{high}"
-        raise InvalidRequest(name, f"{value!r} must be {allowed}{why}")
 
 
 def occlusion(
