@@ -69,7 +69,7 @@ class Scorer:
     def __init__(self, model: PreparedModel, target: Target) -> None:
         self.model = model
         self.spec = model.spec
-        self._kind = self.spec.require("kind")
+        self._kind = None if isinstance(target, OutputTarget) else self.spec.require("kind")
         self._references = self._check_target(target)
         self._index = int(target.index) if isinstance(target, ClassTarget) else -1
         self._raw = isinstance(target, OutputTarget)
