@@ -1,0 +1,97 @@
+"""Flags that say how input faces correspond to the canonical face (for `cis` and `cms`).
+
+Without flags the model's input crop is the canonical frame (pre-aligned crops). `--landmarks`
+gives each image's landmarks (pixels of the image file, K×2 as x, y); `--landmark-model` predicts
+them with an ONNX model. Either way the landmarks are mapped onto `--template` (five ArcFace
+points or the 68-point mean face) in a canonical frame of the model's input size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from faceaudit.alignment import (
+    ARCFACE_112, Correspondence, LandmarkAligner, OnnxLandmarkAligner, PreAligned, arcface_template, mean_face_68, mean_face_68_on,
+    neutral_face,
+)
+from faceaudit.errors import InvalidRequest
+from faceaudit.models import ModelSpec
+
+# correspond(name, original image, model-sized image) -> Correspondence
+Correspond = Callable[[str, np.ndarray, np.ndarray], Correspondence]
+
+
+def add_alignment_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("alignment (cis, cms)")
+    source = group.add_mutually_exclusive_group()
+    source.add_argument("--landmarks", help="JSON: {image file name: [[x, y], ...]} in the image's pixels "
+                                            "(explain also takes a bare [[x, y], ...] list)")
+    source.add_argument("--landmark-model", help="ONNX model predicting K×2 landmarks")
+    group.add_argument("--landmark-units", choices=["normalized", "pixels"], help="units of --landmark-model's output")
+    group.add_argument("--template", choices=["arcface5", "mean68"], default="arcface5",
+                       help="canonical landmark template (default arcface5)")
+    group.add_argument("--margin", type=float, default=0.5,
+                       help="extend the template's triangulation beyond its hull by this fraction (default 0.5)")
+
+
+def correspondence_source(args: argparse.Namespace, spec: ModelSpec) -> Correspond:
+    shape = (spec.require("height"), spec.require("width"))
+    if not args.landmarks and not args.landmark_model:
+        aligner = PreAligned(shape)
+        return lambda name, original, image: aligner.correspond(image)
+    if args.template == "arcface5":
+        template = _arcface(shape)
+    else:
+        template = mean_face_68(shape)
+    landmark_aligner = LandmarkAligner(template, shape, margin=args.margin)
+    if args.landmark_model:
+        if args.landmark_units is None:
+            raise InvalidRequest("landmark_units", "declare the landmark model's output units: normalized or pixels")
+        predictor = OnnxLandmarkAligner.load(args.landmark_model, landmark_aligner, units=args.landmark_units)
+        return lambda name, original, image: predictor.correspond(image)
+    table = _read_landmarks(Path(args.landmarks))
+
+    def correspond(name: str, original: np.ndarray, image: np.ndarray) -> Correspondence:
+        points = table.get(name, table.get("*"))
+        if points is None:
+            raise InvalidRequest("landmarks", f"no landmarks for {name!r} in {args.landmarks}")
+        scale = np.array([image.shape[1] / original.shape[1], image.shape[0] / original.shape[0]])
+        # Pixel centres: x_model + 0.5 = (x_file + 0.5) * scale.
+        return landmark_aligner.correspond(image, (points + 0.5) * scale - 0.5)
+
+    return correspond
+
+
+def _arcface(shape: tuple[int, int]) -> np.ndarray:
+    """insightface's layout for square 112/128-multiple crops; otherwise the 112 layout scaled to the frame."""
+    height, width = shape
+    if height == width and (height % 112 == 0 or height % 128 == 0):
+        return arcface_template(height)
+    return (ARCFACE_112 + 0.5) * [width / 112.0, height / 112.0] - 0.5
+
+
+def _read_landmarks(path: Path) -> dict[str, np.ndarray]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidRequest("landmarks", f"cannot read {path} as JSON: {exc}") from exc
+    if isinstance(data, list):
+        data = {"*": data}
+    if not isinstance(data, dict):
+        raise InvalidRequest("landmarks", f"{path} must hold a list of [x, y] or a mapping of image names to lists")
+    try:
+        return {str(k): np.asarray(v, dtype=np.float64) for k, v in data.items()}
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest("landmarks", f"{path}: landmarks must be numbers ({exc})") from exc
+
+
+def canonical_backdrop(args: argparse.Namespace, shape: tuple[int, int]) -> np.ndarray:
+    """The neutral face that canonical maps are drawn over, laid out like the canonical frame."""
+    if (args.landmarks or args.landmark_model) and args.template == "arcface5":
+        return neutral_face(shape, mean_face_68_on(_arcface(shape)))
+    return neutral_face(shape)

@@ -1,0 +1,98 @@
+"""`faceaudit explain`: one saliency map of one face, saved as .npy, .json and a PNG overlay."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from faceaudit.cli.alignment_args import add_alignment_arguments, canonical_backdrop, correspondence_source
+from faceaudit.cli.model_args import open_model
+from faceaudit.cli.progress import ProgressBar
+from faceaudit.engine.prepare import PreparedModel, prepare
+from faceaudit.engine.scorer import embed
+from faceaudit.errors import InvalidRequest
+from faceaudit.images.io import fit_to_model, load_image, read_image
+from faceaudit.methods.common import ExplainTarget
+from faceaudit.methods.registry import METHODS, explain, get_method
+
+# Method options that have a flag of their own; any other goes through --option KEY=VALUE.
+OPTION_FLAGS = ("patch", "stride", "fill", "masks", "cells", "keep", "seed", "mode", "chunk")
+
+
+def add_explain_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image", required=True, help="the face to explain (the probe, for embedding models)")
+    parser.add_argument("--method", required=True, help=f"one of {', '.join(m.replace('_', '-') for m in METHODS)}")
+    target = parser.add_argument_group("target")
+    target.add_argument("--target", type=int, help="class index (classifiers; default: the predicted class)")
+    target.add_argument("--mate", help="mate image (embedding models)")
+    target.add_argument("--non-mate", help="non-mate image: gives the contrastive map (embedding models)")
+    options = parser.add_argument_group("method options (defaults: the papers'; see the method's docs)")
+    options.add_argument("--patch", help="occlusion patch side, px")
+    options.add_argument("--stride", help="occlusion stride, px")
+    options.add_argument("--fill", help="occluded pixels: zero, mean, dataset_mean, blur, constant")
+    options.add_argument("--masks", help="RISE masks N")
+    options.add_argument("--cells", help="RISE grid cells per side")
+    options.add_argument("--keep", help="RISE keep probability p")
+    options.add_argument("--seed", help="random seed")
+    options.add_argument("--mode", help="xface mode: probe or both")
+    options.add_argument("--chunk", help="perturbations per streamed chunk")
+    options.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="any other method option")
+    add_alignment_arguments(parser)
+    parser.add_argument("--out", required=True, help="folder for <image>.<method>.npy/.json/.png")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def method_options(args: argparse.Namespace) -> dict[str, Any]:
+    values = {name: getattr(args, name) for name in OPTION_FLAGS if getattr(args, name, None) is not None}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidRequest("option", f"{item!r} is not KEY=VALUE")
+        values[key.strip()] = value.strip()
+    return values
+
+
+def explain_target(args: argparse.Namespace, model: PreparedModel, image: np.ndarray) -> ExplainTarget:
+    spec = model.spec
+    if spec.require("kind") == "classifier":
+        if args.mate or args.non_mate:
+            raise InvalidRequest("mate", "a classifier is explained for a class (--target), not against a mate")
+        if args.target is not None:
+            return ExplainTarget(class_index=args.target)
+        return ExplainTarget(class_index=int(np.argmax(embed(model, image[None])[0])))  # the predicted class
+    if args.target is not None:
+        raise InvalidRequest("target", "an embedding model is explained against --mate, not a class index")
+    if not args.mate:
+        raise InvalidRequest("mate", "an embedding model needs --mate IMAGE (and optionally --non-mate IMAGE)")
+    mate = load_image(args.mate, spec, field="mate")
+    non_mate = load_image(args.non_mate, spec, field="non_mate") if args.non_mate else None
+    return ExplainTarget(mate=mate, non_mate=non_mate)
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    loaded, spec, runtime = open_model(args)
+    model = prepare(loaded, spec, runtime)
+    original = read_image(args.image, field="image")
+    image = fit_to_model(original.astype(np.float32), spec)
+    target = explain_target(args, model, image)
+    progress = None if args.quiet else ProgressBar(Path(args.image).name)
+    context = {}
+    if get_method(args.method).name == "cis":
+        context["correspondence"] = correspondence_source(args, spec)(Path(args.image).name, original, image)
+    elif args.landmarks or args.landmark_model:
+        raise InvalidRequest("landmarks", "only the canonical methods (cis, and the cms command) use landmarks")
+    result = explain(model, args.method, image=image, target=target, options=method_options(args), progress=progress,
+                     **context)
+    backdrop = image if result.frame == "input" else canonical_backdrop(args, result.values.shape)
+    paths = result.save(args.out, image=backdrop, stem=f"{Path(args.image).stem}.{result.method}")
+    summary = {
+        "method": result.method, "target": result.target, "forward_passes": result.forward_passes,
+        "seconds": round(result.timings["total_s"], 3), "files": {k: str(v) for k, v in paths.items()},
+        "assumed_fields": spec.assumed_fields(),
+    }
+    print(json.dumps(summary, indent=2) if args.json else "\n".join(summary["files"].values()))
+    return 0
