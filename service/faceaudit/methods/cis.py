@@ -18,9 +18,9 @@ mesh vertices; here the correspondence comes from an aligner (`faceaudit.alignme
 spaces canonical grid points. Positions are rounded to 1e-6 px before windows are cut, so float
 noise of the warp cannot move a window edge.
 Defaults:
-    patch 15 px (§5.5: "We used a patch of size 15 × 15"); fill "zero" (Algorithm 1, line 7 sets
-    the patch to 0); stride 4 canonical px (the paper leaves the stride tunable, §5.5, and gives no
-    value; 4 is faceaudit's occlusion stride); chunk 32 occluded images per scorer chunk.
+    patch=15 px (§5.5: "We used a patch of size 15 × 15"); fill=zero (Algorithm 1, line 7 sets
+    the patch to 0); stride=4 canonical px (the paper leaves the stride tunable, §5.5, and gives no
+    value; 4 is faceaudit's occlusion stride); chunk=32 occluded images per scorer chunk.
 """
 
 from __future__ import annotations

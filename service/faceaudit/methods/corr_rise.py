@@ -13,7 +13,7 @@ Reference:
     Y. Lu, Z. Xu, T. Ebrahimi, "Towards visual saliency explanations of face verification",
     WACV 2024 (doi:10.1109/WACV57701.2024.00466); reference [22] of Wang et al. 2025.
 Defaults:
-    RISE's (N=4000, s=7, p=0.5, black fill; see faceaudit.methods.rise): the mask settings of Lu et
+    RISE's (masks=4000, cells=7, keep=0.5, fill=zero; see faceaudit.methods.rise): the mask settings of Lu et
     al. are not in the texts we checked, and Wang et al. implemented CorrRISE "based on the official
     implementation of RISE". Embedding models only: a classifier raises InvalidRequest("target").
 """

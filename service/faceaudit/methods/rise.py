@@ -25,9 +25,10 @@ Masks, as `generate_masks`:
     upsampled crop is R[dy:dy+H] · G · Cᵀ[dx:dx+W] with the interpolation matrices R and C,
     computed in float32 for a whole chunk at once.
 Defaults:
-    N=4000, s=7, p=0.5: the paper's settings (s=7, p=0.5; N=4000 for ResNet50, 8000 for VGG16).
+    masks=4000 (N), cells=7 (s), keep=0.5 (p): the paper's settings (s=7, p=0.5; N=4000 for
+    ResNet50, 8000 for VGG16).
     We take the ResNet50 count because common face embedders are ResNets (ArcFace's IResNet); set
-    `masks=8000` to reproduce the VGG16 setting. (The reference repository's notebook uses N=6000,
+    `masks` to 8000 to reproduce the VGG16 setting. (The reference repository's notebook uses N=6000,
     s=8, p=0.1 instead; we follow the paper.) Fill zero: the paper multiplies the image by the
     mask. We normalise by N·p as the paper and the reference (`sal / N / p1`) do; TorchRay divides
     by N only, so its maps are ours times p.
