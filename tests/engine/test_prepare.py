@@ -122,3 +122,10 @@ def test_graph_mixing_images_across_the_batch_runs_one_image_per_call(rng):
     model = prepared(proto, {"kind": "classifier"})
     assert (model.batch.mode, model.session.max_batch) == ("fixed", 1)
     assert "mixes images" in model.batch.reason
+
+
+def test_large_inputs_run_in_batches_bounded_in_bytes():
+    proto = zoo.linear_classifier(height=64, width=64)  # 48 KiB per image
+    model = prepared(proto, {"kind": "classifier"}, max_batch=64, max_batch_bytes=1 << 20)
+    assert model.session.max_batch == 21 and any("max_batch_bytes" in note for note in model.notes)
+    assert prepared(proto, {"kind": "classifier"}, max_batch=16).session.max_batch == 16

@@ -186,6 +186,6 @@ def test_documented_defaults_are_the_real_ones():
     defaults = {f.name: f.default for f in dataclasses.fields(CisOptions)}
     assert (defaults["patch"], defaults["stride"], defaults["fill"]) == (15, 4, "zero")
     doc = " ".join(cis_module.__doc__.split())
-    assert 'patch 15 px' in doc and 'fill "zero"' in doc and 'stride 4 canonical px' in doc
+    assert 'patch=15 px' in doc and 'fill=zero' in doc and 'stride=4 canonical px' in doc
     assert options_from(CisOptions, {"patch": "9", "constant": "1,2,3", "fill": "constant"}) == CisOptions(
         patch=9, constant=(1.0, 2.0, 3.0), fill="constant")

@@ -222,7 +222,7 @@ def test_progress_reaches_the_total_once_per_chunk():
 
 def test_defaults_are_the_documented_paper_defaults():
     assert (RiseOptions().masks, RiseOptions().cells, RiseOptions().keep, RiseOptions().fill) == (4000, 7, 0.5, "zero")
-    assert "N=4000, s=7, p=0.5" in rise_module.__doc__
+    assert "masks=4000 (N), cells=7 (s), keep=0.5 (p)" in rise_module.__doc__
 
 
 @pytest.mark.parametrize(("values", "field"), [

@@ -34,6 +34,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, positional: bool = T
     run.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="auto")
     run.add_argument("--threads", type=int, help="intra-op threads (default: the CPUs available)")
     run.add_argument("--max-batch", type=int, default=64)
+    run.add_argument("--max-batch-mib", type=float, default=16.0,
+                     help="cap on one input batch in MiB; bounds onnxruntime's memory for large inputs (default 16)")
     run.add_argument("--exact", action="store_true", help="one image per runtime call (batch-dependent models)")
     run.add_argument("--max-model-bytes", type=int, default=DEFAULT_MAX_MODEL_BYTES)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
@@ -60,5 +62,6 @@ def spec_values(args: argparse.Namespace) -> dict[str, Any]:
 def open_model(args: argparse.Namespace) -> tuple[LoadedModel, ModelSpec, RuntimeOptions]:
     loaded = load_model(args.model, max_bytes=args.max_model_bytes)
     spec = resolve_spec(loaded, spec_values(args), spec_file=args.spec_file)
-    options = RuntimeOptions(provider=args.provider, threads=args.threads, max_batch=args.max_batch, exact=args.exact)
+    options = RuntimeOptions(provider=args.provider, threads=args.threads, max_batch=args.max_batch,
+                             max_batch_bytes=int(args.max_batch_mib * 2**20), exact=args.exact)
     return loaded, spec, options

@@ -30,7 +30,6 @@ DEPENDENCE_TOLERANCE = 1e-4  # above float reassociation noise of batched GEMMs
 BROKEN_BATCH_TOLERANCE = 0.2  # above this the rows are not the images' outputs: batching is broken
 PROBE_BATCH = 4
 MAX_INPUT_PIXELS = 4096 * 4096  # face models take a few hundred pixels a side
-BATCH_BUFFER_BYTES = 256 << 20  # one input batch; the scorer holds two
 
 
 @dataclass(frozen=True)
@@ -125,11 +124,12 @@ def prepare(loaded: LoadedModel, spec: ModelSpec, options: RuntimeOptions = Runt
 
 
 def _fit_buffer(options: RuntimeOptions, image_bytes: int, notes: list[str]) -> RuntimeOptions:
-    """Options whose max_batch keeps one input batch within BATCH_BUFFER_BYTES."""
-    fits = max(1, BATCH_BUFFER_BYTES // image_bytes)
+    """Options whose max_batch keeps one input batch within options.max_batch_bytes."""
+    fits = max(1, options.max_batch_bytes // image_bytes)
     if fits >= options.max_batch:
         return options
-    notes.append(f"max batch lowered from {options.max_batch} to {fits} to keep one input batch under {BATCH_BUFFER_BYTES >> 20} MiB")
+    notes.append(f"max batch lowered from {options.max_batch} to {fits} to keep one input batch under "
+                 f"{options.max_batch_bytes / 2**20:g} MiB (max_batch_bytes)")
     return replace(options, max_batch=fits)
 
 

@@ -31,6 +31,9 @@ class RuntimeOptions:
     provider: Provider = "auto"
     threads: int | None = None  # intra-op threads; None = the CPUs this process may use
     max_batch: int = 64
+    # One input batch stays under this many bytes: onnxruntime's activations grow with the batch,
+    # so large inputs (224×224 and up) run in smaller batches to bound peak memory.
+    max_batch_bytes: int = 16 << 20
     exact: bool = False
 
     def __post_init__(self) -> None:
@@ -38,6 +41,8 @@ class RuntimeOptions:
             raise InvalidRequest("provider", f"{self.provider!r} is not one of auto, cpu, cuda")
         if not 1 <= self.max_batch <= 4096:
             raise InvalidRequest("max_batch", f"{self.max_batch} is outside 1..4096")
+        if self.max_batch_bytes < 1:
+            raise InvalidRequest("max_batch_bytes", f"{self.max_batch_bytes} must be positive")
         if self.threads is not None and not 1 <= self.threads <= 1024:
             raise InvalidRequest("threads", f"{self.threads} is outside 1..1024")
 
