@@ -70,3 +70,16 @@ def test_bad_declarations_are_refused(kwargs, values, field):
     with pytest.raises(InvalidRequest) as info:
         OnnxLandmarkAligner(model, LandmarkAligner(TEMPLATE, (64, 64)), **kwargs)
     assert info.value.field == field
+
+
+def test_landmark_models_returning_k_by_2_are_read():
+    from onnx import TensorProto, helper
+
+    flat = landmark_model(((EXPECTED + 0.5) / [72, 80]).ravel())
+    shape = helper.make_tensor("shape", TensorProto.INT64, [3], [0, 5, 2])
+    flat.graph.initializer.append(shape)
+    flat.graph.node.append(helper.make_node("Reshape", [flat.graph.output[0].name, "shape"], ["points"]))
+    del flat.graph.output[:]
+    flat.graph.output.append(helper.make_tensor_value_info("points", TensorProto.FLOAT, ["N", 5, 2]))
+    aligner = OnnxLandmarkAligner.load(flat.SerializeToString(), LandmarkAligner(TEMPLATE, (64, 64)), units="normalized")
+    np.testing.assert_allclose(aligner.landmarks(IMAGE[None])[0], EXPECTED, atol=1e-4)

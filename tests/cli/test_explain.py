@@ -55,7 +55,7 @@ def test_rise_of_an_embedding_model_with_non_mate_is_contrastive(files, capsys):
     (["--method", "occlusion", "--patch", "0"], "patch: 0 must be"),
     (["--method", "rise", "--option", "keep=2"], "keep"),
     (["--method", "rise", "--option", "colour=red"], "colour: unknown option"),
-    (["--method", "occlusion", "--target", "7"], "target: class index 7 is outside 0..2"),
+    (["--method", "occlusion", "--target", "7"], "target: 7 must be an integer in 0..2"),
     (["--method", "occlusion", "--mate", "x.png"], "mate:"),
 ])
 def test_errors_name_the_field(files, capsys, argv, message):
@@ -107,7 +107,7 @@ def test_cms_over_a_folder_writes_the_mean_canonical_map(files, capsys):
                  "--landmarks", str(files / "lm.json"), "--patch", "5", "--stride", "2", "--out", str(out), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     meta = json.loads((out / "cms.json").read_text())
-    assert summary["images"] == 3 and meta["method"] == "cms" and meta["extra"]["images"] == ["f0.png", "f1.png", "f2.png"]
+    assert summary["images"] == 3 and meta["method"] == "cms" and meta["extra"]["image_names"] == ["f0.png", "f1.png", "f2.png"]
     assert np.load(out / "cms.npy").shape == (32, 32) and (out / "cms.png").exists()
 
 
@@ -119,3 +119,26 @@ def test_cms_errors(files, capsys):
     assert main(["cms", "--quiet", "--model", str(files / "cls.onnx"), "--images", str(files / "faces"),
                  "--landmarks", str(files / "lm.json"), "--out", str(files / "o")]) == 2
     assert "no landmarks for 'f0.png'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("points", ["[[1, 2, 3]]", "[]", "[[1, 2], [3, 4]]"])
+def test_landmarks_of_the_wrong_shape_are_refused(files, capsys, points):
+    (files / "lm.json").write_text(points)
+    assert _run(files, "--model", str(files / "cls.onnx"), "--image", str(files / "probe.png"), "--method", "cis",
+                "--landmarks", str(files / "lm.json")) == 2
+    assert "landmarks: expected 5 [x, y] points" in capsys.readouterr().err
+
+
+def test_cms_refuses_one_landmark_list_for_every_image(files, capsys):
+    table = _faces_with_landmarks(files / "faces", 2)
+    (files / "lm.json").write_text(json.dumps(table["f0.png"]))
+    assert main(["cms", "--quiet", "--model", str(files / "cls.onnx"), "--images", str(files / "faces"),
+                 "--landmarks", str(files / "lm.json"), "--out", str(files / "o")]) == 2
+    assert "one entry per image" in capsys.readouterr().err
+
+
+def test_an_unusable_out_folder_fails_before_any_work(files, capsys):
+    (files / "taken").write_text("a file")
+    assert _run(files, "--model", str(files / "cls.onnx"), "--image", str(files / "probe.png"), "--method", "rise",
+                "--out", str(files / "taken" / "sub")) == 2
+    assert "out: cannot create the folder" in capsys.readouterr().err

@@ -39,7 +39,8 @@ def add_alignment_arguments(parser: argparse.ArgumentParser) -> None:
                        help="extend the template's triangulation beyond its hull by this fraction (default 0.5)")
 
 
-def correspondence_source(args: argparse.Namespace, spec: ModelSpec) -> Correspond:
+def correspondence_source(args: argparse.Namespace, spec: ModelSpec, *, per_image: bool = False) -> Correspond:
+    """How each image corresponds to the canonical frame; `per_image` refuses one list for all images."""
     shape = (spec.require("height"), spec.require("width"))
     if not args.landmarks and not args.landmark_model:
         aligner = PreAligned(shape)
@@ -54,7 +55,9 @@ def correspondence_source(args: argparse.Namespace, spec: ModelSpec) -> Correspo
             raise InvalidRequest("landmark_units", "declare the landmark model's output units: normalized or pixels")
         predictor = OnnxLandmarkAligner.load(args.landmark_model, landmark_aligner, units=args.landmark_units)
         return lambda name, original, image: predictor.correspond(image)
-    table = _read_landmarks(Path(args.landmarks))
+    table = _read_landmarks(Path(args.landmarks), len(template))
+    if per_image and "*" in table:
+        raise InvalidRequest("landmarks", "give a mapping of image file names to landmarks, one entry per image")
 
     def correspond(name: str, original: np.ndarray, image: np.ndarray) -> Correspondence:
         points = table.get(name, table.get("*"))
@@ -75,7 +78,7 @@ def _arcface(shape: tuple[int, int]) -> np.ndarray:
     return (ARCFACE_112 + 0.5) * [width / 112.0, height / 112.0] - 0.5
 
 
-def _read_landmarks(path: Path) -> dict[str, np.ndarray]:
+def _read_landmarks(path: Path, count: int) -> dict[str, np.ndarray]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -85,9 +88,14 @@ def _read_landmarks(path: Path) -> dict[str, np.ndarray]:
     if not isinstance(data, dict):
         raise InvalidRequest("landmarks", f"{path} must hold a list of [x, y] or a mapping of image names to lists")
     try:
-        return {str(k): np.asarray(v, dtype=np.float64) for k, v in data.items()}
+        table = {str(k): np.asarray(v, dtype=np.float64) for k, v in data.items()}
     except (TypeError, ValueError) as exc:
         raise InvalidRequest("landmarks", f"{path}: landmarks must be numbers ({exc})") from exc
+    for name, points in table.items():
+        if points.shape != (count, 2):
+            where = "" if name == "*" else f" for {name!r}"
+            raise InvalidRequest("landmarks", f"expected {count} [x, y] points{where}, got shape {points.shape}")
+    return table
 
 
 def canonical_backdrop(args: argparse.Namespace, shape: tuple[int, int]) -> np.ndarray:

@@ -9,16 +9,15 @@ from pathlib import Path
 import numpy as np
 
 from faceaudit.cli.alignment_args import add_alignment_arguments, canonical_backdrop, correspondence_source
-from faceaudit.cli.explain import method_options
+from faceaudit.cli.explain import method_options, output_folder
 from faceaudit.cli.model_args import open_model
 from faceaudit.cli.progress import ProgressBar
 from faceaudit.engine.prepare import prepare
-from faceaudit.engine.scorer import embed
 from faceaudit.errors import InvalidRequest
 from faceaudit.images.io import fit_to_model, read_image
 from faceaudit.methods.cis import CisOptions, cis
 from faceaudit.methods.cms import CmsAccumulator
-from faceaudit.methods.common import ExplainTarget, options_from
+from faceaudit.methods.common import ExplainTarget, options_from, predicted_class
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -36,6 +35,7 @@ def add_cms_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_cms(args: argparse.Namespace) -> int:
+    out = output_folder(args.out)
     loaded, spec, runtime = open_model(args)
     model = prepare(loaded, spec, runtime)
     if spec.require("kind") != "classifier":
@@ -46,20 +46,20 @@ def cmd_cms(args: argparse.Namespace) -> int:
     if not files:
         raise InvalidRequest("images", f"{folder} is not a folder with PNG/JPEG images")
     options = options_from(CisOptions, method_options(args))
-    correspond = correspondence_source(args, spec)
+    correspond = correspondence_source(args, spec, per_image=True)
     bar = None if args.quiet else ProgressBar(folder.name)
     accumulator = CmsAccumulator()  # constant memory: a running sum and a count
     for done, path in enumerate(files, start=1):
         original = read_image(path, field=f"images/{path.name}")
         image = fit_to_model(original.astype(np.float32), spec)
-        index = args.target if args.target is not None else int(np.argmax(embed(model, image[None])[0]))
+        index = args.target if args.target is not None else predicted_class(model, image)
         accumulator.add(cis(model, image=image, target=ExplainTarget(class_index=index), options=options,
                             correspondence=correspond(path.name, original, image)))
         if bar is not None:
             bar(done, len(files), "cms")
     result = accumulator.result()
-    result.extra["images"] = [p.name for p in files]
-    paths = result.save(args.out, image=canonical_backdrop(args, result.values.shape), stem="cms")
+    result.extra["image_names"] = [p.name for p in files]
+    paths = result.save(out, image=canonical_backdrop(args, result.values.shape), stem="cms")
     summary = {"images": len(files), "forward_passes": result.forward_passes, "seconds": round(result.timings["total_s"], 3),
                "files": {k: str(v) for k, v in paths.items()}}
     print(json.dumps(summary, indent=2) if args.json else "\n".join(summary["files"].values()))

@@ -13,10 +13,9 @@ from faceaudit.cli.alignment_args import add_alignment_arguments, canonical_back
 from faceaudit.cli.model_args import open_model
 from faceaudit.cli.progress import ProgressBar
 from faceaudit.engine.prepare import PreparedModel, prepare
-from faceaudit.engine.scorer import embed
 from faceaudit.errors import InvalidRequest
 from faceaudit.images.io import fit_to_model, load_image, read_image
-from faceaudit.methods.common import ExplainTarget
+from faceaudit.methods.common import ExplainTarget, predicted_class
 from faceaudit.methods.registry import METHODS, explain, get_method
 
 # Method options that have a flag of their own; any other goes through --option KEY=VALUE.
@@ -63,7 +62,7 @@ def explain_target(args: argparse.Namespace, model: PreparedModel, image: np.nda
             raise InvalidRequest("mate", "a classifier is explained for a class (--target), not against a mate")
         if args.target is not None:
             return ExplainTarget(class_index=args.target)
-        return ExplainTarget(class_index=int(np.argmax(embed(model, image[None])[0])))  # the predicted class
+        return ExplainTarget(class_index=predicted_class(model, image))
     if args.target is not None:
         raise InvalidRequest("target", "an embedding model is explained against --mate, not a class index")
     if not args.mate:
@@ -73,7 +72,18 @@ def explain_target(args: argparse.Namespace, model: PreparedModel, image: np.nda
     return ExplainTarget(mate=mate, non_mate=non_mate)
 
 
+def output_folder(path: str) -> Path:
+    """`--out`, created now so that a bad path fails before any work is done."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidRequest("out", f"cannot create the folder {folder}: {exc.strerror or exc}") from exc
+    return folder
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
+    out = output_folder(args.out)
     loaded, spec, runtime = open_model(args)
     model = prepare(loaded, spec, runtime)
     original = read_image(args.image, field="image")
@@ -88,7 +98,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     result = explain(model, args.method, image=image, target=target, options=method_options(args), progress=progress,
                      **context)
     backdrop = image if result.frame == "input" else canonical_backdrop(args, result.values.shape)
-    paths = result.save(args.out, image=backdrop, stem=f"{Path(args.image).stem}.{result.method}")
+    paths = result.save(out, image=backdrop, stem=f"{Path(args.image).stem}.{result.method}")
     summary = {
         "method": result.method, "target": result.target, "forward_passes": result.forward_passes,
         "seconds": round(result.timings["total_s"], 3), "files": {k: str(v) for k, v in paths.items()},

@@ -15,8 +15,8 @@ Scores:
 - embedding, `EmbeddingTarget(refs)`: cosine similarity of the image's embedding to each reference
   row; shape (B,) for one reference, (B, R) for several (probe-to-mate and probe-to-non-mate for
   contrastive methods).
-- `OutputTarget()`: the selected output itself, (B, output_size); for methods that perturb both
-  faces of a pair and compare the embeddings themselves.
+- `OutputTarget()`: the selected output itself, flattened per image to (B, output_size); for
+  methods that perturb both faces of a pair and compare the embeddings, and landmark models.
 """
 
 from __future__ import annotations
@@ -78,10 +78,10 @@ class Scorer:
         self.stats = self._runner.stats
 
     def _check_target(self, target: Target) -> np.ndarray | None:
+        if isinstance(target, OutputTarget):  # any per-image shape: rows come back flattened
+            return None
         self.model.check_vector_output()
         size = self.model.output_size
-        if isinstance(target, OutputTarget):
-            return None
         if self._kind == "classifier":
             if not isinstance(target, ClassTarget):
                 raise InvalidRequest("target", "a classifier needs a class index target")

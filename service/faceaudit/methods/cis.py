@@ -35,7 +35,9 @@ from faceaudit.engine.fills import VGGFACE_MEAN_RGB, baseline_image, check_fill
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.engine.scorer import Scorer
 from faceaudit.errors import InvalidRequest
-from faceaudit.methods.common import ExplainTarget, Progress, Run, check_inputs, contrast, scoring_target
+from faceaudit.methods.common import (
+    ExplainTarget, Progress, Run, check_passes, check_request, chunk_size, contrast, scoring_target,
+)
 from faceaudit.methods.saliency_map import SaliencyMap
 
 _DECIMALS = 6  # positions and sides are rounded to 1e-6 px before windows are cut
@@ -63,12 +65,13 @@ class CisOptions:
 def cis(model: PreparedModel, *, image: np.ndarray, target: ExplainTarget, options: CisOptions = CisOptions(),
         progress: Progress | None = None, correspondence: Correspondence | None = None) -> SaliencyMap:
     """The CIS map of one face on the canonical frame (default: the input frame itself, `PreAligned`)."""
-    image = check_inputs(model, image, target)
+    image, target = check_request(model, image, target)
     run = Run("cis", model, target, options)
     if correspondence is None:
         correspondence = PreAligned(image.shape[:2]).correspond(image)
     _check_correspondence(correspondence, image, options)
     input_xy, canonical_xy = correspondence.points(options.stride)
+    check_passes("stride", len(input_xy) + 1)
     if not len(input_xy):
         raise InvalidRequest("correspondence", "no correspondence point lies on both the canonical face and the image")
     canonical_patch = options.patch * correspondence.scale
@@ -76,7 +79,9 @@ def cis(model: PreparedModel, *, image: np.ndarray, target: ExplainTarget, optio
     recorded = square_windows(canonical_xy, canonical_patch, correspondence.canonical_shape)
     scorer = Scorer(model, scoring_target(model, target))
     baseline = baseline_image(image, options.fill, constant=options.constant, blur_sigma=options.blur_sigma)
-    drops = _drops(scorer, image, baseline, occluded, options.chunk, progress)
+    if np.array_equal(baseline, image):
+        raise InvalidRequest("fill", f"the {options.fill!r} fill equals the image: occluding it changes nothing")
+    drops = _drops(scorer, image, baseline, occluded, chunk_size(options.chunk, image), progress)
     values = density_normalised(drops, recorded, correspondence.canonical_shape)
     extra = {"points": len(drops), "canonical_scale": correspondence.scale, "canonical_patch": canonical_patch,
              "input_shape": list(image.shape[:2])}

@@ -25,7 +25,7 @@ import numpy as np
 
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.engine.scorer import ClassTarget, EmbeddingTarget, ScoringStats, embed
-from faceaudit.errors import InvalidRequest
+from faceaudit.errors import InvalidRequest, LimitExceeded
 from faceaudit.images.io import check_image_array
 from faceaudit.methods.saliency_map import SaliencyMap
 
@@ -52,26 +52,59 @@ class ExplainTarget:
 
 
 def check_inputs(model: PreparedModel, image: np.ndarray, target: ExplainTarget) -> np.ndarray:
-    """Validate the probe image and the target against the model; return the image as float32."""
+    """The validated image only (see check_request)."""  # TODO(merge): callers move to check_request
+    return check_request(model, image, target)[0]
+
+
+def check_request(model: PreparedModel, image: np.ndarray, target: ExplainTarget) -> tuple[np.ndarray, ExplainTarget]:
+    """Validate the probe image and the target against the model.
+
+    Returns the image as float32 and the target with its images validated and converted, so that
+    nothing downstream sees a caller's unchecked array.
+    """
     spec = model.spec
-    image = check_image_array(image, field="image")
-    expected = (spec.require("height"), spec.require("width"), 3)
-    if image.shape != expected:
-        raise InvalidRequest("image", f"expected a model-sized image of shape {expected}, got {image.shape}")
+    image = _model_sized(check_image_array(image, field="image"), spec, "image")
     kind = spec.require("kind")
     if kind == "classifier":
         if target.class_index is None or target.mate is not None or target.non_mate is not None:
             raise InvalidRequest("target", "a classifier is explained for a class index, not for mate/non-mate images")
-        if not 0 <= int(target.class_index) < model.output_size:
-            raise InvalidRequest("target", f"class index {target.class_index} is outside 0..{model.output_size - 1}")
-    else:
-        if target.mate is None or target.class_index is not None:
-            raise InvalidRequest("target", "an embedding model is explained against a mate image (and optionally a non-mate)")
-        for name in ("mate", "non_mate"):
-            other = getattr(target, name)
-            if other is not None and check_image_array(other, field=name).shape != expected:
-                raise InvalidRequest(name, f"expected a model-sized image of shape {expected}, got {np.shape(other)}")
+        check_int("target", target.class_index, 0, model.output_size - 1, " (a class index of this model)")
+        return image, ExplainTarget(class_index=int(target.class_index))
+    if target.mate is None or target.class_index is not None:
+        raise InvalidRequest("target", "an embedding model is explained against a mate image (and optionally a non-mate)")
+    faces = {name: _model_sized(check_image_array(getattr(target, name), field=name), spec, name)
+             for name in ("mate", "non_mate") if getattr(target, name) is not None}
+    return image, ExplainTarget(**faces)
+
+
+def _model_sized(image: np.ndarray, spec: Any, field_name: str) -> np.ndarray:
+    expected = (spec.require("height"), spec.require("width"), 3)
+    if image.shape != expected:
+        raise InvalidRequest(field_name, f"expected a model-sized image of shape {expected}, got {image.shape}")
     return image
+
+
+# Bounds that keep one request from exhausting the service: forward passes per map, and bytes of
+# perturbed images alive per streamed chunk (the scorer's batch buffers are bounded separately).
+MAX_FORWARD_PASSES = 1_000_000
+CHUNK_BYTES = 16 << 20
+
+
+def check_passes(name: str, passes: int) -> None:
+    """LimitExceeded naming the option when a map would need more than MAX_FORWARD_PASSES."""
+    if passes > MAX_FORWARD_PASSES:
+        raise LimitExceeded(f"{name}: {passes:,} forward passes is above the limit of {MAX_FORWARD_PASSES:,}")
+
+
+def chunk_size(requested: int, image: np.ndarray, copies: int = 1) -> int:
+    """`requested` perturbations per chunk, lowered so a chunk of `copies` faces each fits CHUNK_BYTES."""
+    per_item = image.shape[0] * image.shape[1] * 3 * 4 * copies
+    return max(1, min(requested, CHUNK_BYTES // per_item))
+
+
+def predicted_class(model: PreparedModel, image: np.ndarray) -> int:
+    """The class a classifier predicts for a model-sized image (its highest output)."""
+    return int(np.argmax(embed(model, image[None])[0]))
 
 
 def references(model: PreparedModel, target: ExplainTarget) -> np.ndarray:
@@ -105,6 +138,8 @@ Options = TypeVar("Options")
 
 def options_from(cls: type[Options], values: Mapping[str, Any] | None) -> Options:
     """Build an options dataclass from loose values (CLI, gRPC), naming unknown or ill-typed options."""
+    if values is not None and not isinstance(values, Mapping):
+        raise InvalidRequest("options", f"expected option names and values, got {type(values).__name__}")
     values = dict(values or {})
     known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for name in values:
@@ -116,11 +151,21 @@ def options_from(cls: type[Options], values: Mapping[str, Any] | None) -> Option
 def _coerce(name: str, raw: Any, annotation: str) -> Any:
     """`raw` converted to the option's annotated type (values from the CLI arrive as strings)."""
     base = annotation.split("|")[0].strip()
-    if raw is None or base == "str" or not isinstance(raw, str) and base not in ("int", "tuple[float, ...]"):
+    if raw is None and "None" in annotation:
         return raw
+    if base == "str":
+        if not isinstance(raw, str):
+            raise InvalidRequest(name, f"{raw!r} is not text")
+        return raw
+    if base == "float" and not isinstance(raw, str):
+        if isinstance(raw, bool) or not isinstance(raw, (int, float, np.integer, np.floating)):
+            raise InvalidRequest(name, f"{raw!r} is not a number")
+        return float(raw)
+    if base == "bool" and isinstance(raw, (bool, np.bool_)):
+        return bool(raw)
     try:
         if base == "bool":
-            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            if not isinstance(raw, str) or raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
                 raise ValueError(raw)
             return raw.lower() in ("true", "1", "yes")
         if base == "int":
@@ -137,6 +182,13 @@ def _coerce(name: str, raw: Any, annotation: str) -> Any:
     except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidRequest(name, f"{raw!r} is not a valid {base}") from exc
     return raw
+
+
+def _dependence_warning(model: PreparedModel) -> dict[str, str]:
+    if model.batch.dependent and model.session.max_batch > 1:
+        return {"warning": "batch-dependent model run in batches: scores carry a deviation of up to "
+                           f"{model.batch.relative_deviation:.2%}; run with exact=True for exact maps"}
+    return {}
 
 
 @dataclass
@@ -170,5 +222,6 @@ class Run:
             forward_passes=sum(s.images for s in all_stats),
             frame=frame,
             signed=self.target.non_mate is not None if signed is None else signed,
-            extra={"provider": self.model.session.provider, "batch": self.model.batch.mode, **(extra or {})},
+            extra={"provider": self.model.session.provider, "batch": self.model.batch.to_dict(),
+                   "max_batch": self.model.session.max_batch, **_dependence_warning(self.model), **(extra or {})},
         )

@@ -46,7 +46,9 @@ from faceaudit.engine.fills import VGGFACE_MEAN_RGB, baseline_image, check_fill
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.engine.scorer import Scorer
 from faceaudit.errors import InvalidRequest
-from faceaudit.methods.common import ExplainTarget, Progress, Run, check_inputs, check_int, contrast, scoring_target
+from faceaudit.methods.common import (
+    ExplainTarget, Progress, Run, check_int, check_passes, check_request, chunk_size, contrast, scoring_target,
+)
 from faceaudit.methods.saliency_map import SaliencyMap
 
 Box = tuple[int, int, int, int]  # (top, bottom, left, right) of a window; bottom and right exclusive
@@ -86,7 +88,7 @@ def occlusion(
 ) -> SaliencyMap:
     """Occlusion map of `image` for a class, or pair occlusion against a mate (and non-mate)."""
     run = Run("occlusion", model, target, options)
-    image = check_inputs(model, image, target)
+    image, target = check_request(model, image, target)
     scorer = Scorer(model, scoring_target(model, target))
     values, count = occlude(scorer, [image], options, drop=score_drop, progress=progress, phase="occlusion")
     return run.result(values, scorer.stats, extra={"windows": count})
@@ -103,10 +105,15 @@ def window_starts(size: int, patch: int, stride: int) -> list[int]:
     return list(range(0, last + 1, stride))
 
 
-def windows(height: int, width: int, patch: int, stride: int) -> list[Box]:
-    """Every window (row by row) clipped to the image; with 1 ≤ stride ≤ patch they cover every pixel."""
+def windows(height: int, width: int, patch: int, stride: int, copies: int = 1) -> list[Box]:
+    """Every window (row by row) clipped to the image; with 1 ≤ stride ≤ patch they cover every pixel.
+
+    `copies` faces are scored per window: the forward-pass limit is checked before any list is built.
+    """
     if patch > min(height, width):
         raise InvalidRequest("patch", f"{patch} px is larger than the {height}×{width} image")
+    count = (-(-(height - patch) // stride) + 1) * (-(-(width - patch) // stride) + 1)
+    check_passes("stride", copies * (count + 1))
     return [
         (top, min(top + patch, height), left, min(left + patch, width))
         for top in window_starts(height, patch, stride)
@@ -141,13 +148,16 @@ def occlude(
     """
     stacked = np.stack([np.asarray(face, dtype=np.float32) for face in faces])
     fills = np.stack([options.baseline(face) for face in stacked])
-    boxes = windows(stacked.shape[1], stacked.shape[2], options.patch, options.stride)
+    if np.array_equal(fills[0], stacked[0]):
+        raise InvalidRequest("fill", f"the {options.fill!r} fill equals the image: occluding it changes nothing")
+    boxes = windows(stacked.shape[1], stacked.shape[2], options.patch, options.stride, len(stacked))
     average = WindowMean(stacked.shape[1], stacked.shape[2])
     k, total = len(stacked), len(stacked) * (len(boxes) + 1)
-    scores = scorer.stream(_perturbations(stacked, fills, boxes, options.chunk))
+    chunk = chunk_size(options.chunk, stacked[0], k)
+    scores = scorer.stream(_perturbations(stacked, fills, boxes, chunk))
     original = next(scores)
-    for start, part_scores in zip(range(0, len(boxes), options.chunk), scores, strict=True):
-        part = boxes[start : start + options.chunk]
+    for start, part_scores in zip(range(0, len(boxes), chunk), scores, strict=True):
+        part = boxes[start : start + chunk]
         average.add(part, drop(original, part_scores.reshape(len(part), k, *part_scores.shape[1:])))
         if progress is not None:
             progress(k * (start + len(part) + 1), total, phase)

@@ -6,7 +6,6 @@ accepts hyphens ("corr-rise"). The server and the CLI look methods up here and n
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from faceaudit.engine.prepare import PreparedModel
-from faceaudit.errors import InvalidRequest
+from faceaudit.errors import InvalidRequest, UnsupportedModel
+from faceaudit.models.graph import quantised_operators
 from faceaudit.methods.cis import CisOptions, cis
 from faceaudit.methods.common import ExplainTarget, Progress, options_from
 from faceaudit.methods.corr_rise import CorrRiseOptions, corr_rise
@@ -33,12 +33,8 @@ class Method:
     run: Callable[..., SaliencyMap]
     options: type
     kinds: frozenset[str]  # model kinds the method explains
-    black_box: bool  # needs only the model's outputs
-
-    @property
-    def summary(self) -> str:
-        """First line of the method module's docstring."""
-        return (sys.modules[self.run.__module__].__doc__ or self.name).strip().splitlines()[0]
+    black_box: bool  # needs only the model's outputs (white-box methods refuse quantised models)
+    context: frozenset[str] = frozenset()  # extra keyword arguments the method takes, e.g. correspondence
 
 
 METHODS: dict[str, Method] = {
@@ -48,12 +44,14 @@ METHODS: dict[str, Method] = {
         Method("rise", rise, RiseOptions, BOTH, True),
         Method("xface", xface, XFaceOptions, EMBEDDING, True),
         Method("corr_rise", corr_rise, CorrRiseOptions, EMBEDDING, True),
-        Method("cis", cis, CisOptions, BOTH, True),
+        Method("cis", cis, CisOptions, BOTH, True, frozenset({"correspondence"})),
     )
 }
 
 
 def get_method(name: str) -> Method:
+    if not isinstance(name, str):
+        raise InvalidRequest("method", f"{name!r} is not a method name; available: {', '.join(sorted(METHODS))}")
     key = name.strip().lower().replace("-", "_")
     if key not in METHODS:
         raise InvalidRequest("method", f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
@@ -62,12 +60,21 @@ def get_method(name: str) -> Method:
 
 def explain(
     model: PreparedModel, method: str, *, image: np.ndarray, target: ExplainTarget,
-    options: Mapping[str, Any] | None = None, progress: Progress | None = None, **context: Any,
+    options: Mapping[str, Any] | Any | None = None, progress: Progress | None = None, **context: Any,
 ) -> SaliencyMap:
-    """Run a method by name with loosely typed options (from the CLI or a request)."""
+    """Run a method by name, with its options class or loosely typed values (from the CLI or a request)."""
     entry = get_method(method)
     kind = model.spec.require("kind")
     if kind not in entry.kinds:
         raise InvalidRequest("method", f"{entry.name} explains {' and '.join(sorted(entry.kinds))} models, not {kind}s")
-    return entry.run(model, image=image, target=target, options=options_from(entry.options, options),
-                     progress=progress, **context)
+    for name in context.keys() - entry.context:
+        raise InvalidRequest(name, f"{entry.name} takes no {name!r}")
+    if not entry.black_box and (quantised := quantised_operators(model.loaded.proto)):
+        raise UnsupportedModel(f"{entry.name} needs float operators to propagate through; the model has quantised "
+                               f"{', '.join(quantised)}: use a black-box method ({', '.join(black_box_methods())})")
+    chosen = options if isinstance(options, entry.options) else options_from(entry.options, options)
+    return entry.run(model, image=image, target=target, options=chosen, progress=progress, **context)
+
+
+def black_box_methods() -> list[str]:
+    return sorted(name for name, method in METHODS.items() if method.black_box)

@@ -37,7 +37,7 @@ import numpy as np
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.engine.scorer import OutputTarget, Scorer
 from faceaudit.errors import InvalidRequest, ModelOutputError
-from faceaudit.methods.common import ExplainTarget, Progress, Run, check_inputs, scoring_target
+from faceaudit.methods.common import ExplainTarget, Progress, Run, check_request, scoring_target
 from faceaudit.methods.occlusion import OcclusionOptions, occlude, score_drop
 from faceaudit.methods.saliency_map import SaliencyMap
 
@@ -67,7 +67,7 @@ def xface(
     run = Run("xface", model, target, options)
     if model.spec.require("kind") != "embedding":
         raise InvalidRequest("target", "xface explains embedding models against a mate, not classifiers")
-    image = check_inputs(model, image, target)
+    image, target = check_request(model, image, target)
     if options.mode == "probe":
         scorer = Scorer(model, scoring_target(model, target))
         values, count = occlude(scorer, [image], options, drop=score_drop, progress=progress, phase="xface")
