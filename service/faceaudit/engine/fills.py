@@ -13,6 +13,8 @@ Fills are in pixel space (RGB, [0, 255]), the space perturbations are made in:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
@@ -55,3 +57,21 @@ def baseline_image(
     else:
         colour = np.broadcast_to(np.asarray(constant if fill == "constant" else dataset_mean, dtype=np.float64), 3)
     return np.broadcast_to(colour.astype(np.float32), image.shape).copy()
+
+
+@dataclass(frozen=True)
+class FillOptions:
+    """The fill options every perturbation method shares; subclasses add their own fields."""
+
+    fill: str = "zero"  # what hidden pixels become: one of FILLS
+    constant: tuple[float, ...] | None = None  # colour for fill "constant", RGB or grey in [0, 255]
+    blur_sigma: float = 5.0  # px, for fill "blur"
+    dataset_mean: tuple[float, ...] = VGGFACE_MEAN_RGB  # colour for fill "dataset_mean"
+
+    def __post_init__(self) -> None:
+        check_fill(self.fill, self.constant, self.blur_sigma, self.dataset_mean)
+
+    def baseline(self, image: np.ndarray) -> np.ndarray:
+        """The fill image whose pixels replace the hidden pixels of `image`."""
+        return baseline_image(image, self.fill, constant=self.constant, blur_sigma=self.blur_sigma,
+                              dataset_mean=self.dataset_mean)

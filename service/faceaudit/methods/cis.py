@@ -31,12 +31,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from faceaudit.alignment.correspondence import Correspondence, PreAligned, Shape
-from faceaudit.engine.fills import VGGFACE_MEAN_RGB, baseline_image, check_fill
+from faceaudit.engine.fills import FillOptions
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.engine.scorer import Scorer
 from faceaudit.errors import InvalidRequest
 from faceaudit.methods.common import (
-    ExplainTarget, Progress, Run, check_passes, check_request, chunk_size, contrast, scoring_target,
+    ExplainTarget, Progress, Run, check_int, check_passes, check_request, chunk_size, contrast, scoring_target,
 )
 from faceaudit.methods.saliency_map import SaliencyMap
 
@@ -44,22 +44,17 @@ _DECIMALS = 6  # positions and sides are rounded to 1e-6 px before windows are c
 
 
 @dataclass(frozen=True)
-class CisOptions:
-    """CIS parameters (defaults and their sources: module docstring)."""
+class CisOptions(FillOptions):
+    """CIS parameters (defaults and their sources: module docstring); fills as FillOptions."""
 
     patch: int = 15  # sz: side of the occluding square in input px
     stride: int = 4  # canonical px between correspondence points
-    fill: str = "zero"  # what occluded pixels become: see faceaudit.engine.fills
-    constant: tuple[float, ...] | None = None  # colour for fill "constant"
-    blur_sigma: float = 5.0  # px, for fill "blur"
     chunk: int = 32  # occluded images per chunk streamed to the scorer
 
     def __post_init__(self) -> None:
-        for name, high in (("patch", 4096), ("stride", 4096), ("chunk", 4096)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
-                raise InvalidRequest(name, f"{value!r} must be a whole number in 1..{high}")
-        check_fill(self.fill, self.constant, self.blur_sigma, VGGFACE_MEAN_RGB)
+        for name in ("patch", "stride", "chunk"):
+            check_int(name, getattr(self, name), 1, 4096)
+        super().__post_init__()
 
 
 def cis(model: PreparedModel, *, image: np.ndarray, target: ExplainTarget, options: CisOptions = CisOptions(),
@@ -78,7 +73,7 @@ def cis(model: PreparedModel, *, image: np.ndarray, target: ExplainTarget, optio
     occluded = square_windows(input_xy, options.patch, image.shape[:2])
     recorded = square_windows(canonical_xy, canonical_patch, correspondence.canonical_shape)
     scorer = Scorer(model, scoring_target(model, target))
-    baseline = baseline_image(image, options.fill, constant=options.constant, blur_sigma=options.blur_sigma)
+    baseline = options.baseline(image)
     if np.array_equal(baseline, image):
         raise InvalidRequest("fill", f"the {options.fill!r} fill equals the image: occluding it changes nothing")
     drops = _drops(scorer, image, baseline, occluded, chunk_size(options.chunk, image), progress)

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from faceaudit.engine.fills import VGGFACE_MEAN_RGB, baseline_image, check_fill
+from faceaudit.engine.fills import FillOptions
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.engine.scorer import Scorer
 from faceaudit.errors import InvalidRequest
@@ -59,27 +59,18 @@ MAX_CHUNK = 4096
 
 
 @dataclass(frozen=True)
-class OcclusionOptions:
-    """Patch side and stride in px; fill of occluded pixels (faceaudit.engine.fills); windows per chunk."""
+class OcclusionOptions(FillOptions):
+    """Patch side and stride in px; fill of occluded pixels (FillOptions); windows per chunk."""
 
     patch: int = 15
     stride: int = 4
-    fill: str = "zero"
-    constant: tuple[float, ...] | None = None
-    blur_sigma: float = 5.0
-    dataset_mean: tuple[float, ...] = VGGFACE_MEAN_RGB
     chunk: int = 64
 
     def __post_init__(self) -> None:
         check_int("patch", self.patch, 1)
         check_int("stride", self.stride, 1, self.patch, " (at most the patch side, so that windows cover every pixel)")
-        check_fill(self.fill, self.constant, self.blur_sigma, self.dataset_mean)
+        super().__post_init__()
         check_int("chunk", self.chunk, 1, MAX_CHUNK)
-
-    def baseline(self, image: np.ndarray) -> np.ndarray:
-        """The fill image F whose pixels replace the occluded pixels of `image`."""
-        return baseline_image(image, self.fill, constant=self.constant, blur_sigma=self.blur_sigma,
-                              dataset_mean=self.dataset_mean)
 
 
 def occlusion(
