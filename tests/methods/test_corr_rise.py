@@ -10,6 +10,7 @@ from faceaudit.methods.common import ExplainTarget
 from faceaudit.methods.corr_rise import CorrelationSums, CorrRiseOptions, corr_rise
 from faceaudit.methods.rise import RiseOptions
 from faceaudit.testing import zoo
+from onnx import numpy_helper
 
 from tests.conftest import prepared
 from tests.methods.test_rise import (
@@ -75,12 +76,45 @@ def test_running_sums_give_zero_where_a_pixel_does_not_vary():
         np.testing.assert_allclose(correlation[column][varying], expected[varying], rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("options", [CorrRiseOptions(masks=50, keep=1.0, cells=3), CorrRiseOptions(masks=1, cells=3)])
-def test_masks_without_variance_give_an_empty_map(faces, options):
-    _, model = linear_embedder()
+@pytest.mark.parametrize(("values", "field"), [({"keep": 1.0}, "keep"), ({"masks": 1}, "masks")])
+def test_options_that_cannot_vary_the_masks_are_refused(values, field):
+    with pytest.raises(InvalidRequest) as info:
+        CorrRiseOptions(**values)
+    assert info.value.field == field
+
+
+def test_a_similarity_that_never_varies_is_an_error_not_an_empty_map(faces):
+    """A model that ignores every pixel (constant embedding) gives identical scores for all masks."""
+    proto = zoo.linear_classifier(height=8, width=8, classes=4)
+    for tensor in proto.graph.initializer:
+        if tensor.name == "W":
+            tensor.CopyFrom(numpy_helper.from_array(np.zeros((4, 192), np.float32), "W"))
+    model = prepared(proto, {"kind": "embedding"})
     probe, mate = faces(2, 8, 8)
-    values = corr_rise(model, image=probe, target=ExplainTarget(mate=mate), options=options).values
-    np.testing.assert_array_equal(values, np.zeros((8, 8), np.float32))
+    with pytest.raises(InvalidRequest, match="did not vary") as info:
+        corr_rise(model, image=probe, target=ExplainTarget(mate=mate), options=CorrRiseOptions(masks=50, cells=3))
+    assert info.value.field == "target"
+
+
+def test_tiny_but_real_similarity_variation_is_not_lost_to_rounding(faces):
+    """Embedding b + ε·W·x with ε = 1e-3: cosines near 1 varying by ~1e-6 (the review's case)."""
+    proto = zoo.linear_classifier(height=8, width=8, classes=4)
+    weights = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    for tensor in proto.graph.initializer:
+        if tensor.name == "W":
+            tensor.CopyFrom(numpy_helper.from_array((weights["W"] * 1e-3).astype(np.float32), "W"))
+        if tensor.name == "b":
+            tensor.CopyFrom(numpy_helper.from_array(np.ones(4, np.float32), "b"))
+    model = prepared(proto, {"kind": "embedding"})
+    probe, mate = faces(2, 8, 8)
+    options = CorrRiseOptions(masks=400, cells=3, seed=2)
+    result = corr_rise(model, image=probe, target=ExplainTarget(mate=mate), options=options)
+    run = run_onnx(proto)
+    masks = all_masks(2, 400, 3, 0.5, 8, 8).astype(np.float64)
+    scores = cosines(run(probe[None] * masks[..., None]), run(mate[None])[0])
+    assert np.ptp(scores) < 1e-4 * np.abs(scores).mean()  # the hard case: variation far below the mean
+    np.testing.assert_allclose(result.values, pixel_correlations(masks, scores), atol=0.02)
+    assert np.abs(result.values).max() > 0.2  # not the silently empty map of one-pass cancellation
 
 
 def test_a_non_mate_equal_to_the_mate_gives_an_empty_contrastive_map(faces):

@@ -50,7 +50,8 @@ def planted_share(values: np.ndarray, cells: int = PLANTED_CELLS, box: Box = PLA
     """Share of the map's mass above its noise floor that lies in the box grown by one RISE cell.
 
     Noise floor: median + 3σ, σ = 1.4826·MAD. Pixels beyond the box's reach (most of the image)
-    hold the estimator's noise around a constant (E[f] for RISE, 0 for CorrRISE), so the median and
+    hold the estimator's noise around a constant (E[f] for paper RISE, 0 for centred RISE and
+    CorrRISE), so the median and
     MAD measure that constant and the noise. Without a floor, the positive half of the noise over
     those ~700 pixels weighs like the box: plain (map − median)⁺ puts 59–96 % in the grown box.
     Region: masks are bilinear blends of grid cells one upsampled cell, (s+1)·⌈H/s⌉/s px (4.5 px
@@ -58,7 +59,7 @@ def planted_share(values: np.ndarray, cells: int = PLANTED_CELLS, box: Box = PLA
     expected map spills over the box's border; the box is grown by one cell (5 px) on every side,
     to 18×18 px, a third of the image. In the bare box the share is 46–97 %.
     Measured over 30 seeds at N=4000, s=8: ≥ 99.9 % for RISE (classifier and embedding) and
-    CorrRISE; the same maps shuffled ≤ 45 %. The raw RISE embedding map needs N=4000: at 2000 its
+    CorrRISE; the same maps shuffled ≤ 45 %. The paper RISE embedding map needs N=4000: at 2000 its
     noise (mostly mean score × mask-count noise) can hide the box (1 seed in 30 had no pixel above
     the floor).
     """
@@ -137,7 +138,7 @@ def test_classifier_map_equals_the_brute_force_sum(faces):
     proto = zoo.linear_classifier(height=8, width=8, classes=5)
     model = prepared(proto, {"kind": "classifier"})
     image = faces(1, 8, 8)[0]
-    options = RiseOptions(masks=300, cells=3, keep=0.4, seed=11, chunk=13)
+    options = RiseOptions(masks=300, cells=3, keep=0.4, seed=11, chunk=13, estimator="paper")
     result = rise(model, image=image, target=ExplainTarget(class_index=2), options=options)
 
     masks = all_masks(11, 300, 3, 0.4, 8, 8).astype(np.float64)
@@ -152,7 +153,7 @@ def test_contrastive_embedding_map_equals_the_brute_force_difference(faces):
     proto = zoo.linear_classifier(height=8, width=8, classes=6, seed=3)
     model = prepared(proto, {"kind": "embedding"})
     probe, mate, non_mate = faces(3, 8, 8)
-    options = RiseOptions(masks=250, cells=4, seed=2, chunk=64)
+    options = RiseOptions(masks=250, cells=4, seed=2, chunk=64, estimator="paper")
     result = rise(model, image=probe, target=ExplainTarget(mate=mate, non_mate=non_mate), options=options)
 
     run = run_onnx(proto)
@@ -183,15 +184,16 @@ def test_map_is_seeded():
     assert not np.array_equal(values(1), values(2))
 
 
+@pytest.mark.parametrize("estimator", ["centred", "paper"])
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("kind", ["classifier", "embedding"])
-def test_planted_region_holds_the_map_mass(faces, kind, seed):
+def test_planted_region_holds_the_map_mass(faces, kind, seed, estimator):
     image, mate = faces(2, 32, 32)
     if kind == "classifier":
         model, target = prepared(zoo.planted_region_classifier(), {"kind": kind}), ExplainTarget(class_index=seed)
     else:
         model, target = prepared(zoo.planted_region_embedding(), {"kind": kind}), ExplainTarget(mate=mate)
-    options = RiseOptions(masks=PLANTED_MASKS, cells=PLANTED_CELLS, seed=seed)
+    options = RiseOptions(masks=PLANTED_MASKS, cells=PLANTED_CELLS, seed=seed, estimator=estimator)
     values = rise(model, image=image, target=target, options=options).values
     assert planted_share(values) >= 0.9
     random_maps_fail(values)

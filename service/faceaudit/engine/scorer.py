@@ -103,7 +103,7 @@ class Scorer:
     def score(self, chunks: Iterable[np.ndarray]) -> np.ndarray:
         """All scores of a stream of image chunks, concatenated."""
         parts = list(self.stream(chunks))
-        return np.concatenate(parts) if parts else np.zeros((0,), dtype=np.float32)
+        return np.concatenate(parts) if parts else np.zeros((0,))
 
     def stream(self, chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Yield the scores of each chunk, in order, as soon as the chunk is fully scored."""
@@ -150,8 +150,8 @@ class Scorer:
         if self._references is None:
             if self._softmax:
                 shifted = np.exp(out - out.max(axis=1, keepdims=True), dtype=np.float64)
-                return (shifted[:, self._index] / shifted.sum(axis=1)).astype(np.float32)
-            return out[:, self._index].astype(np.float32)
+                return shifted[:, self._index] / shifted.sum(axis=1)
+            return out[:, self._index].astype(np.float64)
         emb = out.astype(np.float64)
         norms = np.linalg.norm(emb, axis=1)
         if (norms == 0).any():
@@ -159,7 +159,8 @@ class Scorer:
                 f"the model returned an all-zero embedding for image {first + int(np.argmin(norms))}: cosine undefined"
             )
         cos = (emb @ self._references.T) / norms[:, None]
-        return (cos[:, 0] if len(self._references) == 1 else cos).astype(np.float32)
+        # float64: a cosine near 1 that varies in the sixth decimal is signal, not float32 rounding.
+        return cos[:, 0] if len(self._references) == 1 else cos
 
 
 def _check_chunk(chunk: np.ndarray) -> None:
@@ -232,5 +233,5 @@ def _take(scored: deque[np.ndarray], n: int) -> np.ndarray:
             scored[0] = head[n:]
             n = 0
     if not parts:
-        return np.zeros((0,) + scored[0].shape[1:] if scored else (0,), dtype=np.float32)
+        return np.zeros((0,) + scored[0].shape[1:] if scored else (0,))
     return parts[0] if len(parts) == 1 else np.concatenate(parts)

@@ -51,11 +51,6 @@ class ExplainTarget:
         return {"mate": self.mate is not None, "non_mate": self.non_mate is not None}
 
 
-def check_inputs(model: PreparedModel, image: np.ndarray, target: ExplainTarget) -> np.ndarray:
-    """The validated image only (see check_request)."""  # TODO(merge): callers move to check_request
-    return check_request(model, image, target)[0]
-
-
 def check_request(model: PreparedModel, image: np.ndarray, target: ExplainTarget) -> tuple[np.ndarray, ExplainTarget]:
     """Validate the probe image and the target against the model.
 

@@ -9,13 +9,29 @@ Math:
     similarity (similar regions), C < 0 where it lowers it (dissimilar regions). A pixel whose mask
     values do not vary (or a run whose scores do not vary) gets 0. With a non-mate the map is
     contrastive, C_mate − C_non-mate, as Wang et al. (2025, §4.2.5) use CorrRISE.
+Estimator, antithetic masks, early stopping:
+    The numerator is N² times the sample covariance of s and M(λ): CorrRISE is centred by
+    construction, like RISE's `centred` estimator, and divides it by the sample standard deviations
+    of s and M(λ) instead of by p. So only estimator=centred is accepted (`paper` has no meaning
+    here and is refused rather than ignored). Antithetic masks and early stopping work as for RISE
+    (see faceaudit.methods.rise): the two half-maps are correlation maps of alternate masks (pairs),
+    the Spearman–Brown estimate 2r/(1+r) of their correlation r is checked every `check_every`
+    masks, and the metadata reports masks, split_half_r, spearman_brown and stop_reason. Progress
+    phases are "corr_rise" and, after an early stop, "corr_rise: converged".
+    Variance: as the centred RISE estimator's. bench/rise_estimators.py measures each against a
+    16,000-mask reference of its own expectation; on the zoo's IResNet-style embedder (64×64) both
+    reach fidelity 0.77 at 250 masks, 0.92 at 1000 and 0.985 at 4000, where the paper RISE
+    estimator stays near 0. Antithetic masks lower it (0.67, 0.84, 0.97) for the reason given for
+    the centred estimator: for a score linear in the mask a complementary pair carries one mask's
+    information.
 Reference:
     Y. Lu, Z. Xu, T. Ebrahimi, "Towards visual saliency explanations of face verification",
     WACV 2024 (doi:10.1109/WACV57701.2024.00466); reference [22] of Wang et al. 2025.
 Defaults:
-    RISE's (masks=4000, cells=7, keep=0.5, fill=zero; see faceaudit.methods.rise): the mask settings of Lu et
-    al. are not in the texts we checked, and Wang et al. implemented CorrRISE "based on the official
-    implementation of RISE". Embedding models only: a classifier raises InvalidRequest("target").
+    RISE's (masks=4000, cells=7, keep=0.5, fill=zero, estimator=centred, check_every=250, a fixed N and
+    independent masks; see faceaudit.methods.rise): the mask settings of Lu et al. are not in the
+    texts we checked, and Wang et al. implemented CorrRISE "based on the official implementation of
+    RISE". Embedding models only: a classifier raises InvalidRequest("target").
 """
 
 from __future__ import annotations
@@ -27,8 +43,8 @@ import numpy as np
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.engine.scorer import Scorer
 from faceaudit.errors import InvalidRequest
-from faceaudit.methods.common import ExplainTarget, Progress, Run, check_inputs, scoring_target
-from faceaudit.methods.rise import RiseOptions, check_cells, scored_masks
+from faceaudit.methods.common import ExplainTarget, Progress, Run, check_request, scoring_target
+from faceaudit.methods.rise import RiseOptions, accumulate, check_cells, half_indicator, halves
 from faceaudit.methods.saliency_map import SaliencyMap
 
 # N·Σx² − (Σx)² below this fraction of N·Σx² is float rounding of a constant: no variation.
@@ -37,40 +53,73 @@ _NO_SPREAD = 1e-9
 
 @dataclass(frozen=True)
 class CorrRiseOptions(RiseOptions):
-    """CorrRISE options: RISE's masks with RISE's defaults."""
+    """CorrRISE options: RISE's masks with RISE's defaults; the estimator is always centred."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.masks < 2:
+            raise InvalidRequest("masks", f"{self.masks}: a correlation needs at least 2 masks")
+        if self.keep >= 1:
+            raise InvalidRequest("keep", f"{self.keep}: with keep 1 every mask is all ones, nothing to correlate")
+        if self.estimator != "centred":
+            raise InvalidRequest("estimator", f"{self.estimator!r}: CorrRISE is a Pearson correlation, centred by "
+                                              "construction; only 'centred' applies")
 
 
 class CorrelationSums:
     """Running sums N, Σs, Σs², ΣM, ΣM², Σs·M in float64 for per-pixel Pearson correlations.
 
-    Scores have R columns (mate, non-mate); the correlation is computed for each column.
+    Scores have R columns (mate, non-mate); the correlation is computed for each column. The sums
+    are kept for two halves of the masks (`add` takes each mask's half; without it every mask goes
+    to half 0), so that the correlation of half 0, half 1 or (`which=None`) all masks is available.
     """
 
     def __init__(self, height: int, width: int, columns: int) -> None:
-        self.count = 0
-        self.s = np.zeros(columns)
-        self.s2 = np.zeros(columns)
-        self.m = np.zeros((height, width))
-        self.m2 = np.zeros((height, width))
-        self.sm = np.zeros((columns, height, width))
+        # Scores and masks are accumulated minus the first chunk's means: Pearson's r is unchanged
+        # by shifts, and N·Σx² − (Σx)² then loses no digits when the scores vary by far less than
+        # their mean (a cosine near 1 varying in the fifth decimal).
+        self.shift_s: np.ndarray | None = None
+        self.shift_m = 0.0
+        self.counts = np.zeros(2, np.int64)
+        self.s = np.zeros((2, columns))
+        self.s2 = np.zeros((2, columns))
+        self.m = np.zeros((2, height, width))
+        self.m2 = np.zeros((2, height, width))
+        self.sm = np.zeros((2, columns, height, width))
 
-    def add(self, masks: np.ndarray, scores: np.ndarray) -> None:
-        """Add a chunk: masks (b, H, W), scores (b, R)."""
-        scores = scores.astype(np.float64)
-        masks64 = masks.astype(np.float64)
-        self.count += len(masks)
-        self.s += scores.sum(axis=0)
-        self.s2 += np.einsum("br,br->r", scores, scores)
-        self.m += masks64.sum(axis=0)
-        self.m2 += np.einsum("bhw,bhw->hw", masks64, masks64)
-        self.sm += np.tensordot(scores.T, masks64, axes=1)
+    @property
+    def count(self) -> int:
+        return int(self.counts.sum())
 
-    def correlation(self) -> np.ndarray:
-        """(R, H, W) Pearson correlation of each pixel's mask values with each score column."""
+    def add(self, masks: np.ndarray, scores: np.ndarray, half: np.ndarray | None = None) -> None:
+        """Add a chunk: masks (b, H, W), scores (b, R), half (b,) of 0 and 1."""
+        scores = scores.reshape(len(masks), -1).astype(np.float64)
+        if self.shift_s is None:
+            self.shift_s, self.shift_m = scores.mean(axis=0), float(masks.mean())
+        scores = scores - self.shift_s
+        centred = masks.astype(np.float64) - self.shift_m  # float64: correlations need the digits
+        onehot = half_indicator(len(masks), half)
+        self.counts += onehot.sum(axis=1).astype(np.int64)
+        self.s += onehot @ scores
+        self.s2 += onehot @ scores**2
+        self.m += np.tensordot(onehot, centred, axes=1)
+        self.m2 += np.tensordot(onehot, centred * centred, axes=1)
+        weights = (onehot[:, None, :] * scores.T[None]).reshape(-1, len(masks))  # (2·R, b)
+        self.sm += np.tensordot(weights, centred, axes=1).reshape(self.sm.shape)
+
+    def scores_vary(self) -> bool:
+        """Whether the similarity varied at all over the masks added (else no correlation exists)."""
         n = self.count
-        spread_s = _spread(n, self.s, self.s2)[:, None, None]
-        spread_m = _spread(n, self.m, self.m2)[None]
-        covariance = n * self.sm - self.s[:, None, None] * self.m[None]
+        return bool(n >= 2 and (_spread(n, self.s.sum(axis=0), self.s2.sum(axis=0)) > 0).all())
+
+    def correlation(self, which: int | None = None) -> np.ndarray:
+        """(R, H, W) Pearson correlation of each pixel's mask values with each score column."""
+        part = halves(which)
+        n = int(self.counts[part].sum())
+        s, m = self.s[part].sum(axis=0), self.m[part].sum(axis=0)
+        spread_s = _spread(n, s, self.s2[part].sum(axis=0))[:, None, None]
+        spread_m = _spread(n, m, self.m2[part].sum(axis=0))[None]
+        covariance = n * self.sm[part].sum(axis=0) - s[:, None, None] * m[None]
         denominator = np.sqrt(spread_s * spread_m)
         return np.divide(covariance, denominator, out=np.zeros_like(covariance), where=denominator > 0)
 
@@ -88,12 +137,18 @@ def corr_rise(model: PreparedModel, *, image: np.ndarray, target: ExplainTarget,
         raise InvalidRequest("target", "CorrRISE explains embedding models (a probe against a mate); "
                                        "use rise for a classifier")
     run = Run("corr_rise", model, target, options)
-    image = check_inputs(model, image, target)
+    image, target = check_request(model, image, target)
     check_cells(options, *image.shape[:2])
     scorer = Scorer(model, scoring_target(model, target))
     sums = CorrelationSums(*image.shape[:2], columns=1 if target.non_mate is None else 2)
-    for masks, scores in scored_masks(scorer, image, options, progress, "corr_rise"):
-        sums.add(masks, scores.reshape(len(scores), -1))
-    correlation = sums.correlation()
-    values = correlation[0] if len(correlation) == 1 else correlation[0] - correlation[1]
-    return run.result(values, scorer.stats, signed=True, extra={"masks": options.masks})
+
+    def values(which: int | None) -> np.ndarray:
+        correlation = sums.correlation(which)
+        return correlation[0] if len(correlation) == 1 else correlation[0] - correlation[1]
+
+    extra = accumulate(sums, values, scorer, image, options, progress, "corr_rise", lambda scores: scores)
+    if not sums.scores_vary():
+        raise InvalidRequest("target", f"the similarity to the {'mate and non-mate' if target.non_mate is not None else 'mate'} "
+                                       f"did not vary over {sums.count} masks: the model ignores the masked pixels, "
+                                       "so there is nothing to correlate")
+    return run.result(values(None), scorer.stats, signed=True, extra=extra)

@@ -1,0 +1,69 @@
+"""Grad-CAM: a layer's feature maps weighted by the spatial mean of the score's gradient, rectified.
+
+Math (Selvaraju et al. 2017, eqs. 1–2):
+    α_k = 1/(h·w) Σ_{i,j} ∂s/∂A_k(i, j)
+    L = ReLU(Σ_k α_k A_k), upsampled bilinearly (half-pixel centres) from h×w to the image size.
+    A is the layer's feature map (N, C, h, w); s as for `gradient` (class score, softmax if the spec
+    asks; cosine to the mate, minus the cosine to the non-mate when one is given — Grad-CAM for
+    embedding networks with a similarity score, Wang et al. 2025 §4.2.2).
+Reference:
+    Selvaraju, Cogswell, Das, Vedantam, Parikh, Batra. Grad-CAM: visual explanations from deep
+    networks via gradient-based localization. ICCV 2017. John et al. (survey) §2.3.
+Defaults:
+    layer=last_conv: the output of the last Conv whose output has more than one spatial position
+    (after its BatchNormalization when that is folded into it), the paper's "last convolutional
+    layer". Any tensor between the input and the score can be named instead ("input" for the model
+    input). captum: LayerGradCam(f, layer).attribute(x, target=k, relu_attributions=True) then
+    LayerAttribution.interpolate(map, (H, W), "bilinear") computes the same map; captum's
+    interpolate uses align_corners=False, as here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from faceaudit.engine.prepare import PreparedModel
+from faceaudit.errors import InvalidRequest
+from faceaudit.images.preprocess import to_model_input
+from faceaudit.methods.common import ExplainTarget, Progress, Run, check_request
+from faceaudit.methods.gradient import instrument_for
+from faceaudit.methods.saliency_map import SaliencyMap
+from faceaudit.whitebox import backward
+from faceaudit.whitebox.maps import channels_first, upsample_bilinear
+
+
+@dataclass(frozen=True)
+class GradCamOptions:
+    """The layer whose feature maps are weighted: "last_conv", "input", or a tensor name."""
+
+    layer: str = "last_conv"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.layer, str) or not self.layer:
+            raise InvalidRequest("layer", f"{self.layer!r} must be a tensor name, 'last_conv' or 'input'")
+
+
+def gradcam(
+    model: PreparedModel, *, image: np.ndarray, target: ExplainTarget,
+    options: GradCamOptions = GradCamOptions(), progress: Progress | None = None,
+) -> SaliencyMap:
+    """Grad-CAM map for a class or a mate (and non-mate), upsampled to the image."""
+    run = Run("gradcam", model, target, options)
+    image, target = check_request(model, image, target)
+    wb = instrument_for(model, target)
+    acts = wb.forward(to_model_input(image[None], model.spec))
+    layer = wb.layer(options.layer, acts.values)
+    seed = wb.seed(acts.values, "gradient", target.class_index)
+    grad = backward(wb.graph, acts.values, seed, "gradient", source=layer)[layer]
+    is_input, layout = layer == wb.graph.input_name, model.spec.require("layout")
+    features = channels_first(np.asarray(acts.values[layer], dtype=np.float64), is_input=is_input, layout=layout)[0]
+    weights = channels_first(grad, is_input=is_input, layout=layout)[0].mean(axis=(1, 2))
+    cam = np.maximum(np.tensordot(weights, features, axes=1), 0.0)
+    values = upsample_bilinear(cam, (model.spec.require("height"), model.spec.require("width")))
+    if progress is not None:
+        progress(1, 1, "gradcam")
+    return run.result(values, acts.stats, signed=False,
+                      extra={"graph": "instrumented", "layer": layer, "layer_size": list(cam.shape),
+                             "folded_batch_norms": wb.folded_batch_norms})

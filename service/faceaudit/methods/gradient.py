@@ -1,0 +1,88 @@
+"""Gradient saliency: how strongly each pixel's intensity moves the score, ∂s/∂pixel.
+
+Math (Simonyan, Vedaldi, Zisserman 2014 §3.1):
+    S(x, y) = max_c |∂s/∂I(x, y, c)|                        (reduce=max_abs)
+    S(x, y) = Σ_c ∂s/∂I(x, y, c)                            (reduce=sum: signed, the derivative
+                                                              with respect to brightening the pixel)
+    s is the class score z_k (softmax(z)_k when the spec asks for softmax, its Jacobian included),
+    or for an embedding model cos(probe, mate), and cos(probe, mate) − cos(probe, non-mate) with a
+    non-mate (the similarity head of faceaudit.whitebox.instrument). I is the RGB image in [0, 255]:
+    the gradient includes the preprocessing, ∂x_c/∂I = a_c per model channel (ModelSpec.pixel_affine),
+    the BGR reordering and the greyscale luma weights (faceaudit.whitebox.maps.pixel_gradient).
+Computation:
+    One forward pass of the instrumented model (every intermediate exposed, BatchNormalization
+    folded into its Conv), then the exact vector–Jacobian product by the numpy rules of
+    faceaudit.whitebox (checked against central finite differences through onnxruntime).
+Reference:
+    Simonyan, Vedaldi, Zisserman. Deep inside convolutional networks: visualising image
+    classification models and saliency maps. ICLR workshop 2014. Castañón et al. 2018 §IV-A use
+    the same reduction ("the maximum value over the images' color channels").
+Defaults:
+    reduce=max_abs (Simonyan et al. §3.1). captum's Saliency(f).attribute(x, target=k, abs=True)
+    returns |∂s/∂x| in model-input space; its max over channels equals this map up to the factor a_c
+    (the same for every channel under the assumed spec, scale 1/255, std 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from faceaudit.engine.prepare import PreparedModel
+from faceaudit.errors import InvalidRequest
+from faceaudit.images.preprocess import to_model_input
+from faceaudit.methods.common import ExplainTarget, Progress, Run, check_request, references
+from faceaudit.methods.saliency_map import SaliencyMap
+from faceaudit.whitebox import Signal, backward, instrument
+from faceaudit.whitebox.instrument import Instrumented
+from faceaudit.whitebox.maps import pixel_gradient
+
+REDUCTIONS = ("max_abs", "sum")
+
+
+@dataclass(frozen=True)
+class GradientOptions:
+    """How the three colour channels of the pixel gradient become one value per pixel."""
+
+    reduce: str = "max_abs"
+
+    def __post_init__(self) -> None:
+        check_reduction(self.reduce)
+
+
+def check_reduction(reduce: str) -> None:
+    if reduce not in REDUCTIONS:
+        raise InvalidRequest("reduce", f"{reduce!r} is not one of {', '.join(REDUCTIONS)}")
+
+
+def gradient(
+    model: PreparedModel, *, image: np.ndarray, target: ExplainTarget,
+    options: GradientOptions = GradientOptions(), progress: Progress | None = None,
+) -> SaliencyMap:
+    """Max over colour channels of |∂s/∂pixel| (or their signed sum) for a class or a mate (and non-mate)."""
+    return pixel_signal_map("gradient", "gradient", model, image, target, options.reduce, options, progress)
+
+
+def instrument_for(model: PreparedModel, target: ExplainTarget) -> Instrumented:
+    """The instrumented model; for embeddings with the similarity head of the target's mate (and non-mate)."""
+    return instrument(model, references=None if target.class_index is not None else references(model, target))
+
+
+def pixel_signal_map(
+    method: str, signal: Signal, model: PreparedModel, image: np.ndarray, target: ExplainTarget, reduce: str,
+    options: object, progress: Progress | None,
+) -> SaliencyMap:
+    """The H×W map of a gradient-like signal at the pixels: gradient, guided backprop, deconvnet."""
+    run = Run(method, model, target, options)
+    image, target = check_request(model, image, target)
+    wb = instrument_for(model, target)
+    acts = wb.forward(to_model_input(image[None], model.spec))
+    seed = wb.seed(acts.values, signal, target.class_index)
+    at_input = backward(wb.graph, acts.values, seed, signal)[wb.graph.input_name]
+    pixels = pixel_gradient(at_input, model.spec)[0]
+    values = np.abs(pixels).max(axis=-1) if reduce == "max_abs" else pixels.sum(axis=-1)
+    if progress is not None:
+        progress(1, 1, method)
+    return run.result(values, acts.stats, signed=reduce == "sum",
+                      extra={"graph": "instrumented", "folded_batch_norms": wb.folded_batch_norms})
