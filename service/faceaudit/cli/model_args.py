@@ -8,6 +8,7 @@ from typing import Any
 from faceaudit.engine.runtime import RuntimeOptions
 from faceaudit.errors import InvalidRequest
 from faceaudit.models import DEFAULT_MAX_MODEL_BYTES, LoadedModel, ModelSpec, load_model, resolve_spec
+from faceaudit.models.spec import CHANNEL_ORDERS, KINDS, LAYOUTS, OUTPUT_TYPES
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, positional: bool = True) -> None:
@@ -18,17 +19,17 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, positional: bool = T
         parser.add_argument("--model", required=True, help="path of the ONNX model")
     spec = parser.add_argument_group("model spec (overrides the graph and MODEL.spec.yaml)")
     spec.add_argument("--spec", dest="spec_file", help="spec file (YAML or JSON) to use instead of MODEL.spec.*")
-    spec.add_argument("--kind", choices=["classifier", "embedding"])
+    spec.add_argument("--kind", choices=KINDS)
     spec.add_argument("--input", dest="input_name", help="name of the image input tensor")
     spec.add_argument("--output", dest="output_name", help="name of the output to read")
     spec.add_argument("--size", help="input size as HxW, e.g. 112x112")
-    spec.add_argument("--layout", choices=["NCHW", "NHWC"])
+    spec.add_argument("--layout", choices=LAYOUTS)
     spec.add_argument("--channels", type=int, choices=[1, 3])
-    spec.add_argument("--channel-order", choices=["RGB", "BGR"])
+    spec.add_argument("--channel-order", choices=CHANNEL_ORDERS)
     spec.add_argument("--scale", type=float, help="pixel scale applied to [0, 255] values (default 1/255)")
     spec.add_argument("--mean", help="mean subtracted after scaling: one value or three, comma-separated")
     spec.add_argument("--std", help="std divided by after the mean: one value or three, comma-separated")
-    spec.add_argument("--output-type", choices=["logits", "probabilities"])
+    spec.add_argument("--output-type", choices=OUTPUT_TYPES)
     spec.add_argument("--softmax", action=argparse.BooleanOptionalAction, default=None, help="score softmax(logits)")
     run = parser.add_argument_group("runtime")
     run.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="auto")
