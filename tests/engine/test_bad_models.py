@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from faceaudit.engine.model_info import inspect_model
+from faceaudit.model_info import inspect_model
 from faceaudit.engine.scorer import ClassTarget, EmbeddingTarget, Scorer
 from faceaudit.errors import InvalidRequest, LimitExceeded, SpecAmbiguous, UnsupportedModel
 from faceaudit.models import load_model, resolve_spec

@@ -11,7 +11,7 @@ import pytest
 from faceaudit.engine.prepare import prepare
 from faceaudit.engine.runtime import RuntimeOptions
 from faceaudit.engine.scorer import ClassTarget, EmbeddingTarget, Scorer
-from faceaudit.engine.model_info import inspect_model
+from faceaudit.model_info import inspect_model
 from faceaudit.models import load_model, resolve_spec
 from faceaudit.testing import zoo
 

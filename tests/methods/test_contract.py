@@ -24,6 +24,11 @@ FAST = {
     "rise": {"masks": 300, "seed": 5},
     "corr_rise": {"masks": 300, "seed": 5},
     "cis": {"patch": 8, "stride": 4},
+    "gradient": {},
+    "guided_backprop": {},
+    "deconvnet": {},
+    "gradcam": {"layer": "Mul_2_out0"},  # the planted models have no Conv: Grad-CAM at their masked input
+    "ebp": {},
 }
 CASES = [(name, kind) for name, method in sorted(METHODS.items()) for kind in sorted(method.kinds)]
 

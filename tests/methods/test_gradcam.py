@@ -25,7 +25,8 @@ def test_gradcam_closed_form_on_a_cam_network():
     exposed = onnx.ModelProto()
     exposed.CopyFrom(proto)
     exposed.graph.output.append(onnx.helper.make_tensor_value_info("features", onnx.TensorProto.FLOAT, ["N", 5, 4, 4]))
-    features = session(exposed).run(["features"], {"x": (image / 255.0).transpose(2, 0, 1)[None].astype(np.float32)})[0][0]
+    x = (image / 255.0).transpose(2, 0, 1)[None].astype(np.float32)
+    features = session(exposed).run(["features"], {"x": x})[0][0]
     w = onnx.numpy_helper.to_array(next(t for t in proto.graph.initializer if t.name == "W")).astype(np.float64)
     for k in range(3):
         expected = upsample_bilinear(np.maximum(np.tensordot(w[k], features, axes=1), 0.0) / 16.0, (8, 8))
@@ -39,10 +40,10 @@ def test_default_layer_is_the_last_convolution():
     model = prepared(proto, {"kind": "classifier"})
     image = np.random.default_rng(1).uniform(0, 255, (32, 32, 3)).astype(np.float32)
     result = gradcam(model, image=image, target=ExplainTarget(class_index=4))
-    last = [node.output[0] for node in proto.graph.node if node.op_type == "Conv"][-1]
+    convs = [node.output[0] for node in proto.graph.node if node.op_type == "Conv"]
+    first, last = convs[0], convs[-1]
     assert result.extra["layer"] == last and result.extra["layer_size"] == [16, 16]
     assert result.values.shape == (32, 32) and result.values.min() >= 0 and result.values.max() > 0
-    first = [node.output[0] for node in proto.graph.node if node.op_type == "Conv"][0]
     earlier = gradcam(model, image=image, target=ExplainTarget(class_index=4), options=GradCamOptions(layer=first))
     assert earlier.extra["layer"] == first and earlier.extra["layer_size"] == [32, 32]
     assert not np.allclose(earlier.values, result.values)

@@ -32,11 +32,13 @@ def pixel_differences(model, image: np.ndarray, target: ExplainTarget, pixels: n
 CASES = {
     "nchw": (lambda: zoo.linear_classifier(height=8, width=8), {"kind": "classifier"}),
     "nhwc_bgr_mean_std": (lambda: zoo.linear_classifier(height=8, width=8, layout="NHWC"),
-                          {"kind": "classifier", "channel_order": "BGR", "mean": [0.4, 0.5, 0.6], "std": [0.2, 0.3, 0.25]}),
+                          {"kind": "classifier", "channel_order": "BGR", "mean": [0.4, 0.5, 0.6],
+                           "std": [0.2, 0.3, 0.25]}),
     "greyscale": (lambda: zoo.linear_classifier(height=8, width=8, channels=1),
                   {"kind": "classifier", "scale": 1.0, "mean": [127.5], "std": [128.0]}),
     "softmax": (lambda: zoo.linear_classifier(height=8, width=8), {"kind": "classifier", "softmax": True}),
-    "planted_sigmoid": (lambda: zoo.planted_region_classifier(height=8, width=8, box=(2, 6, 1, 5)), {"kind": "classifier"}),
+    "planted_sigmoid": (lambda: zoo.planted_region_classifier(height=8, width=8, box=(2, 6, 1, 5)),
+                        {"kind": "classifier"}),
 }
 
 

@@ -13,7 +13,7 @@ from faceaudit.engine.prepare import prepare
 from faceaudit.engine.scorer import ClassTarget, EmbeddingTarget, Scorer, embed
 from faceaudit.errors import InvalidRequest
 from faceaudit.images.io import load_image
-from faceaudit.engine.model_info import inspect_model, render_text
+from faceaudit.model_info import inspect_model, render_text
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

@@ -56,8 +56,9 @@ class EbpOptions:
     def __post_init__(self) -> None:
         if not isinstance(self.layer, str) or not self.layer:
             raise InvalidRequest("layer", f"{self.layer!r} must be a tensor name or 'input'")
-        if not isinstance(self.smooth, (int, float)) or not (math.isfinite(self.smooth) and 0 <= self.smooth <= MAX_SMOOTH):
-            raise InvalidRequest("smooth", f"{self.smooth!r} must be a number in 0..{MAX_SMOOTH} (0 turns smoothing off)")
+        number = isinstance(self.smooth, (int, float)) and not isinstance(self.smooth, bool)
+        if not number or not (math.isfinite(self.smooth) and 0 <= self.smooth <= MAX_SMOOTH):
+            raise InvalidRequest("smooth", f"{self.smooth!r} must be a number in 0..{MAX_SMOOTH} (0: no smoothing)")
 
 
 def ebp(

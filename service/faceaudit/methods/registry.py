@@ -18,6 +18,11 @@ from faceaudit.models.graph import quantised_operators
 from faceaudit.methods.cis import CisOptions, cis
 from faceaudit.methods.common import ExplainTarget, Progress, options_from
 from faceaudit.methods.corr_rise import CorrRiseOptions, corr_rise
+from faceaudit.methods.deconvnet import DeconvnetOptions, deconvnet
+from faceaudit.methods.ebp import EbpOptions, ebp
+from faceaudit.methods.gradcam import GradCamOptions, gradcam
+from faceaudit.methods.gradient import GradientOptions, gradient
+from faceaudit.methods.guided_backprop import GuidedBackpropOptions, guided_backprop
 from faceaudit.methods.occlusion import OcclusionOptions, occlusion
 from faceaudit.methods.rise import RiseOptions, rise
 from faceaudit.methods.saliency_map import SaliencyMap
@@ -45,6 +50,11 @@ METHODS: dict[str, Method] = {
         Method("xface", xface, XFaceOptions, EMBEDDING, True),
         Method("corr_rise", corr_rise, CorrRiseOptions, EMBEDDING, True),
         Method("cis", cis, CisOptions, BOTH, True, frozenset({"correspondence"})),
+        Method("gradient", gradient, GradientOptions, BOTH, False),
+        Method("guided_backprop", guided_backprop, GuidedBackpropOptions, BOTH, False),
+        Method("deconvnet", deconvnet, DeconvnetOptions, BOTH, False),
+        Method("gradcam", gradcam, GradCamOptions, BOTH, False),
+        Method("ebp", ebp, EbpOptions, BOTH, False),
     )
 }
 

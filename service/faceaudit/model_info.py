@@ -18,6 +18,7 @@ from faceaudit.errors import FaceAuditError
 from faceaudit.models.graph import graph_inputs, graph_outputs, operator_counts, quantised_operators
 from faceaudit.models.loading import LoadedModel
 from faceaudit.models.spec import FLAGS, ModelSpec
+from faceaudit.whitebox import unsupported_operators
 
 
 @dataclass
@@ -31,6 +32,7 @@ class ModelInfo:
     def to_dict(self) -> dict[str, Any]:
         proto = self.loaded.proto
         quantised = quantised_operators(proto)
+        without_rule = unsupported_operators(proto)
         return {
             "source": self.loaded.source,
             "sha256": self.loaded.sha256,
@@ -48,9 +50,11 @@ class ModelInfo:
             "assumed_fields": self.spec.assumed_fields(),
             "operators": operator_counts(proto),
             "quantised_operators": quantised,
+            "operators_without_white_box_rule": without_rule,
             "white_box": (
-                "unavailable: quantised operators have no meaningful backward; use black-box methods"
-                if quantised else "not assessed"
+                "unavailable: quantised operators have no meaningful backward; use black-box methods" if quantised
+                else "unavailable: operators without a white-box rule; use black-box methods" if without_rule
+                else "available"
             ),
             "batch": self.prepared.batch.to_dict() if self.prepared else {"mode": "unknown", "reason": self.probe_error},
             "runtime": {
@@ -131,8 +135,8 @@ def render_text(info: dict[str, Any]) -> str:
         f"threads {runtime['threads'] or '-'}, max batch {runtime['max_batch'] or '-'}"
     )
     lines.append("operators  " + ", ".join(f"{op}×{n}" for op, n in info["operators"].items()))
-    if info["quantised_operators"]:
-        lines.append(f"white-box  {info['white_box']} ({', '.join(info['quantised_operators'])})")
+    missing = info["quantised_operators"] or info["operators_without_white_box_rule"]
+    lines.append(f"white-box  {info['white_box']}" + (f" ({', '.join(missing)})" if missing else ""))
     lines += [f"note       {n}" for n in info["notes"]]
     lines += [f"warning    {w}" for w in info["warnings"]]
     return "\n".join(lines)

@@ -1,0 +1,66 @@
+"""Rules of elementwise activation functions: Relu, LeakyRelu, PRelu, Clip, Sigmoid.
+
+    gradient:   g_x = g_y · f'(x)
+    guided:     rectifiers: g_y · f'(x) · [g_y > 0]   (Springenberg et al. 2015 §3.4)
+    deconv:     rectifiers: the rectifier applied to g_y, f(g_y)   (Zeiler & Fergus 2014 §2.1)
+    excitation: p_x = p_y — an activation function passes the winning probability through
+                (Zhang et al. 2016 §3: EBP redefines only the linear layers).
+
+Rectifiers are Relu, LeakyRelu, PRelu and Clip with min 0 (ReLU6); guided and deconv leave every
+other activation at its exact gradient, as captum's GuidedBackprop and Deconvolution do (they
+override ReLU modules only).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from faceaudit.whitebox.rules.base import NodeContext, Signals
+from faceaudit.whitebox.signals import Signal
+
+
+def rectified(grad: np.ndarray, x: np.ndarray, slope: np.ndarray | float, signal: Signal) -> np.ndarray:
+    """The signal through f(x) = x for x > 0, slope·x otherwise (slope 0: Relu)."""
+    if signal == "excitation":
+        return grad
+    if signal == "deconv":
+        return np.where(grad > 0, grad, slope * grad)
+    gradient = np.where(x > 0, grad, slope * grad)
+    return np.where(grad > 0, gradient, 0.0) if signal == "guided" else gradient
+
+
+def relu(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
+    return {0: rectified(grad, ctx.input(0), 0.0, signal)}
+
+
+def leaky_relu(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
+    return {0: rectified(grad, ctx.input(0), float(ctx.attr("alpha", 0.01)), signal)}
+
+
+def prelu(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
+    """PRelu with a constant slope (per channel [C, 1, 1] or any shape broadcasting to x)."""
+    return {0: rectified(grad, ctx.input(0), ctx.weight(1, "slope"), signal)}
+
+
+def clip(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
+    """Clip(x, lo, hi): f' = 1 on lo < x < hi; bounds from inputs (opset ≥ 11) or attributes."""
+    if ctx.opset >= 11:
+        low = float(ctx.weight(1, "min")) if ctx.has_input(1) else -np.inf
+        high = float(ctx.weight(2, "max")) if ctx.has_input(2) else np.inf
+    else:
+        low, high = float(ctx.attr("min", -np.inf)), float(ctx.attr("max", np.inf))
+    if signal == "excitation":
+        return {0: grad}
+    x = ctx.input(0)
+    gradient = np.where((x > low) & (x < high), grad, 0.0)
+    if low != 0.0 or signal == "gradient":
+        return {0: gradient}
+    return {0: np.where(grad > 0, gradient, 0.0) if signal == "guided" else np.maximum(grad, 0.0)}
+
+
+def sigmoid(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
+    """σ' = y(1 − y); not a rectifier."""
+    if signal == "excitation":
+        return {0: grad}
+    y = ctx.output()
+    return {0: grad * y * (1.0 - y)}

@@ -1,0 +1,48 @@
+"""The signals a backward pass carries, and the array helpers every rule shares.
+
+A signal kind names what flows from the score down to the input:
+
+- ``gradient``: the exact vector–Jacobian product, ∂(seed · score)/∂tensor.
+- ``guided``: guided backpropagation (Springenberg et al. 2015, eq. in §3.4): the gradient, except
+  that a rectifier passes it only where both its input and the incoming signal are positive.
+- ``deconv``: the deconvnet (Zeiler & Fergus 2014, §2.1): the gradient, except that a rectifier is
+  applied to the incoming signal instead of being gated by the forward input.
+- ``excitation``: excitation backprop's marginal winning probability (Zhang et al. 2016, eq. 1–2;
+  Castañón et al. 2018 §III; Wang et al. 2025 §2.1): at a linear map y = W x,
+  p(x) = x ⊙ W⁺ᵀ (p(y) ⊘ W⁺x) with 0/0 := 0; activation functions pass p through.
+
+The kinds differ only at rectifiers (guided, deconv) and at linear maps and activations
+(excitation); every rule implements all four, usually by delegating to one shared helper.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+Signal = Literal["gradient", "guided", "deconv", "excitation"]
+SIGNALS: tuple[Signal, ...] = ("gradient", "guided", "deconv", "excitation")
+
+
+def check_signal(signal: str) -> Signal:
+    """`signal` itself, or ValueError (a programming error: users choose methods, not signals)."""
+    if signal not in SIGNALS:
+        raise ValueError(f"signal {signal!r} is not one of {', '.join(SIGNALS)}")
+    return signal  # type: ignore[return-value]
+
+
+def safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator elementwise (broadcast), with x/0 := 0 (EBP's 0/0 := 0 convention)."""
+    shape = np.broadcast_shapes(np.shape(numerator), np.shape(denominator))
+    out = np.zeros(shape, dtype=np.float64)
+    np.divide(numerator, denominator, out=out, where=np.broadcast_to(denominator != 0, shape))
+    return out
+
+
+def unbroadcast(signal: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The adjoint of numpy broadcasting `shape` up to signal.shape: sum over the broadcast axes."""
+    extra = signal.ndim - len(shape)
+    reduced = signal.sum(axis=tuple(range(extra))) if extra > 0 else signal
+    axes = tuple(i for i, (have, want) in enumerate(zip(reduced.shape, shape, strict=True)) if want == 1 and have != 1)
+    return reduced.sum(axis=axes, keepdims=True) if axes else reduced
