@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from faceaudit.engine.prepare import PreparedModel
+from faceaudit.engine.threads import single_threaded_blas
 from faceaudit.errors import FaceAuditError, InvalidRequest, ModelOutputError
 from faceaudit.images.preprocess import model_input_shape, to_model_input
 
@@ -114,7 +115,7 @@ class Scorer:
         scored: deque[np.ndarray] = deque()  # scores not yet yielded
         ready = 0
         batches = sent = 0  # batches and images of this stream run so far, for error messages
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="faceaudit-runtime") as pool:
+        with single_threaded_blas(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="faceaudit-runtime") as pool:
             in_flight: Future[np.ndarray] | None = None
             current = 0
             for chunk in chunks:
