@@ -36,7 +36,7 @@ def test_occlusion_of_a_classifier_writes_map_metadata_and_overlay(files, capsys
     assert values.shape == (32, 32) and meta["options"]["patch"] == 4 and meta["method"] == "occlusion"
     assert meta["target"]["class_index"] == summary["target"]["class_index"]  # the predicted class by default
     assert meta["spec"]["scale"]["source"] == "assumed" and summary["forward_passes"] == meta["forward_passes"] > 100
-    assert np.asarray(Image.open(summary["files"]["png"])).shape == (32, 32, 3)
+    assert np.asarray(Image.open(summary["files"]["png"])).shape == (224, 224, 3)
     inside = np.clip(values, 0, None)[8:16, 20:28].sum() / np.clip(values, 0, None).sum()
     assert inside > 0.5  # the planted box dominates (exact thresholds are tested per method)
 

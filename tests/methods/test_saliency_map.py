@@ -24,7 +24,8 @@ def test_save_writes_npy_json_png(tmp_path):
     assert meta["method"] == "occlusion" and meta["shape"] == [3, 4] and meta["extra"] == {"windows": 4}
     assert meta["spec"]["scale"]["source"] == "assumed" and meta["forward_passes"] == 17
     picture = np.asarray(Image.open(paths["png"]))
-    assert picture.shape == (3, 4, 3) and picture.dtype == np.uint8
+    assert picture.shape == (225, 300, 3) and picture.dtype == np.uint8  # enlarged ×75 for viewing
+    np.testing.assert_array_equal(picture[::75, ::75], overlay(values.astype(np.float32), face))
 
 
 def test_overlay_colours_and_blend():

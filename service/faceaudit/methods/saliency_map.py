@@ -11,6 +11,9 @@ import numpy as np
 from PIL import Image
 
 
+PNG_MIN_SIDE = 224  # px: the overlay PNG of a smaller map is enlarged by a whole factor (the .npy is not)
+
+
 @dataclass
 class SaliencyMap:
     """An H×W float32 map plus everything needed to reproduce and judge it.
@@ -52,7 +55,11 @@ class SaliencyMap:
         paths = {"npy": folder / f"{stem}.npy", "json": folder / f"{stem}.json", "png": folder / f"{stem}.png"}
         np.save(paths["npy"], self.values)
         paths["json"].write_text(json.dumps(self.metadata(), indent=2) + "\n", encoding="utf-8")
-        Image.fromarray(overlay(self.values, image, signed=self.signed, alpha=alpha)).save(paths["png"])
+        picture = Image.fromarray(overlay(self.values, image, signed=self.signed, alpha=alpha))
+        factor = -(-PNG_MIN_SIDE // min(self.values.shape))  # small maps are enlarged for viewing only
+        if factor > 1:
+            picture = picture.resize((picture.width * factor, picture.height * factor), Image.NEAREST)
+        picture.save(paths["png"])
         return paths
 
 
