@@ -111,7 +111,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from faceaudit.engine.fills import VGGFACE_MEAN_RGB, baseline_image, check_fill
+from faceaudit.engine.fills import FillOptions
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.engine.scorer import Scorer
 from faceaudit.errors import InvalidRequest, LimitExceeded
@@ -126,18 +126,14 @@ ESTIMATORS = ("centred", "paper")
 
 
 @dataclass(frozen=True)
-class RiseOptions:
-    """RISE options; defaults from Petsiuk et al. and issue 8 (see the module docstring)."""
+class RiseOptions(FillOptions):
+    """RISE options; defaults from Petsiuk et al. and issue 8 (see the module docstring); fills as FillOptions."""
 
     masks: int = 4000  # N, forward passes; the maximum N when target_fidelity is set
     cells: int = 7  # s, grid cells per side (at most the image's shorter side)
     keep: float = 0.5  # p, probability that a cell is kept, in (0, 1]
     seed: int = 0  # seed of the numpy Generator that draws the masks
     chunk: int = 64  # masks generated, applied and scored together (rounded up to even if antithetic)
-    fill: str = "zero"  # what hidden pixels become: a fill of faceaudit.engine.fills
-    constant: tuple[float, ...] | None = None  # colour for fill "constant", RGB in [0, 255]
-    blur_sigma: float = 5.0  # px, for fill "blur"
-    dataset_mean: tuple[float, ...] = VGGFACE_MEAN_RGB  # colour for fill "dataset_mean"
     estimator: str = "centred"  # "centred": Σ (s − s̄)·M / ((N−1)·p); "paper": Σ s·M / (N·p)
     antithetic: bool = False  # masks in pairs with complementary grids and a shared shift; N even
     target_fidelity: float | None = None  # stop once the estimated fidelity √(2r/(1+r)) reaches it, in (0, 1)
@@ -148,11 +144,11 @@ class RiseOptions:
         if self.masks > MAX_MASKS:
             raise LimitExceeded(f"masks: {self.masks} masks exceed the limit of {MAX_MASKS:,} per request")
         check_int("cells", self.cells, 1)
-        if isinstance(self.keep, bool) or not isinstance(self.keep, (int, float)) or not 0 < self.keep <= 1:
+        if isinstance(self.keep, bool) or not isinstance(self.keep, (int, float, np.integer, np.floating)) or not 0 < self.keep <= 1:
             raise InvalidRequest("keep", f"{self.keep!r} must be a probability in (0, 1]")
         check_int("seed", self.seed, 0)
         check_int("chunk", self.chunk, 1, MAX_CHUNK)
-        check_fill(self.fill, self.constant, self.blur_sigma, self.dataset_mean)
+        super().__post_init__()
         if self.estimator not in ESTIMATORS:
             raise InvalidRequest("estimator", f"{self.estimator!r} must be one of {', '.join(ESTIMATORS)}")
         if not isinstance(self.antithetic, (bool, np.bool_)):
@@ -237,8 +233,7 @@ def scored_masks(scorer: Scorer, image: np.ndarray, options: RiseOptions, progre
     scored and yielded, so every forward pass is yielded.
     """
     height, width = image.shape[:2]
-    baseline = baseline_image(image, options.fill, constant=options.constant, blur_sigma=options.blur_sigma,
-                              dataset_mean=options.dataset_mean)
+    baseline = options.baseline(image)
     masks = rise_masks(np.random.default_rng(options.seed), options.masks, options.cells, options.keep,
                        height, width, chunk_size(options.chunk, image), options.antithetic)
     pending: deque[np.ndarray] = deque()
