@@ -28,7 +28,10 @@ FAST = {
     "guided_backprop": {},
     "deconvnet": {},
     "gradcam": {"layer": "Mul_2_out0"},  # the planted models have no Conv: Grad-CAM at their masked input
+    "guided_gradcam": {"layer": "Mul_2_out0"},  # as gradcam
     "ebp": {},
+    "cebp": {},
+    "tcebp": {},
 }
 CASES = [(name, kind) for name, method in sorted(METHODS.items()) for kind in sorted(method.kinds)]
 

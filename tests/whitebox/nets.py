@@ -2,7 +2,7 @@
 
 For finite differences: `conv_net` runs in float32 (onnxruntime has no float64 Conv or AveragePool
 kernels) and is piecewise linear, so central differences are exact between kinks; `dense_net`,
-`norm_net`, `opset11_net` and `trans_a_net` run in float64. `RULE_COVERAGE` lists which network
+`norm_net`, `block_net`, `opset11_net` and `trans_a_net` run in float64. `RULE_COVERAGE` lists which network
 exercises which operator; a test checks that the union is every rule in the table.
 For excitation backprop: `relu_net` (non-negative activations, optionally residual). For the
 methods' closed forms: `mlp_classifier` (guided backprop, deconvnet), `cam_classifier` (Grad-CAM).
@@ -144,6 +144,39 @@ def trans_a_net(seed: int = 0) -> onnx.ModelProto:
     return n.model(["N", 4], 3)
 
 
+def block_net(seed: int = 0, opset: int = OPSET) -> onnx.ModelProto:
+    """float64 (N, 4, 3, 3) → (N, 5) unit embeddings: the blocks of face networks built from two computed tensors.
+
+    Concat and Split, max-feature-map (Max of two tensors), a squeeze-excitation gate (ReduceMean,
+    Sigmoid, Mul of two tensors), constant Pad and a Slice with negative steps, Sub and Div of two
+    tensors, a float Cast, and the embedding normalisation ReduceL2 + Div. At opset 18 ReduceMean,
+    ReduceL2 and Pad read their axes from inputs.
+    """
+    n = Net(seed, np.float64)
+    axes = (lambda values: {"axes": values}) if opset < 18 else (lambda values: {})
+    axes_input = (lambda values: []) if opset < 18 else (lambda values: [n.ints(values)])
+    h = n.op("Mul", ["x", n.normal(4, 1, 1, scale=1.0)])
+    both = n.op("Concat", ["x", h], axis=1)  # (8, 3, 3)
+    n.nodes.append(onnx.helper.make_node("Split", [both, n.ints([4, 4])], ["split_a", "split_b"], name="split", axis=1))
+    a, b = "split_a", "split_b"
+    mfm = n.op("Max", [a, n.op("Add", [b, n.normal(4, 1, 1)])])  # (4, 3, 3)
+    squeezed = n.op("ReduceMean", [mfm, *axes_input([2, 3])], keepdims=1, **axes([2, 3]))  # (4, 1, 1)
+    gate = n.op("Sigmoid", [n.op("Mul", [squeezed, n.normal(4, 1, 1, scale=1.0)])])
+    gated = n.op("Mul", [mfm, gate])
+    pad_inputs = [gated, n.ints([0, 0, 1, 0, 0, 0, 0, 2]), n.const(0.5)]
+    if opset >= 18:  # pads of the two spatial axes only
+        pad_inputs = [gated, n.ints([1, 0, 0, 2]), n.const(0.5), n.ints([2, 3])]
+    padded = n.op("Pad", pad_inputs, mode="constant")  # (4, 4, 5)
+    sliced = n.op("Slice", [padded, n.ints([3, 4]), n.ints([0, -100]), n.ints([2, 3]), n.ints([-1, -2])])  # (4, 3, 3)
+    difference = n.op("Sub", [sliced, a])
+    ratio = n.op("Div", [difference, n.op("Add", [n.op("Sigmoid", [b]), n.const(0.5)])])
+    flat = n.op("Cast", [n.op("Flatten", [ratio], axis=1)], to=onnx.TensorProto.DOUBLE)
+    embedding = n.op("Gemm", [flat, n.normal(5, 36, scale=0.3)], transB=1)
+    norm = n.op("ReduceL2", [embedding, *axes_input([1])], keepdims=1, **axes([1]))
+    n.op("Div", [embedding, norm])
+    return n.model(["N", 4, 3, 3], 5, opset=opset)
+
+
 def relu_net(seed: int = 0, *, residual: bool = False) -> onnx.ModelProto:
     """float32 (N, 3, 12, 12) → (N, 4) softmax of a ReLU network: non-negative activations, as EBP assumes.
 
@@ -207,4 +240,6 @@ RULE_COVERAGE = {
                   "Sub", "Div", "Unsqueeze", "Squeeze", "Reshape", "MatMul", "Dropout", "Identity", "LeakyRelu", "Relu",
                   "Clip", "LpNormalization", "Softmax"},
     "norm_net": {"Gemm", "MatMul", "Add", "LpNormalization"},
+    "block_net": {"Mul", "Concat", "Split", "Max", "Add", "ReduceMean", "Sigmoid", "Pad", "Slice", "Sub", "Div", "Cast",
+                  "Flatten", "Gemm", "ReduceL2"},
 }

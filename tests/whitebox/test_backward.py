@@ -27,7 +27,8 @@ def _gradient(model: onnx.ModelProto, x: np.ndarray, seed: np.ndarray) -> np.nda
     return backward(wb.graph, acts.values, seed, "gradient")["x"]
 
 
-@pytest.mark.parametrize("build", [nets.dense_net, nets.norm_net, nets.opset11_net])
+@pytest.mark.parametrize("build", [nets.dense_net, nets.norm_net, nets.opset11_net, nets.block_net,
+                                   lambda: nets.block_net(1, opset=18)])
 def test_float64_networks_match_central_differences(build):
     model = build()
     rng = np.random.default_rng(1)
@@ -81,7 +82,7 @@ def test_batch_rows_are_independent():
 
 def test_the_networks_use_every_rule_they_claim_and_together_every_rule():
     builders = {"conv_net": nets.conv_net, "dense_net": nets.dense_net, "norm_net": nets.norm_net,
-                "trans_a_net": nets.trans_a_net, "opset11_net": nets.opset11_net}
+                "trans_a_net": nets.trans_a_net, "opset11_net": nets.opset11_net, "block_net": nets.block_net}
     for name, claimed in nets.RULE_COVERAGE.items():
         assert claimed <= {node.op_type for node in builders[name]().graph.node}, name
     assert set().union(*nets.RULE_COVERAGE.values()) == set(RULES)
@@ -133,15 +134,25 @@ def test_unsupported_operators_lists_only_operators_on_the_path():
     np.testing.assert_allclose(grad, np.broadcast_to(w.sum(axis=0).reshape(1, 3, 4, 4), x.shape), rtol=1e-6)
 
 
-def test_a_product_of_two_computed_tensors_is_refused_by_name():
+def test_a_cast_to_integers_on_the_path_is_refused_by_name():
     n = nets.Net(0, np.float64)
     h = n.op("Gemm", ["x", n.normal(4, 3)])
-    n.op("Mul", [h, n.op("Sigmoid", [h])])  # swish: Mul of two computed tensors has no rule yet
+    n.op("Cast", [n.op("Cast", [h], to=onnx.TensorProto.INT64)], to=onnx.TensorProto.DOUBLE)
     model = n.model(["N", 4], 3)
     wb = instrument_graph(model, "x", "y")
     acts = wb.forward(np.ones((1, 4)))
-    with pytest.raises(UnsupportedModel, match=r"Mul node 'mul_2'.*two tensors computed from the image"):
+    with pytest.raises(UnsupportedModel, match=r"Cast node 'cast_1'.*INT64.*float-to-float"):
         backward(wb.graph, acts.values, np.ones((1, 3)), "gradient")
+
+
+def test_pad_in_reflect_mode_is_refused_by_name():
+    n = nets.Net(0, np.float64)
+    n.op("Pad", ["x", n.ints([0, 1, 0, 1])], mode="reflect")
+    model = n.model(["N", 4], 6)
+    wb = instrument_graph(model, "x", "y")
+    acts = wb.forward(np.ones((1, 4)))
+    with pytest.raises(UnsupportedModel, match=r"Pad node 'pad_0'.*'reflect'"):
+        backward(wb.graph, acts.values, np.ones((1, 6)), "gradient")
 
 
 def test_weights_computed_from_the_image_are_refused():

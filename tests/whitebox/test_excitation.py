@@ -116,3 +116,75 @@ def test_excitation_at_a_layer_equals_the_full_walk_there():
     add = next(node.output[0] for node in model.graph.node if node.op_type == "Add")
     # The residual branch does not pass through the Add's skip input: its share is part of the layer's mass.
     np.testing.assert_allclose(backward(wb.graph, acts.values, seed, "excitation", source=add)[add], full[add])
+
+
+def _single(op_builder, x: np.ndarray, seed: np.ndarray, shape: list, outputs: int, signal: str = "excitation"):
+    n = nets.Net(0, np.float64)
+    op_builder(n)
+    return _trace(n.model(["N", *shape], outputs), x, seed, signal)
+
+
+@pytest.mark.parametrize("signal", ["gradient", "guided", "deconv", "excitation"])
+def test_max_feature_map_gives_each_element_to_its_winner(signal):
+    """LightCNN's MFM: Max of the two channel halves; every signal goes to the larger half (first on ties)."""
+    def build(n):
+        a, b = (n.op("Slice", ["x", n.ints([lo]), n.ints([hi]), n.ints([1])]) for lo, hi in ((0, 2), (2, 4)))
+        n.op("Max", [a, b])
+    x = np.array([[1.0, 5.0, 3.0, 5.0]])
+    signals = _single(build, x, np.array([[0.3, 0.7]]), [4], 2, signal)
+    np.testing.assert_array_equal(signals["x"], [[0.0, 0.7, 0.3, 0.0]])
+
+
+def test_squeeze_excitation_gate_passes_all_mass_to_the_gated_path():
+    """y = x ⊙ σ(w · mean(x)): the gate branch gets p = 0, the activation path all of p (mass conserved)."""
+    n = nets.Net(0, np.float64)
+    squeezed = n.op("ReduceMean", ["x"], axes=[2, 3], keepdims=1)
+    gate = n.op("Sigmoid", [n.op("Mul", [squeezed, n.const([[[0.5]], [[-2.0]]])])])
+    n.op("Flatten", [n.op("Mul", ["x", gate])], axis=1)
+    x = np.random.default_rng(0).uniform(0.1, 1.0, (2, 2, 3, 3))
+    seed = np.random.default_rng(1).uniform(0.0, 1.0, (2, 18))
+    signals = _trace(n.model(["N", 2, 3, 3], 18), x, seed)
+    np.testing.assert_array_equal(signals[gate], 0.0)
+    np.testing.assert_allclose(signals["x"].reshape(2, -1), seed)
+    gradient = _trace(n.model(["N", 2, 3, 3], 18), x, seed, "gradient")
+    assert np.abs(gradient[gate]).max() > 0  # the product rule sends the gradient into the gate too
+
+
+def test_reduce_mean_and_moves_conserve_mass_on_non_negative_inputs():
+    """Concat, Split, Pad, Slice, ReduceMean, Cast: each passes all mass that reaches a kept element."""
+    def build(n):
+        both = n.op("Concat", ["x", n.op("Mul", ["x", n.const(2.0)])], axis=1)  # (N, 8)
+        n.nodes.append(onnx.helper.make_node("Split", [both, n.ints([3, 5])], ["s0", "s1"], name="split", axis=1))
+        padded = n.op("Pad", ["s1", n.ints([0, 2, 0, 1]), n.const(0.0)])  # (N, 8)
+        sliced = n.op("Slice", [padded, n.ints([2]), n.ints([7]), n.ints([1])])  # the 5 values of s1
+        mean = n.op("ReduceMean", [n.op("Reshape", [n.op("Cast", [sliced], to=onnx.TensorProto.DOUBLE),
+                                                     n.ints([0, 5, 1])])], axes=[2], keepdims=0)
+        n.op("Concat", [mean, n.op("ReduceMean", ["s0"], axes=[1], keepdims=1)], axis=1)  # (N, 6)
+    x = np.random.default_rng(2).uniform(0.1, 1.0, (2, 4))
+    seed = np.random.default_rng(3).uniform(0.0, 1.0, (2, 6))
+    signals = _single(build, x, seed, [4], 6)
+    np.testing.assert_allclose(_mass(signals["x"]), seed.sum(axis=1))
+    assert signals["x"].min() >= 0
+
+
+def test_embedding_normalisation_by_reduce_l2_passes_p_like_lp_normalization():
+    def head(n, normalise):
+        e = n.op("Gemm", ["x", n.const(np.arange(12.0).reshape(3, 4) / 10)])
+        normalise(n, e)
+    x = np.array([[0.5, 1.0, 0.2]])
+    seed = np.array([[0.1, 0.2, 0.3, 0.4]])
+    by_div = _single(lambda n: head(n, lambda n, e: n.op("Div", [e, n.op("ReduceL2", [e], axes=[1], keepdims=1)])),
+                     x, seed, [3], 4)
+    by_lp = _single(lambda n: head(n, lambda n, e: n.op("LpNormalization", [e], axis=1, p=2)), x, seed, [3], 4)
+    np.testing.assert_allclose(by_div["x"], by_lp["x"])
+    np.testing.assert_allclose(_mass(by_div["x"]), 1.0)
+
+
+def test_sub_of_two_tensors_excites_only_the_minuend():
+    n = nets.Net(0, np.float64)
+    a = n.op("Identity", ["x"])
+    b = n.op("Mul", ["x", n.const(0.5)])
+    n.op("Sub", [a, b])
+    signals = _trace(n.model(["N", 2], 2), np.array([[1.0, 2.0]]), np.array([[0.25, 0.75]]))
+    np.testing.assert_allclose(signals[a], [[0.25, 0.75]])
+    np.testing.assert_array_equal(signals[b], 0.0)

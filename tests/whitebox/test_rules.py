@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 
 from faceaudit.whitebox import backward, instrument_graph
 
 from tests.whitebox import nets
+from tests.whitebox.numerics import central_differences
 
 # y = w2 · f(x) for x = (1, −1): the incoming signal at f's output is w2 = (−1, 2).
 X, W2 = np.array([[1.0, -1.0]]), [[-1.0, 2.0]]
@@ -83,3 +85,21 @@ def test_activations_pass_excitation_through_and_only_rectifiers_change_guided_a
     if op in ("Sigmoid", "Softmax"):  # no rectifier: guided and deconv are the exact gradient
         np.testing.assert_array_equal(signals["guided"], signals["gradient"])
         np.testing.assert_array_equal(signals["deconv"], signals["gradient"])
+
+
+def test_moves_with_attributes_before_opset_10_match_central_differences():
+    """Slice (starts/ends/axes attributes), Pad (pads attribute), Split (split attribute) at opset 9."""
+    n = nets.Net(0)
+    n.nodes.append(onnx.helper.make_node("Split", ["x"], ["left", "right"], name="split", axis=1, split=[2, 4]))
+    padded = n.op("Pad", ["left"], pads=[0, 1, 0, 2], value=0.25)  # (N, 5)
+    both = n.op("Concat", [padded, n.op("Slice", ["right"], starts=[1], ends=[4], axes=[1])], axis=1)  # (N, 8)
+    n.op("Gemm", [both, n.normal(3, 8, scale=1.0), n.normal(3)], transB=1)
+    model = n.model(["N", 6], 3, opset=9)
+    x = np.random.default_rng(0).uniform(-1.0, 1.0, (2, 6)).astype(np.float32)
+    seed = np.random.default_rng(1).normal(size=(2, 3))
+    wb = instrument_graph(model, "x", "y")
+    acts = wb.forward(x)
+    grad = backward(wb.graph, acts.values, seed, "gradient")["x"]
+    estimate, _ = central_differences(model, x, seed, 1e-2)
+    np.testing.assert_allclose(grad, estimate, atol=1e-3 * np.abs(grad).max())
+    assert np.count_nonzero(grad[:, 2]) == 0  # the element the Slice drops gets nothing

@@ -15,6 +15,7 @@ import numpy as np
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.errors import InvalidRequest, UnsupportedModel
 from faceaudit.models.graph import quantised_operators
+from faceaudit.methods.cebp import CebpOptions, cebp
 from faceaudit.methods.cis import CisOptions, cis
 from faceaudit.methods.common import ExplainTarget, Progress, options_from
 from faceaudit.methods.corr_rise import CorrRiseOptions, corr_rise
@@ -23,9 +24,11 @@ from faceaudit.methods.ebp import EbpOptions, ebp
 from faceaudit.methods.gradcam import GradCamOptions, gradcam
 from faceaudit.methods.gradient import GradientOptions, gradient
 from faceaudit.methods.guided_backprop import GuidedBackpropOptions, guided_backprop
+from faceaudit.methods.guided_gradcam import GuidedGradCamOptions, guided_gradcam
 from faceaudit.methods.occlusion import OcclusionOptions, occlusion
 from faceaudit.methods.rise import RiseOptions, rise
 from faceaudit.methods.saliency_map import SaliencyMap
+from faceaudit.methods.tcebp import TcebpOptions, tcebp
 from faceaudit.methods.xface import XFaceOptions, xface
 
 BOTH = frozenset({"classifier", "embedding"})
@@ -54,7 +57,10 @@ METHODS: dict[str, Method] = {
         Method("guided_backprop", guided_backprop, GuidedBackpropOptions, BOTH, False),
         Method("deconvnet", deconvnet, DeconvnetOptions, BOTH, False),
         Method("gradcam", gradcam, GradCamOptions, BOTH, False),
+        Method("guided_gradcam", guided_gradcam, GuidedGradCamOptions, BOTH, False),
         Method("ebp", ebp, EbpOptions, BOTH, False),
+        Method("cebp", cebp, CebpOptions, BOTH, False),
+        Method("tcebp", tcebp, TcebpOptions, BOTH, False),
     )
 }
 

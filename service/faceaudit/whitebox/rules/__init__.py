@@ -28,8 +28,10 @@ RULES: Mapping[str, Rule] = MappingProxyType({
     "BatchNormalization": Rule(linear.batch_normalization),
     "AveragePool": Rule(windows.average_pool),
     "GlobalAveragePool": Rule(linear.global_average_pool),
+    "ReduceMean": Rule(linear.reduce_mean),
     # winner takes all
     "MaxPool": Rule(windows.max_pool),
+    "Max": Rule(activations.maximum),
     # activations (activations.py)
     "Relu": Rule(activations.relu),
     "LeakyRelu": Rule(activations.leaky_relu),
@@ -39,6 +41,7 @@ RULES: Mapping[str, Rule] = MappingProxyType({
     # normalisation (normalize.py)
     "Softmax": Rule(normalize.softmax),
     "LpNormalization": Rule(normalize.lp_normalization),
+    "ReduceL2": Rule(normalize.reduce_l2),
     # moving values (shape.py)
     "Flatten": Rule(shape.reshape),
     "Reshape": Rule(shape.reshape),
@@ -47,4 +50,9 @@ RULES: Mapping[str, Rule] = MappingProxyType({
     "Identity": Rule(shape.reshape),
     "Dropout": Rule(shape.reshape),
     "Transpose": Rule(shape.transpose),
+    "Cast": Rule(shape.cast),
+    "Concat": Rule(shape.concat),
+    "Split": Rule(shape.split, multi_output=True),
+    "Slice": Rule(shape.slice_),
+    "Pad": Rule(shape.pad),
 })

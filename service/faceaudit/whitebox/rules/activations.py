@@ -1,4 +1,4 @@
-"""Rules of elementwise activation functions: Relu, LeakyRelu, PRelu, Clip, Sigmoid.
+"""Rules of elementwise activation functions: Relu, LeakyRelu, PRelu, Clip, Sigmoid; and Max (winner takes all).
 
     gradient:   g_x = g_y · f'(x)
     guided:     rectifiers: g_y · f'(x) · [g_y > 0]   (Springenberg et al. 2015 §3.4)
@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from faceaudit.whitebox.rules.base import NodeContext, Signals
-from faceaudit.whitebox.signals import Signal
+from faceaudit.whitebox.signals import Signal, unbroadcast
 
 
 def rectified(grad: np.ndarray, x: np.ndarray, slope: np.ndarray | float, signal: Signal) -> np.ndarray:
@@ -64,3 +64,16 @@ def sigmoid(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
         return {0: grad}
     y = ctx.output()
     return {0: grad * y * (1.0 - y)}
+
+
+def maximum(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
+    """Max of n tensors (LightCNN's max-feature-map: Max of two halves): winner takes all, for every signal.
+
+    Each output element's signal goes to the input that holds the maximum (the first on ties), summed
+    over broadcast axes: the exact gradient, and excitation backprop's winner-takes-all rule as at
+    MaxPool (Zhang et al. 2016 §3). A constant input (Max(x, 0)) can win; its share is dropped.
+    """
+    inputs = [ctx.input(i) for i in range(len(ctx.node.input))]
+    stacked = np.stack([np.broadcast_to(x, grad.shape) for x in inputs])
+    winner = np.argmax(stacked, axis=0)
+    return {i: unbroadcast(np.where(winner == i, grad, 0.0), x.shape).reshape(x.shape) for i, x in enumerate(inputs)}

@@ -10,8 +10,9 @@ positive part A⁺ (negative weights set to 0). Then, for every linear operator 
 Excitation conserves mass, Σ p_x = Σ p_y, wherever A⁺x ≠ 0: Σ_j x_j Σ_i A⁺_ij p_i / (A⁺x)_i = Σ_i p_i.
 
 Rules here: Gemm, MatMul, Add/Sub/Mul/Div with a constant, BatchNormalization,
-GlobalAveragePool, and Add of two computed tensors (linear in the pair; its excitation rule splits
-p between the two, see `add_tensors`). Convolutions and pools live in `windows.py`.
+GlobalAveragePool, ReduceMean, and Add/Sub/Mul/Div of two computed tensors (`add_tensors`,
+`sub_tensors`, `mul_tensors`, `div_tensors`: exact gradients; their excitation rules are documented
+there). Convolutions and pools live in `windows.py`.
 """
 
 from __future__ import annotations
@@ -135,19 +136,16 @@ def matmul(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
 def arithmetic(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
     """Add, Sub, Mul, Div with one constant operand, linear in the other: y = x·c, x/c, x ± c, c − x.
 
-    Add of two computed tensors goes to `add_tensors`. Division by a computed tensor and Sub/Mul of
-    two computed tensors have no rule yet.
+    Two computed operands go to `add_tensors`, `sub_tensors`, `mul_tensors`, `div_tensors`.
     """
     op = ctx.node.op_type
     if not ctx.is_constant(0) and not ctx.is_constant(1):
-        if op == "Add":
-            return add_tensors(ctx, grad, signal)
-        raise UnsupportedModel(f"{ctx.label}: {op} of two tensors computed from the image has no white-box rule yet")
+        return TWO_TENSORS[op](ctx, grad, signal)
     i = 0 if ctx.is_constant(1) else 1
     constant = ctx.weight(1 - i, "constant operand")
     x = ctx.input(i)
     if op == "Div" and i == 1:
-        raise UnsupportedModel(f"{ctx.label}: division by a tensor computed from the image has no white-box rule yet")
+        return div_tensors(ctx, grad, signal)  # c / x: a constant numerator, not linear in x
     if op == "Mul":
         factor = constant
     elif op == "Div":
@@ -172,6 +170,107 @@ def add_tensors(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
     share = safe_divide(grad, a_pos + b_pos)
     return {0: unbroadcast(share * a_pos, a.shape).reshape(a.shape),
             1: unbroadcast(share * b_pos, b.shape).reshape(b.shape)}
+
+
+def _back(signal: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    return unbroadcast(signal, shape).reshape(shape)
+
+
+def sub_tensors(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
+    """y = a − b, both computed: gradient (g, −g). Excitation: the linear map with weights (1, −1), whose
+    only excitatory input is a: p_a = p where a ≠ 0 (a·p/a), p_b = 0."""
+    a, b = ctx.input(0), ctx.input(1)
+    if signal != "excitation":
+        return {0: _back(grad, a.shape), 1: _back(-grad, b.shape)}
+    return {0: _back(np.where(np.broadcast_to(a, grad.shape) != 0, grad, 0.0), a.shape), 1: np.zeros(b.shape)}
+
+
+def _gate_index(ctx: NodeContext) -> int:
+    """Which factor of a product of two computed tensors is the gate: the broadcast one (fewer elements,
+    a squeeze-excitation gate (N, C, 1, 1)), else the second (exporters write x * sigmoid(x) that way)."""
+    return 0 if np.prod(ctx.shape(0)) < np.prod(ctx.shape(1)) else 1
+
+
+def mul_tensors(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
+    """y = a ⊙ b, both computed (squeeze-excitation gates, swish). Gradient: the product rule,
+    g_a = g ⊙ b, g_b = g ⊙ a (summed over broadcast axes); guided and deconv the same.
+
+    Excitation: the gate s (the broadcast factor, else the second) is read as a fixed positive scale
+    of the gated activation x, y = s ⊙ x, a linear map with weights s: p_x = x ⊙ s⁺ ⊙ p / (s⁺ ⊙ x)
+    = p wherever s⁺x ≠ 0, so all of p goes to the activation path and mass is conserved there. The
+    gate branch gets p = 0: it modulates how much of x passes but is not itself a parent neuron of y
+    in EBP's sense (TorchRay does not define the case; an even split would send mass through the
+    gate's pooling into every pixel uniformly).
+    """
+    a, b = ctx.input(0), ctx.input(1)
+    if signal != "excitation":
+        return {0: _back(grad * b, a.shape), 1: _back(grad * a, b.shape)}
+    gate = _gate_index(ctx)
+    x, s = (b, a) if gate == 0 else (a, b)
+    scale = np.broadcast_to(np.maximum(s, 0.0), grad.shape)
+    p_x = _back(np.broadcast_to(x, grad.shape) * scale * safe_divide(grad, scale * x), x.shape)
+    return {1 - gate: p_x, gate: np.zeros(s.shape)}
+
+
+def div_tensors(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
+    """y = a / b with b computed (normalisation by a computed norm, ReduceL2 + Div). Gradient:
+    g_a = g / b, g_b = −g a / b² (summed over broadcast axes); guided and deconv the same.
+
+    Excitation: as `mul_tensors` with the gate 1/b: all of p to the numerator where b > 0 (a positive
+    rescaling, which EBP's normaliser cancels, as for LpNormalization), p_b = 0. A constant numerator
+    (c / x) has no excitatory path: its x gets p = 0.
+    """
+    b = ctx.input(1)
+    if ctx.is_constant(0):
+        a = ctx.weight(0, "numerator")
+        g_b = -grad * a / b**2 if signal != "excitation" else np.zeros(grad.shape)
+        return {1: _back(g_b, b.shape)}
+    a = ctx.input(0)
+    if signal != "excitation":
+        return {0: _back(grad / b, a.shape), 1: _back(-grad * a / b**2, b.shape)}
+    scale = np.broadcast_to(np.maximum(safe_divide(np.ones_like(b), b), 0.0), grad.shape)
+    p_a = _back(np.broadcast_to(a, grad.shape) * scale * safe_divide(grad, scale * a), a.shape)
+    return {0: p_a, 1: np.zeros(b.shape)}
+
+
+TWO_TENSORS = {"Add": add_tensors, "Sub": sub_tensors, "Mul": mul_tensors, "Div": div_tensors}
+
+
+class AxesMean:
+    """y = mean of x over `axes` (ReduceMean), keeping them (the output is reshaped by the caller's shapes)."""
+
+    def __init__(self, in_shape: tuple[int, ...], axes: tuple[int, ...], out_shape: tuple[int, ...]) -> None:
+        self.in_shape, self.axes, self.out_shape = in_shape, axes, out_shape
+        self.kept = tuple(1 if i in axes else n for i, n in enumerate(in_shape))
+        self.size = int(np.prod([in_shape[i] for i in axes], dtype=np.int64))
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return x.mean(axis=self.axes, keepdims=True).reshape(self.out_shape)
+
+    def transpose(self, g: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(g.reshape(self.kept) / self.size, self.in_shape)
+
+    def positive(self) -> AxesMean:
+        return self
+
+
+def reduce_axes(ctx: NodeContext, rank: int) -> tuple[int, ...]:
+    """The axes of a Reduce* node: attribute before opset 18, input from 18; none given: all, or none with
+    noop_with_empty_axes."""
+    if ctx.opset >= 18:
+        axes = ctx.weight(1, "axes").astype(int).tolist() if ctx.has_input(1) else []
+    else:
+        axes = list(ctx.attr("axes", []) or [])
+    if not axes:
+        return () if ctx.attr("noop_with_empty_axes", 0) else tuple(range(rank))
+    return tuple(sorted(int(a) % rank for a in axes))
+
+
+def reduce_mean(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
+    """ReduceMean: linear with positive weights 1/n over the reduced axes (as GlobalAveragePool)."""
+    x = ctx.input(0)
+    op = AxesMean(x.shape, reduce_axes(ctx, x.ndim), grad.shape)
+    return {0: linear_signal(op, x, grad, signal)}
 
 
 def batch_normalization(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
