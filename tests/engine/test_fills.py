@@ -34,3 +34,9 @@ def test_bad_fill_options_name_the_option(image, fill, kw, field):
     with pytest.raises(InvalidRequest) as info:
         baseline_image(image, fill, **kw)
     assert info.value.field == field
+
+
+def test_a_constant_without_the_constant_fill_is_refused(image):
+    with pytest.raises(InvalidRequest) as info:
+        baseline_image(image, "zero", constant=(128.0,))
+    assert info.value.field == "constant"

@@ -39,3 +39,16 @@ def test_nested_and_overlapping_limits_restore_only_at_the_last_exit():
     assert set(_blas_threads()) <= {1}  # the outer stream is still running
     outer.__exit__(None, None, None)
     assert _blas_threads() == before
+
+
+def test_a_limit_set_by_someone_else_meanwhile_is_left_alone():
+    from threadpoolctl import threadpool_limits
+
+    before = _blas_threads()
+    stream = single_threaded_blas()
+    stream.__enter__()
+    other = threadpool_limits(limits=3, user_api="blas")  # another library sets its own limit
+    stream.__exit__(None, None, None)
+    assert set(_blas_threads()) == {3}  # not overwritten with our saved original
+    other.restore_original_limits()
+    threadpool_limits(limits=before[0], user_api="blas")

@@ -295,3 +295,16 @@ def test_a_one_mask_run_reports_no_split_half_correlation(estimator):
         result = rise(model, image=image, target=ExplainTarget(class_index=0), options=options)
     assert np.isfinite(result.values).all() and result.extra["masks"] == 1
     assert (result.extra["split_half_r"], result.extra["spearman_brown"], result.extra["stop_reason"]) == (None, None, "masks")
+
+
+@pytest.mark.parametrize(("max_batch", "chunk"), [(1024, 64), (64, 1000)])
+def test_early_stopping_stops_at_the_check_whatever_the_batch_and_chunk(faces, max_batch, chunk):
+    """Large runtime batches or chunks must not carry the run past the check that passed."""
+    model = prepared(zoo.planted_region_classifier(), {"kind": "classifier"}, max_batch=max_batch)
+    image = faces(1, 32, 32)[0]
+    result = early(model, image, ExplainTarget(class_index=0), masks=4000, target_fidelity=0.9, check_every=100,
+                   chunk=chunk)
+    assert result.extra["stop_reason"] == "target_fidelity"
+    # Stopped at the first chunk boundary at or after a multiple of check_every: never a batch later.
+    assert result.extra["masks"] % 100 < min(chunk, 100)
+    assert result.extra["masks"] == result.forward_passes <= 1000

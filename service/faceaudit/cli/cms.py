@@ -35,7 +35,6 @@ def add_cms_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_cms(args: argparse.Namespace) -> int:
-    out = output_folder(args.out)
     loaded, spec, runtime = open_model(args)
     model = prepare(loaded, spec, runtime)
     if spec.require("kind") != "classifier":
@@ -46,6 +45,7 @@ def cmd_cms(args: argparse.Namespace) -> int:
     if not files:
         raise InvalidRequest("images", f"{folder} is not a folder with PNG/JPEG images")
     options = options_from(CisOptions, method_options(args))
+    out = output_folder(args.out)
     correspond = correspondence_source(args, spec, per_image=True)
     bar = None if args.quiet else ProgressBar(folder.name)
     accumulator = CmsAccumulator()  # constant memory: a running sum and a count

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -97,12 +98,30 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise InvalidRequest("landmarks", "only the canonical methods (cis, and the cms command) use landmarks")
     result = explain(model, args.method, image=image, target=target, options=method_options(args), progress=progress,
                      **context)
+    warnings = resize_warnings(original, image) + ([result.extra["warning"]] if "warning" in result.extra else [])
+    result.extra["original_size"] = list(original.shape[:2])
     backdrop = image if result.frame == "input" else canonical_backdrop(args, result.values.shape)
     paths = result.save(out, image=backdrop, stem=f"{Path(args.image).stem}.{result.method}")
     summary = {
         "method": result.method, "target": result.target, "forward_passes": result.forward_passes,
         "seconds": round(result.timings["total_s"], 3), "files": {k: str(v) for k, v in paths.items()},
-        "assumed_fields": spec.assumed_fields(),
+        "assumed_fields": spec.assumed_fields(), "warnings": warnings,
+        "extra": {k: v for k, v in result.extra.items() if k not in ("batch", "warning")},
     }
-    print(json.dumps(summary, indent=2) if args.json else "\n".join(summary["files"].values()))
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+        return 0
+    print("\n".join(summary["files"].values()))
+    for warning in warnings:
+        print(f"# warning: {warning}", file=sys.stderr)
     return 0
+
+
+def resize_warnings(original: np.ndarray, image: np.ndarray) -> list[str]:
+    """A warning when fitting the image to the model changed its aspect ratio by more than 1 %."""
+    (h0, w0), (h1, w1) = original.shape[:2], image.shape[:2]
+    change = abs((w1 / h1) / (w0 / h0) - 1.0)
+    if change <= 0.01:
+        return []
+    return [f"the {w0}x{h0} image was stretched to the model's {w1}x{h1} input (aspect ratio changed by "
+            f"{change:.0%}): crop it to the model's aspect ratio first for a faithful map"]

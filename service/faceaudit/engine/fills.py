@@ -32,6 +32,8 @@ def check_fill(fill: str, constant: tuple[float, ...] | None, blur_sigma: float,
         if constant is None:
             raise InvalidRequest("constant", "fill 'constant' needs the colour: one value or three in [0, 255]")
         _check_colour("constant", constant)
+    elif constant is not None:
+        raise InvalidRequest("constant", f"is only used with fill 'constant', not {fill!r}: set fill=constant too")
     _check_colour("dataset_mean", colour)
     if not 0 < blur_sigma <= 1000:
         raise InvalidRequest("blur_sigma", f"{blur_sigma} must be in (0, 1000] pixels")

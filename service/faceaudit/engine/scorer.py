@@ -106,8 +106,14 @@ class Scorer:
         parts = list(self.stream(chunks))
         return np.concatenate(parts) if parts else np.zeros((0,))
 
-    def stream(self, chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        """Yield the scores of each chunk, in order, as soon as the chunk is fully scored."""
+    def stream(self, chunks: Iterable[np.ndarray], *, flush: bool = False) -> Iterator[np.ndarray]:
+        """Yield the scores of each chunk, in order, as soon as the chunk is fully scored.
+
+        By default one batch runs while the next fills, so a chunk's scores can wait for the
+        following chunk. With `flush`, each chunk is scored completely (a partial last batch is
+        padded) and yielded before the next chunk is asked for: a caller that decides after every
+        chunk whether to go on (early stopping) then never pays for perturbations it did not want.
+        """
         runner = self._runner
         capacity = len(runner.buffers[0])
         filled = 0
@@ -118,6 +124,15 @@ class Scorer:
         with single_threaded_blas(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="faceaudit-runtime") as pool:
             in_flight: Future[np.ndarray] | None = None
             current = 0
+
+            def submit(count: int) -> None:
+                nonlocal in_flight, ready, batches, sent, current
+                if in_flight is not None:
+                    scored.append(in_flight.result())
+                    ready += len(scored[-1])
+                in_flight = pool.submit(self._score_buffer, current, count, batches, sent)
+                batches, sent, current = batches + 1, sent + count, 1 - current
+
             for chunk in chunks:
                 _check_chunk(chunk)
                 sizes.append(len(chunk))
@@ -128,11 +143,16 @@ class Scorer:
                     filled += take
                     start += take
                     if filled == capacity:
-                        if in_flight is not None:
-                            scored.append(in_flight.result())
-                            ready += capacity
-                        in_flight = pool.submit(self._score_buffer, current, filled, batches, sent)
-                        batches, sent, filled, current = batches + 1, sent + filled, 0, 1 - current
+                        submit(filled)
+                        filled = 0
+                if flush:
+                    if filled:
+                        submit(filled)
+                        filled = 0
+                    if in_flight is not None:
+                        scored.append(in_flight.result())
+                        ready += len(scored[-1])
+                        in_flight = None
                 while sizes and ready >= sizes[0]:
                     ready -= sizes[0]
                     yield _take(scored, sizes.popleft())

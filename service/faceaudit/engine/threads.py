@@ -5,7 +5,9 @@ perturbations or accumulates maps with BLAS-backed numpy (matmul, tensordot) bet
 would start BLAS threads of its own; they spin after each call and steal the runtime's cores
 (measured: RISE at 0.65× raw throughput with multithreaded OpenBLAS, 0.92× with one BLAS thread).
 While any stream is running, BLAS is limited to one thread; the original limits come back when the
-last stream ends. Reference counted, so concurrent requests in one server process compose.
+last stream ends. Reference counted, so concurrent requests in one server process compose. The
+limit is process-wide and lasts as long as a stream generator is open: consumers close streams they
+abandon (a `for` loop that ends does; a kept, half-read generator holds the limit until collected).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
 
 _lock = threading.Lock()
 _active = 0
@@ -34,5 +36,8 @@ def single_threaded_blas() -> Iterator[None]:
         with _lock:
             _active -= 1
             if _active == 0 and _limiter is not None:
-                _limiter.restore_original_limits()
+                # Restore only a limit that is still ours: another threadpoolctl user may have set
+                # its own since, and restoring ours would overwrite it.
+                if all(info["num_threads"] == 1 for info in threadpool_info() if info["user_api"] == "blas"):
+                    _limiter.restore_original_limits()
                 _limiter = None

@@ -55,10 +55,11 @@ Early stopping (option `target_fidelity`):
     bench measures (correlation with a high-N reference), and the run stops once √ρ ≥ ρ*.
     Neighbouring pixels share grid cells, so their noise is correlated: r varies like a correlation
     over about (s+1)² values, not H·W, but is not biased. A map without signal (a score that ignores
-    the image) gives r ≈ 0 and runs to the maximum. Masks already handed to the model when the run
-    stops (the scorer works a batch ahead) are scored and added, not thrown away: the N reported
-    equals the forward passes, ends about a batch past the check, and never exceeds `masks`; the
-    map is the fixed-N map of that N.
+    the image) gives r ≈ 0 and runs to the maximum. With a target, chunks are at most
+    `check_every` masks and each chunk is scored before the next is made, so the run stops right at
+    the first check that passes: the N reported equals the forward passes, never exceeds `masks`,
+    and the map is the fixed-N map of that N. A low target (say 0.5) can pass on noise: r over the
+    map has only about (cells + 1)² independent values.
     Metadata (SaliencyMap.extra): masks (N used), split_half_r, spearman_brown and
     fidelity_estimate (√spearman_brown) over the final halves (also without a target; None where a
     half-map is constant), stop_reason
@@ -228,14 +229,17 @@ def scored_masks(scorer: Scorer, image: np.ndarray, options: RiseOptions, progre
     """(masks, scores) chunk by chunk: the RISE masks of `options` applied to `image` and scored.
 
     The scorer works a batch ahead, so each chunk's masks wait in a queue until its scores arrive
-    (at most a few chunks). Reports progress(masks scored, N, phase) after every chunk. Once
-    `stop()` is true no new chunk is generated; the chunks already handed to the scorer are still
-    scored and yielded, so every forward pass is yielded.
+    (at most a few chunks). Reports progress(masks scored, N, phase) after every chunk. With a
+    target fidelity, chunks are at most `check_every` masks and each is scored before the next is
+    made (Scorer.stream's flush), so a run stops at the first check that passes, with no masks
+    beyond it; once `stop()` is true no new chunk is generated.
     """
     height, width = image.shape[:2]
     baseline = options.baseline(image)
+    early = options.target_fidelity is not None
+    chunk = chunk_size(min(options.chunk, options.check_every) if early else options.chunk, image)
     masks = rise_masks(np.random.default_rng(options.seed), options.masks, options.cells, options.keep,
-                       height, width, chunk_size(options.chunk, image), options.antithetic)
+                       height, width, chunk, options.antithetic)
     pending: deque[np.ndarray] = deque()
 
     def perturbed() -> Iterator[np.ndarray]:
@@ -246,7 +250,7 @@ def scored_masks(scorer: Scorer, image: np.ndarray, options: RiseOptions, progre
             yield perturb(image, baseline, chunk)
 
     done = 0
-    for scores in scorer.stream(perturbed()):
+    for scores in scorer.stream(perturbed(), flush=early):
         chunk = pending.popleft()
         done += len(chunk)
         if progress is not None:
@@ -333,6 +337,7 @@ def accumulate(sums: SplitSums, values: Callable[[int | None], np.ndarray], scor
             next_check = (done // options.check_every + 1) * options.check_every
             reliability = split_half(values)[1]
             converged = reliability is not None and fidelity(reliability) >= target
+    converged = converged and done < options.masks  # stopping at the maximum is not an early stop
     if converged and progress is not None:
         progress(done, options.masks, f"{phase}: converged")
     r, reliability = split_half(values)
