@@ -126,3 +126,22 @@ def test_layers_resolve_by_name_and_refuse_others_with_a_listing():
     with pytest.raises(InvalidRequest) as info:
         wb.layer("nope", values)
     assert info.value.field == "layer" and convs[-1] in str(info.value)
+
+
+def test_instrumentation_is_reused_per_model_and_reference_set():
+    from faceaudit.testing import zoo
+    from faceaudit.whitebox.instrument import CACHED_INSTRUMENTATIONS, instrument
+
+    from tests.conftest import prepared
+
+    classifier = prepared(zoo.linear_classifier(), {"kind": "classifier"})
+    assert instrument(classifier) is instrument(classifier)
+    embedder = prepared(zoo.linear_classifier(), {"kind": "embedding"})
+    rng = np.random.default_rng(0)
+    first = rng.normal(size=(2, 5))
+    built = instrument(embedder, references=first)
+    assert instrument(embedder, references=first.copy()) is built
+    assert instrument(embedder, references=first + 1) is not built  # another mate: another head
+    for _ in range(CACHED_INSTRUMENTATIONS + 2):
+        instrument(embedder, references=rng.normal(size=(2, 5)))
+    assert sum(1 for k in embedder.derived if k[0] == "instrumented") == CACHED_INSTRUMENTATIONS

@@ -15,6 +15,7 @@ depending on what else is in the batch. The maximum deviation is reported, and
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import onnx
@@ -65,6 +66,9 @@ class PreparedModel:
     output_shapes: dict[str, tuple[int, ...]]  # per output, without the batch dim, as really returned
     output_dtypes: dict[str, str]
     notes: list[str] = field(default_factory=list)
+    # Artifacts derived from this model and reused across requests (instrumented white-box
+    # sessions), keyed by their builder; bounded by the builders themselves.
+    derived: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def output_size(self) -> int:

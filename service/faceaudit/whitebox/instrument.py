@@ -23,10 +23,13 @@ graph produced them. Quantised operators have no meaningful backward: models wit
 
 from __future__ import annotations
 
+import hashlib
+
 import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import cast
 
 import numpy as np
 import onnx
@@ -285,12 +288,32 @@ def instrument_graph(model: onnx.ModelProto, input_name: str, score: str, *, run
     return Instrumented(proto, graph, session, exposed, softmax=softmax, similarity=similarity)
 
 
+CACHED_INSTRUMENTATIONS = 4  # per model: classifiers need one; embeddings one per reference set
+
+
 def instrument(model: PreparedModel, *, references: np.ndarray | None = None) -> Instrumented:
     """The instrumented form of a prepared model; `references` (R, D) for embedding models (mate, non-mate).
 
     Applies the prepared model's batch rewrite, folds BatchNormalizations, appends the similarity
-    head for embeddings, and runs on the prepared session's provider and threads.
+    head for embeddings, and runs on the prepared session's provider and threads. Building the
+    session costs far more than one backward pass, so the result is kept on the model (the last
+    CACHED_INSTRUMENTATIONS reference sets): repeated maps of one model reuse it.
     """
+    key = ("instrumented", None if references is None else hashlib.sha256(
+        np.ascontiguousarray(references, dtype=np.float64).tobytes()).hexdigest())
+    cache = model.derived
+    if key in cache:
+        cache[key] = cache.pop(key)  # most recently used last
+        return cast(Instrumented, cache[key])
+    built = _instrument(model, references)
+    cache[key] = built
+    stale = [k for k in cache if isinstance(k, tuple) and k[0] == "instrumented"][:-CACHED_INSTRUMENTATIONS]
+    for old in stale:
+        del cache[old]
+    return built
+
+
+def _instrument(model: PreparedModel, references: np.ndarray | None) -> Instrumented:
     spec = model.spec
     proto = model.loaded.proto
     refuse_quantised(proto)
