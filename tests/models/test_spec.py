@@ -182,3 +182,9 @@ def test_spec_built_directly_is_validated():
     with pytest.raises(InvalidRequest) as info:
         ModelSpec(layout="nchw")
     assert info.value.field == "layout"
+
+
+def test_classifier_only_fields_are_not_applicable_to_embeddings():
+    spec = infer_spec(zoo.iresnet_embedding(normalize=True))
+    assert spec.source("output_type") == spec.source("softmax") == "not applicable"
+    assert "output_type" not in spec.unknown_fields() and "softmax" not in spec.assumed_fields()

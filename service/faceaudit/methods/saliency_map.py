@@ -31,7 +31,7 @@ class SaliencyMap:
     spec: dict[str, Any]  # ModelSpec.to_dict(): every field with its source (assumed ones included)
     seed: int | None
     timings: dict[str, float]  # seconds
-    forward_passes: int
+    forward_passes: int  # of the perturbed or instrumented images; reference embeddings not counted
     frame: str = "input"
     signed: bool = False
     extra: dict[str, Any] = field(default_factory=dict)

@@ -28,7 +28,7 @@ import yaml
 
 from faceaudit.errors import InvalidRequest, SpecAmbiguous
 
-Source = Literal["inferred", "given", "assumed", "unknown"]
+Source = Literal["inferred", "given", "assumed", "unknown", "not applicable"]
 
 KINDS = ("classifier", "embedding")
 LAYOUTS = ("NCHW", "NHWC")
@@ -98,6 +98,8 @@ class ModelSpec:
         return value
 
     def source(self, name: str) -> Source:
+        if name not in self._applicable():
+            return "not applicable"
         return self.sources.get(name, "unknown" if getattr(self, name) is None else "assumed")
 
     def assumed_fields(self) -> list[str]:
