@@ -32,6 +32,10 @@ FAST = {
     "ebp": {},
     "cebp": {},
     "tcebp": {},
+    "eebp": {},
+    "ecebp": {},
+    "etcebp": {},
+    "gweebp": {},
 }
 CASES = [(name, kind) for name, method in sorted(METHODS.items()) for kind in sorted(method.kinds)]
 
@@ -50,8 +54,8 @@ def _faces(seed: int, n: int) -> list[np.ndarray]:
 def _targets(kind: str) -> tuple[ExplainTarget, ExplainTarget]:
     if kind == "classifier":
         return ExplainTarget(class_index=0), ExplainTarget(class_index=1)
-    mate_a, mate_b = _faces(7, 2)
-    return ExplainTarget(mate=mate_a), ExplainTarget(mate=mate_b)
+    mate_a, mate_b, non_mate = _faces(7, 3)  # with a non-mate: every method's contrastive form
+    return ExplainTarget(mate=mate_a, non_mate=non_mate), ExplainTarget(mate=mate_b, non_mate=non_mate)
 
 
 def test_every_method_is_covered():

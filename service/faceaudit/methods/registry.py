@@ -21,6 +21,10 @@ from faceaudit.methods.common import ExplainTarget, Progress, options_from
 from faceaudit.methods.corr_rise import CorrRiseOptions, corr_rise
 from faceaudit.methods.deconvnet import DeconvnetOptions, deconvnet
 from faceaudit.methods.ebp import EbpOptions, ebp
+from faceaudit.methods.ecebp import EcebpOptions, ecebp
+from faceaudit.methods.eebp import EebpOptions, eebp
+from faceaudit.methods.gweebp import GweebpOptions, gweebp
+from faceaudit.methods.etcebp import EtcebpOptions, etcebp
 from faceaudit.methods.gradcam import GradCamOptions, gradcam
 from faceaudit.methods.gradient import GradientOptions, gradient
 from faceaudit.methods.guided_backprop import GuidedBackpropOptions, guided_backprop
@@ -61,6 +65,10 @@ METHODS: dict[str, Method] = {
         Method("ebp", ebp, EbpOptions, BOTH, False),
         Method("cebp", cebp, CebpOptions, BOTH, False),
         Method("tcebp", tcebp, TcebpOptions, BOTH, False),
+        Method("eebp", eebp, EebpOptions, BOTH, False),
+        Method("gweebp", gweebp, GweebpOptions, EMBEDDING, False),
+        Method("ecebp", ecebp, EcebpOptions, BOTH, False),
+        Method("etcebp", etcebp, EtcebpOptions, BOTH, False),
     )
 }
 

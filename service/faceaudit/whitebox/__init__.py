@@ -2,7 +2,7 @@
 
 Modules (each imports only those above it in this list, plus models/ and engine/):
 
-    signals.py      the four signal kinds (gradient, guided, deconv, excitation) and array helpers
+    signals.py      the five signal kinds (gradient, guided, deconv, excitation, extended) and array helpers
     dataflow.py     which nodes a backward pass walks; the constants it reads (SignalGraph)
     rules/          one rule per ONNX operator (base.py: NodeContext, Rule; RULES in __init__)
     backward.py     the reverse-topological walk; unsupported_operators for `models inspect`

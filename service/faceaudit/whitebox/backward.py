@@ -56,13 +56,16 @@ def unsupported_operators(model: onnx.ModelProto) -> list[str]:
 
 def backward(
     graph: SignalGraph, values: Mapping[str, np.ndarray], seed: np.ndarray, signal: Signal, *,
-    source: str | None = None, trace: bool = False,
+    source: str | None = None, trace: bool = False, responses: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Signals (float64) from `seed` at the score down to `source` (default: the model input).
 
     `values` holds the activations of one instrumented run (B images); `seed` is (B, K) at the
     score tensor (B, K, ...). Returns {source: signal}, or with `trace` the signal of every tensor
-    on the path (tests check excitation mass layer by layer with it).
+    on the path (tests check excitation mass layer by layer with it). `responses` replaces, for the
+    excitation kinds only, the responses that linear maps and sums weigh their inputs by (â → ã of
+    gweEBP, Wang et al. 2025 eq. 6; tensors not in it keep their values) and whose sign makes a
+    parent a pos- or neg-neuron for eEBP; winners (MaxPool, Max) and gates always come from `values`.
     """
     check_signal(signal)
     source = source or graph.input_name
@@ -73,7 +76,7 @@ def backward(
     signals = {graph.score: np.asarray(seed, dtype=np.float64).reshape(score.shape)}
     for node in reversed(nodes):
         grads = [signals.get(name) if trace else signals.pop(name, None) for name in node.output]
-        ctx = NodeContext(node, values, graph.constants, graph.opset)
+        ctx = NodeContext(node, values, graph.constants, graph.opset, responses)
         sent = rule_for(node).apply(ctx, grads, signal)
         for index, name in enumerate(node.input):
             if name not in carrying:

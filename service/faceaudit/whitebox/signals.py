@@ -10,9 +10,21 @@ A signal kind names what flows from the score down to the input:
 - ``excitation``: excitation backprop's marginal winning probability (Zhang et al. 2016, eq. 1–2;
   Castañón et al. 2018 §III; Wang et al. 2025 §2.1): at a linear map y = W x,
   p(x) = x ⊙ W⁺ᵀ (p(y) ⊘ W⁺x) with 0/0 := 0; activation functions pass p through.
+- ``extended``: extended excitation backprop (eEBP, Wang et al. 2025 §2.2, eqs. 3–4): excitation
+  that also explains negative responses. A parent y_i ≥ 0 is excited by x_j ≥ 0 through w⁺ and by
+  x_j < 0 through w⁻; a parent y_i < 0 by x_j ≥ 0 through w⁻ and by x_j < 0 through w⁺. With
+  x = x⁺ + x⁻ (x⁺ = max(x, 0), x⁻ = min(x, 0)) and the parents' responses y (the node's output):
+      D⁺ = W⁺x⁺ + W⁻x⁻ ≥ 0,  D⁻ = W⁻x⁺ + W⁺x⁻ ≤ 0          (1/Z⁺, 1/Z⁻ of eqs. 3–4)
+      s⁺ = [y ≥ 0] p ⊘ D⁺,     s⁻ = [y < 0] p ⊘ D⁻           (0/0 := 0)
+      p(x) = x⁺ ⊙ (W⁺ᵀs⁺ + W⁻ᵀs⁻) + x⁻ ⊙ (W⁻ᵀs⁺ + W⁺ᵀs⁻)     (P⁺ + P⁻, eq. 3 + eq. 4)
+  A neuron's sign is its response's (bias included) at Conv, Gemm, MatMul and pools, and the bias-free
+  c·x's at elementwise rescalings and shifts (rules.linear.linear_input); `backward(responses=...)`
+  can override both the responses weighed and the signs read (gweEBP's ã; the target read as a winner).
+  Every term is ≥ 0, and Σ p(x) = Σ p(y) wherever the parent's D ≠ 0 (mass conserved). On
+  non-negative x with p = 0 at negative parents (a ReLU network) it is ``excitation`` exactly.
 
 The kinds differ only at rectifiers (guided, deconv) and at linear maps and activations
-(excitation); every rule implements all four, usually by delegating to one shared helper.
+(excitation, extended); every rule implements all five, usually by delegating to one shared helper.
 """
 
 from __future__ import annotations
@@ -21,8 +33,9 @@ from typing import Literal
 
 import numpy as np
 
-Signal = Literal["gradient", "guided", "deconv", "excitation"]
-SIGNALS: tuple[Signal, ...] = ("gradient", "guided", "deconv", "excitation")
+Signal = Literal["gradient", "guided", "deconv", "excitation", "extended"]
+SIGNALS: tuple[Signal, ...] = ("gradient", "guided", "deconv", "excitation", "extended")
+EXCITATIONS: tuple[Signal, ...] = ("excitation", "extended")
 
 
 def check_signal(signal: str) -> Signal:
@@ -30,6 +43,11 @@ def check_signal(signal: str) -> Signal:
     if signal not in SIGNALS:
         raise ValueError(f"signal {signal!r} is not one of {', '.join(SIGNALS)}")
     return signal  # type: ignore[return-value]
+
+
+def is_excitation(signal: str) -> bool:
+    """Whether `signal` carries winning probabilities (EBP or eEBP) rather than a gradient."""
+    return signal in EXCITATIONS
 
 
 def safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:

@@ -1,8 +1,8 @@
-"""One rule per ONNX operator (default domain), each implementing all four signal kinds.
+"""One rule per ONNX operator (default domain), each implementing all five signal kinds.
 
 Adding an operator: write `rule(ctx, grad, signal) -> {input index: signal}` in the module of its
-family (linear maps return `linear_signal(SomeLinearMap(...), x, grad, signal)` and get the
-excitation rule for free), add one line to `RULES`, and add the operator to one of the random
+family (linear maps return `linear_input(SomeLinearMap(...), ctx, index, grad, signal)` and get the
+excitation rules for free), add one line to `RULES`, and add the operator to one of the random
 networks of tests/whitebox/nets.py so that the finite-difference test covers it.
 """
 

@@ -3,8 +3,9 @@
     gradient:   g_x = g_y · f'(x)
     guided:     rectifiers: g_y · f'(x) · [g_y > 0]   (Springenberg et al. 2015 §3.4)
     deconv:     rectifiers: the rectifier applied to g_y, f(g_y)   (Zeiler & Fergus 2014 §2.1)
-    excitation: p_x = p_y — an activation function passes the winning probability through
-                (Zhang et al. 2016 §3: EBP redefines only the linear layers).
+    excitation, extended: p_x = p_y — an activation function passes the winning probability through
+                (Zhang et al. 2016 §3: EBP redefines only the linear layers; Wang et al. 2025 §2.2 the same
+                for eEBP, whose neurons' signs carry through sign-preserving PReLU/LeakyRelu).
 
 Rectifiers are Relu, LeakyRelu, PRelu and Clip with min 0 (ReLU6); guided and deconv leave every
 other activation at its exact gradient, as captum's GuidedBackprop and Deconvolution do (they
@@ -16,12 +17,12 @@ from __future__ import annotations
 import numpy as np
 
 from faceaudit.whitebox.rules.base import NodeContext, Signals
-from faceaudit.whitebox.signals import Signal, unbroadcast
+from faceaudit.whitebox.signals import Signal, is_excitation, unbroadcast
 
 
 def rectified(grad: np.ndarray, x: np.ndarray, slope: np.ndarray | float, signal: Signal) -> np.ndarray:
     """The signal through f(x) = x for x > 0, slope·x otherwise (slope 0: Relu)."""
-    if signal == "excitation":
+    if is_excitation(signal):
         return grad
     if signal == "deconv":
         return np.where(grad > 0, grad, slope * grad)
@@ -49,7 +50,7 @@ def clip(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
         high = float(ctx.weight(2, "max")) if ctx.has_input(2) else np.inf
     else:
         low, high = float(ctx.attr("min", -np.inf)), float(ctx.attr("max", np.inf))
-    if signal == "excitation":
+    if is_excitation(signal):
         return {0: grad}
     x = ctx.input(0)
     gradient = np.where((x > low) & (x < high), grad, 0.0)
@@ -60,7 +61,7 @@ def clip(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
 
 def sigmoid(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
     """σ' = y(1 − y); not a rectifier."""
-    if signal == "excitation":
+    if is_excitation(signal):
         return {0: grad}
     y = ctx.output()
     return {0: grad * y * (1.0 - y)}

@@ -32,8 +32,9 @@ class NodeContext:
     """One node with read access to its inputs' and outputs' values (float64) and attributes."""
 
     def __init__(self, node: onnx.NodeProto, values: Mapping[str, np.ndarray], constants: Mapping[str, np.ndarray],
-                 opset: int) -> None:
+                 opset: int, responses: Mapping[str, np.ndarray] | None = None) -> None:
         self.node = node
+        self._responses = responses or {}
         self.opset = opset
         self._values = values
         self._constants = constants
@@ -57,6 +58,19 @@ class NodeContext:
 
     def input(self, index: int) -> np.ndarray:
         return self._value(self.node.input[index])
+
+    def response(self, index: int) -> np.ndarray:
+        """The response â of input `index` as excitation rules weigh it: its value, or the override given to
+        the backward pass (gweEBP's gradient-weighted ã, Wang et al. 2025 eq. 6). Only the excitation
+        rules of linear maps and sums read it; winners (MaxPool, Max) and gates keep the forward values."""
+        name = self.node.input[index]
+        return np.asarray(self._responses[name], dtype=np.float64) if name in self._responses else self.input(index)
+
+    def output_response(self) -> np.ndarray:
+        """Output 0's response as eEBP reads its sign (pos- or neg-neuron): the override if given, else its value.
+        Methods override the top layer's output with |y| so that the target unit is explained as winning."""
+        name = self.node.output[0]
+        return np.asarray(self._responses[name], dtype=np.float64) if name in self._responses else self.output()
 
     def output(self, index: int = 0) -> np.ndarray:
         return self._value(self.node.output[index])

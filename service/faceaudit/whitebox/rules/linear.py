@@ -1,4 +1,4 @@
-"""Rules of operators that are linear in their signal input: one LinearMap each, four signals.
+"""Rules of operators that are linear in their signal input: one LinearMap each, five signals.
 
 A LinearMap is y = A x without the bias (biases add nothing to a vector–Jacobian product and are
 not part of excitation backprop's normaliser). It offers forward (A x), transpose (Aᵀ g) and its
@@ -7,7 +7,11 @@ positive part A⁺ (negative weights set to 0). Then, for every linear operator 
     gradient, guided, deconv:  g_x = Aᵀ g_y
     excitation:                p_x = x ⊙ A⁺ᵀ (p_y ⊘ A⁺x),  0/0 := 0       (Zhang et al. 2016, eq. 1–2)
 
-Excitation conserves mass, Σ p_x = Σ p_y, wherever A⁺x ≠ 0: Σ_j x_j Σ_i A⁺_ij p_i / (A⁺x)_i = Σ_i p_i.
+    extended:                  eEBP's two streams (signals.py; Wang et al. 2025 eqs. 3–4), A⁻ = A − A⁺
+
+Excitation conserves mass, Σ p_x = Σ p_y, wherever A⁺x ≠ 0: Σ_j x_j Σ_i A⁺_ij p_i / (A⁺x)_i = Σ_i p_i;
+extended wherever the parent's D± ≠ 0. Rules call `linear_input(op, ctx, index, grad, signal)`, which
+reads the input's response (gweEBP's ã where the backward pass was given one) and the parents' signs.
 
 Rules here: Gemm, MatMul, Add/Sub/Mul/Div with a constant, BatchNormalization,
 GlobalAveragePool, ReduceMean, and Add/Sub/Mul/Div of two computed tensors (`add_tensors`,
@@ -23,7 +27,7 @@ import numpy as np
 
 from faceaudit.errors import UnsupportedModel
 from faceaudit.whitebox.rules.base import NodeContext, Signals
-from faceaudit.whitebox.signals import Signal, safe_divide, unbroadcast
+from faceaudit.whitebox.signals import Signal, is_excitation, safe_divide, unbroadcast
 
 
 class LinearMap(Protocol):
@@ -34,11 +38,55 @@ class LinearMap(Protocol):
     def positive(self) -> LinearMap: ...
 
 
-def linear_signal(op: LinearMap, x: np.ndarray, grad: np.ndarray, signal: Signal) -> np.ndarray:
-    """The signal into x of y = op(x): Aᵀg, or x ⊙ A⁺ᵀ(p ⊘ A⁺x) for excitation."""
+def linear_signal(op: LinearMap, x: np.ndarray, grad: np.ndarray, signal: Signal,
+                  parent: np.ndarray | None = None) -> np.ndarray:
+    """The signal into x of y = op(x): Aᵀg, x ⊙ A⁺ᵀ(p ⊘ A⁺x) for excitation, or eEBP's two streams for
+    extended (signals.py), whose parents are split by the sign of `parent` (the node's output with its
+    bias; default the bias-free A x)."""
     if signal == "excitation":
         positive = op.positive()
         return x * positive.transpose(safe_divide(grad, positive.forward(x)))
+    if signal == "extended":
+        return extended_signal(op, x, grad, op.forward(x) if parent is None else parent)
+    return op.transpose(grad)
+
+
+def extended_signal(op: LinearMap, x: np.ndarray, grad: np.ndarray, parent: np.ndarray) -> np.ndarray:
+    """eEBP (Wang et al. 2025 eqs. 3–4) at y = A x, with A⁻ = A − A⁺ so that a LinearMap needs only A and A⁺:
+
+        D⁺ = A⁺x⁺ + A⁻x⁻,  D⁻ = A⁻x⁺ + A⁺x⁻;  s± = [parent ≷ 0] p ⊘ D±;
+        p_x = x⁺ ⊙ (A⁺ᵀs⁺ + A⁻ᵀs⁻) + x⁻ ⊙ (A⁻ᵀs⁺ + A⁺ᵀs⁻).
+
+    On x ≥ 0 every x⁻ term is an exact zero, so the result is excitation's x ⊙ A⁺ᵀ(p ⊘ A⁺x) at the
+    parents ≥ 0, bit for bit.
+    """
+    positive = op.positive()
+    x_pos, x_neg = np.maximum(x, 0.0), np.minimum(x, 0.0)
+    pos_pos, pos_neg = positive.forward(x_pos), positive.forward(x_neg)
+    d_pos = pos_pos + (op.forward(x_neg) - pos_neg)
+    d_neg = (op.forward(x_pos) - pos_pos) + pos_neg
+    up = np.broadcast_to(parent, np.shape(grad)) >= 0
+    s_pos, s_neg = safe_divide(np.where(up, grad, 0.0), d_pos), safe_divide(np.where(up, 0.0, grad), d_neg)
+    plus_pos, plus_neg = positive.transpose(s_pos), positive.transpose(s_neg)
+    minus_pos, minus_neg = op.transpose(s_pos) - plus_pos, op.transpose(s_neg) - plus_neg
+    return x_pos * (plus_pos + minus_neg) + x_neg * (minus_pos + plus_neg)
+
+
+def linear_input(op: LinearMap, ctx: NodeContext, index: int, grad: np.ndarray, signal: Signal, *,
+                 elementwise: bool = False) -> np.ndarray:
+    """The signal into input `index` of a node that is y = op(x) (+ bias): every rule of a linear map ends here.
+
+    Excitation weighs the input's response (ctx.response: its value, or gweEBP's ã). eEBP splits the
+    parents by sign: for a layer of neurons (Conv, Gemm, MatMul, pools) the sign of the node's output,
+    bias included (Wang et al. 2025 §2.2: pos-neurons give positive responses); for an `elementwise`
+    rescaling (Add/Sub/Mul/Div by a constant, BatchNormalization: input normalisation, biases) the sign
+    of the bias-free c·x, so that a shift is no neuron: p passes wherever c·x ≠ 0 instead of being
+    lost at every pixel a mean subtraction makes negative."""
+    if signal == "excitation":
+        return linear_signal(op, ctx.response(index), grad, signal)
+    if signal == "extended":
+        parent = None if elementwise else ctx.output_response()
+        return linear_signal(op, ctx.response(index), grad, signal, parent=parent)
     return op.transpose(grad)
 
 
@@ -120,7 +168,7 @@ def gemm(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
     """Y = α·op(A)·op(B) + β·C with A computed and B, C constants: linear in A with W = α·op(B)."""
     b = ctx.weight(1, "B matrix")
     weight = ctx.attr("alpha", 1.0) * (b.T if ctx.attr("transB", 0) else b)
-    return {0: linear_signal(Dense(weight, bool(ctx.attr("transA", 0))), ctx.input(0), grad, signal)}
+    return {0: linear_input(Dense(weight, bool(ctx.attr("transA", 0))), ctx, 0, grad, signal)}
 
 
 def matmul(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
@@ -130,7 +178,7 @@ def matmul(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
     x = ctx.input(i)
     if x.ndim < 2:
         raise UnsupportedModel(f"{ctx.label}: a 1-D computed factor has no batch axis")
-    return {i: linear_signal(MatMulMap(weight, x.shape, weight_first=i == 1), x, grad, signal)}
+    return {i: linear_input(MatMulMap(weight, x.shape, weight_first=i == 1), ctx, i, grad, signal)}
 
 
 def arithmetic(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
@@ -152,7 +200,7 @@ def arithmetic(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
         factor = 1.0 / constant
     else:
         factor = np.asarray(-1.0 if op == "Sub" and i == 1 else 1.0)
-    return {i: linear_signal(Scale(factor, x.shape, grad.shape), x, grad, signal)}
+    return {i: linear_input(Scale(factor, x.shape, grad.shape), ctx, i, grad, signal, elementwise=True)}
 
 
 def add_tensors(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
@@ -162,10 +210,16 @@ def add_tensors(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
     input's positive part, p_a = p · a⁺/(a⁺ + b⁺), p_b = p · b⁺/(a⁺ + b⁺), 0/0 := 0, so p_a + p_b = p
     wherever a⁺ + b⁺ > 0 — mass is conserved. On non-negative inputs this is the linear rule with
     weights (1, 1). TorchRay's EltwiseSum passes p unchanged to both inputs, doubling the mass.
+    Extended (eEBP): the same sum with weights (1, 1), `extended_sum`: at y ≥ 0 p is split by a⁺, b⁺,
+    at y < 0 by a⁻, b⁻ — mass conserved wherever that share's denominator is non-zero.
     """
     a, b = ctx.input(0), ctx.input(1)
-    if signal != "excitation":
+    if not is_excitation(signal):
         return {0: unbroadcast(grad, a.shape).reshape(a.shape), 1: unbroadcast(grad, b.shape).reshape(b.shape)}
+    a, b = ctx.response(0), ctx.response(1)
+    if signal == "extended":
+        p_a, p_b = extended_sum([(a, 1.0), (b, 1.0)], grad, ctx.output_response())
+        return {0: _back(p_a, a.shape), 1: _back(p_b, b.shape)}
     a_pos, b_pos = np.maximum(a, 0.0), np.maximum(b, 0.0)
     share = safe_divide(grad, a_pos + b_pos)
     return {0: unbroadcast(share * a_pos, a.shape).reshape(a.shape),
@@ -176,12 +230,33 @@ def _back(signal: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return unbroadcast(signal, shape).reshape(shape)
 
 
+def extended_sum(terms: list[tuple[np.ndarray, float]], grad: np.ndarray, parent: np.ndarray) -> list[np.ndarray]:
+    """eEBP at y = Σ_k c_k x_k (constant scalars c_k, tensors x_k broadcast to y): each term's p at y's shape.
+
+    D⁺ = Σ_k c_k⁺x_k⁺ + c_k⁻x_k⁻, D⁻ = Σ_k c_k⁻x_k⁺ + c_k⁺x_k⁻, s± = [y ≷ 0] p ⊘ D±,
+    p_k = x_k⁺ (c_k⁺s⁺ + c_k⁻s⁻) + x_k⁻ (c_k⁻s⁺ + c_k⁺s⁻)   (Wang et al. 2025 eqs. 3–4).
+    """
+    shape = np.shape(grad)
+    split = [(np.maximum(np.broadcast_to(x, shape), 0.0), np.minimum(np.broadcast_to(x, shape), 0.0),
+              max(c, 0.0), min(c, 0.0)) for x, c in terms]
+    d_pos = sum(cp * xp + cn * xn for xp, xn, cp, cn in split)
+    d_neg = sum(cn * xp + cp * xn for xp, xn, cp, cn in split)
+    up = np.broadcast_to(parent, shape) >= 0
+    s_pos, s_neg = safe_divide(np.where(up, grad, 0.0), d_pos), safe_divide(np.where(up, 0.0, grad), d_neg)
+    return [xp * (cp * s_pos + cn * s_neg) + xn * (cn * s_pos + cp * s_neg) for xp, xn, cp, cn in split]
+
+
 def sub_tensors(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
     """y = a − b, both computed: gradient (g, −g). Excitation: the linear map with weights (1, −1), whose
-    only excitatory input is a: p_a = p where a ≠ 0 (a·p/a), p_b = 0."""
+    only excitatory input is a: p_a = p where a ≠ 0 (a·p/a), p_b = 0. Extended: `extended_sum` with
+    weights (1, −1), where a negative b excites a positive y and a positive b a negative y."""
     a, b = ctx.input(0), ctx.input(1)
-    if signal != "excitation":
+    if not is_excitation(signal):
         return {0: _back(grad, a.shape), 1: _back(-grad, b.shape)}
+    a, b = ctx.response(0), ctx.response(1)
+    if signal == "extended":
+        p_a, p_b = extended_sum([(a, 1.0), (b, -1.0)], grad, ctx.output_response())
+        return {0: _back(p_a, a.shape), 1: _back(p_b, b.shape)}
     return {0: _back(np.where(np.broadcast_to(a, grad.shape) != 0, grad, 0.0), a.shape), 1: np.zeros(b.shape)}
 
 
@@ -200,13 +275,17 @@ def mul_tensors(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
     = p wherever s⁺x ≠ 0, so all of p goes to the activation path and mass is conserved there. The
     gate branch gets p = 0: it modulates how much of x passes but is not itself a parent neuron of y
     in EBP's sense (TorchRay does not define the case; an even split would send mass through the
-    gate's pooling into every pixel uniformly).
+    gate's pooling into every pixel uniformly). Extended: the same fixed scale, signed: the linear
+    rule with weights s (`extended_signal`), all of p to x wherever s·x ≠ 0; the gate gets 0.
     """
     a, b = ctx.input(0), ctx.input(1)
-    if signal != "excitation":
+    if not is_excitation(signal):
         return {0: _back(grad * b, a.shape), 1: _back(grad * a, b.shape)}
     gate = _gate_index(ctx)
-    x, s = (b, a) if gate == 0 else (a, b)
+    x, s = (ctx.response(1), a) if gate == 0 else (ctx.response(0), b)
+    if signal == "extended":
+        p_x = extended_signal(Scale(s, x.shape, grad.shape), x, grad, ctx.output_response())
+        return {1 - gate: p_x, gate: np.zeros(s.shape)}
     scale = np.broadcast_to(np.maximum(s, 0.0), grad.shape)
     p_x = _back(np.broadcast_to(x, grad.shape) * scale * safe_divide(grad, scale * x), x.shape)
     return {1 - gate: p_x, gate: np.zeros(s.shape)}
@@ -218,16 +297,21 @@ def div_tensors(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
 
     Excitation: as `mul_tensors` with the gate 1/b: all of p to the numerator where b > 0 (a positive
     rescaling, which EBP's normaliser cancels, as for LpNormalization), p_b = 0. A constant numerator
-    (c / x) has no excitatory path: its x gets p = 0.
+    (c / x) has no excitatory path: its x gets p = 0. Extended: the linear rule with the signed scale 1/b.
     """
     b = ctx.input(1)
     if ctx.is_constant(0):
         a = ctx.weight(0, "numerator")
-        g_b = -grad * a / b**2 if signal != "excitation" else np.zeros(grad.shape)
+        g_b = -grad * a / b**2 if not is_excitation(signal) else np.zeros(grad.shape)
         return {1: _back(g_b, b.shape)}
     a = ctx.input(0)
-    if signal != "excitation":
+    if not is_excitation(signal):
         return {0: _back(grad / b, a.shape), 1: _back(-grad * a / b**2, b.shape)}
+    a = ctx.response(0)
+    if signal == "extended":
+        gate = Scale(safe_divide(np.ones_like(b), b), a.shape, grad.shape)
+        p_a = extended_signal(gate, a, grad, ctx.output_response())
+        return {0: p_a, 1: np.zeros(b.shape)}
     scale = np.broadcast_to(np.maximum(safe_divide(np.ones_like(b), b), 0.0), grad.shape)
     p_a = _back(np.broadcast_to(a, grad.shape) * scale * safe_divide(grad, scale * a), a.shape)
     return {0: p_a, 1: np.zeros(b.shape)}
@@ -270,7 +354,7 @@ def reduce_mean(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
     """ReduceMean: linear with positive weights 1/n over the reduced axes (as GlobalAveragePool)."""
     x = ctx.input(0)
     op = AxesMean(x.shape, reduce_axes(ctx, x.ndim), grad.shape)
-    return {0: linear_signal(op, x, grad, signal)}
+    return {0: linear_input(op, ctx, 0, grad, signal)}
 
 
 def batch_normalization(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
@@ -285,10 +369,10 @@ def batch_normalization(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> S
     gamma, var = ctx.weight(1, "scale"), ctx.weight(4, "variance")
     scale = gamma / np.sqrt(var + ctx.attr("epsilon", 1e-5))
     factor = scale.reshape((-1,) + (1,) * (x.ndim - 2))
-    return {0: linear_signal(Scale(factor, x.shape, x.shape), x, grad, signal)}
+    return {0: linear_input(Scale(factor, x.shape, x.shape), ctx, 0, grad, signal, elementwise=True)}
 
 
 def global_average_pool(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
     """y = mean over the spatial axes: linear with positive weights 1/(H·W)."""
     x = ctx.input(0)
-    return {0: linear_signal(SpatialMean(x.shape), x, grad, signal)}
+    return {0: linear_input(SpatialMean(x.shape), ctx, 0, grad, signal)}

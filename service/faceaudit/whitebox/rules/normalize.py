@@ -20,12 +20,12 @@ import numpy as np
 from faceaudit.errors import UnsupportedModel
 from faceaudit.whitebox.rules.base import NodeContext, Signals
 from faceaudit.whitebox.rules.linear import reduce_axes
-from faceaudit.whitebox.signals import Signal, safe_divide
+from faceaudit.whitebox.signals import Signal, is_excitation, safe_divide
 
 
 def softmax(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
     """Softmax along `axis` (opset ≥ 13); before opset 13 over the axes from `axis` on, flattened."""
-    if signal == "excitation":
+    if is_excitation(signal):
         return {0: grad}
     y = ctx.output()
     if ctx.opset >= 13:
@@ -38,7 +38,7 @@ def softmax(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
 
 
 def lp_normalization(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
-    if signal == "excitation":
+    if is_excitation(signal):
         return {0: grad}
     p, axis = int(ctx.attr("p", 2)), int(ctx.attr("axis", -1))
     if p not in (1, 2):
@@ -58,6 +58,6 @@ def reduce_l2(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
     kept = tuple(1 if i in axes else n for i, n in enumerate(x.shape))
     y = np.sqrt((x * x).sum(axis=axes, keepdims=True))
     g = grad.reshape(kept)
-    if signal == "excitation":
+    if is_excitation(signal):
         return {0: x * x * safe_divide(g, y * y)}
     return {0: x * safe_divide(g, y)}

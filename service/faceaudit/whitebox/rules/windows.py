@@ -23,7 +23,7 @@ import numpy as np
 
 from faceaudit.errors import UnsupportedModel
 from faceaudit.whitebox.rules.base import NodeContext, Signals
-from faceaudit.whitebox.rules.linear import linear_signal
+from faceaudit.whitebox.rules.linear import linear_input
 from faceaudit.whitebox.signals import Signal, safe_divide
 
 
@@ -147,7 +147,7 @@ def conv(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
     weight = ctx.weight(1, "kernel")
     x = ctx.input(0)
     op = ConvMap(weight, int(ctx.attr("group", 1)), window(ctx, weight.shape[2:]), x.shape)
-    return {0: linear_signal(op, x, grad, signal)}
+    return {0: linear_input(op, ctx, 0, grad, signal)}
 
 
 def average_pool(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
@@ -155,7 +155,7 @@ def average_pool(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
     x = ctx.input(0)
     geometry = window(ctx, tuple(ctx.attr("kernel_shape")))
     op = WindowMean(geometry, x.shape, bool(ctx.attr("count_include_pad", 0)))
-    return {0: linear_signal(op, x, grad, signal)}
+    return {0: linear_input(op, ctx, 0, grad, signal)}
 
 
 def max_pool(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:

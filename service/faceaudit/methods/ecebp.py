@@ -1,0 +1,90 @@
+"""Extended contrastive excitation backprop (ecEBP): `cebp` with eEBP's two streams in place of EBP.
+
+Math (Wang et al. 2025 §2.2 eqs. 3–4, applied to Zhang et al. 2016 §3.3 and Castañón et al. 2018 §V-A):
+    P = eEBP map of the target unit, N = eEBP map of the contrast unit (faceaudit.methods.eebp's rule,
+    with the same forward activations); the forms and contrast units are `cebp`'s:
+    form=difference: C = max(P − N, 0) at the map's layer, summed over channels.
+    form=zhang: P and N propagated to the contrast layer, c = max(P − N, 0) there, c continues down
+        by eEBP to the map's layer.
+    Contrast (classifiers): a class index, "others" (1/(K−1) Σ_{j≠k} P_j, Castañón eq. 2) or "dual"
+        (the top layer's weights negated, Zhang's "non-zebra" unit); embedding models: the non-mate
+        row of the similarity head (Wang §2.1), else the mate row's dual.
+    Both units are read as pos-neurons at the top layer (see `eebp`), the dual included.
+    C upsampled bilinearly, smoothed with σ = smooth · image width, normalised to unit mass. On ReLU
+    networks with non-negative activations ecebp equals `cebp`.
+Reference:
+    Wang et al. Extended excitation backprop with gradient weighting. Pattern Recognition Letters 192, 2025.
+    Zhang et al. Top-down neural attention by excitation backprop. ECCV 2016.
+    Castañón, Byrne. Visualizing and quantifying discriminative features for face recognition. FG 2018.
+Defaults:
+    form=difference; contrast=others; contrast_layer=top; layer=input; smooth=0.02, as `cebp`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from faceaudit.engine.prepare import PreparedModel
+from faceaudit.errors import InvalidRequest
+from faceaudit.images.preprocess import to_model_input
+from faceaudit.methods.cebp import CebpOptions, Units, contrast_layer, finish, per_pixel, units
+from faceaudit.methods.common import ExplainTarget, Progress, Run, check_request
+from faceaudit.methods.eebp import extended
+from faceaudit.methods.gradient import instrument_for
+from faceaudit.methods.saliency_map import SaliencyMap
+from faceaudit.whitebox.instrument import Activations, Instrumented
+
+
+@dataclass(frozen=True)
+class EcebpOptions(CebpOptions):
+    """The form, the contrast unit, the zhang form's contrast layer, and the map's layer and smoothing."""
+
+
+def extended_pair(wb: Instrumented, acts: Activations, found: Units, layer: str) -> tuple[np.ndarray, np.ndarray]:
+    """The target's and the contrast's eEBP signals at `layer`."""
+    p = extended(wb.graph, acts.values, found.target, layer)
+    n = extended(found.contrast_graph, acts.values, found.contrast, layer)
+    return p, n
+
+
+def extended_down(wb: Instrumented, acts: Activations, signal: np.ndarray, start: str, layer: str) -> np.ndarray:
+    """eEBP of `signal` at tensor `start` down to `layer` (the same tensor: unchanged)."""
+    if layer == start:
+        return signal
+    try:
+        return extended(dataclasses.replace(wb.graph, score=start), acts.values, signal, layer, top=wb.graph)
+    except ValueError as exc:
+        raise InvalidRequest("layer", f"{layer!r} is not below the contrast layer {start!r}") from exc
+
+
+def ecebp(
+    model: PreparedModel, *, image: np.ndarray, target: ExplainTarget,
+    options: EcebpOptions = EcebpOptions(), progress: Progress | None = None,
+) -> SaliencyMap:
+    """Extended contrastive EBP map (unit mass) of a class against a contrast, or of a mate against a non-mate."""
+    run = Run("ecebp", model, target, options)
+    image, target = check_request(model, image, target)
+    wb = instrument_for(model, target)
+    acts = wb.forward(to_model_input(image[None], model.spec))
+    layer = wb.layer(options.layer, acts.values)
+    found = units(wb, acts, target, options.contrast)
+    extra: dict = {"contrast": found.description, "form": options.form}
+    if options.form == "difference":
+        p, n = extended_pair(wb, acts, found, layer)
+        contrast = np.maximum(per_pixel(p, layer, wb, model) - per_pixel(n, layer, wb, model), 0.0)
+    else:
+        at = contrast_layer(wb, options.contrast_layer, acts.values)
+        p, n = extended_pair(wb, acts, found, at)
+        below = extended_down(wb, acts, np.maximum(p - n, 0.0), at, layer)
+        contrast = np.maximum(per_pixel(below, layer, wb, model), 0.0)
+        extra.update(contrast_layer=at, mass_at_contrast_layer=float(np.maximum(p - n, 0.0).sum()),
+                     mass_at_layer=float(below.sum()))
+    values = finish(contrast, model, options.smooth, "ecebp")
+    if progress is not None:
+        progress(1, 1, "ecebp")
+    return run.result(values, acts.stats, signed=False,
+                      extra={"graph": "instrumented", "layer": layer, "layer_size": list(contrast.shape),
+                             "folded_batch_norms": wb.folded_batch_norms, **extra})

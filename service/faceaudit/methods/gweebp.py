@@ -1,0 +1,116 @@
+"""Gradient-weighted extended excitation backprop (gweEBP): eEBP over responses weighted by the triplet gain's gradient.
+
+Math (Wang et al. 2025 §2.3, eqs. 5–6):
+    Gain of the triplet (probe a, mate p, non-mate n), on the unit-norm embeddings the similarity head
+    compares (Wang §2.1: its rows are the mate and non-mate; its outputs the cosines c_p, c_n):
+        gain=similarity: G = ⟨a, p⟩ − ⟨a, n⟩ = c_p − c_n (the authors' public code);
+        gain=hinge:      G = max(0, ‖a − n‖ − ‖a − p‖)  (eq. 5), ‖a − r‖ = √(2 − 2c_r), so where
+                         G > 0, ∂G/∂c_p = 1/‖a − p‖ and ∂G/∂c_n = −1/‖a − n‖.
+    g_j = ∂G/∂a_j for every activation a_j between the input and the score: one exact vector–Jacobian
+    product (the backward engine's gradient signal, seeded with ∂G/∂(c_p, c_n) at the head).
+    Gradient-weighted responses (eq. 6), ã_j = â_j [g_j]⁺ for â_j ≥ 0 and â_j [−g_j]⁺ for â_j < 0:
+    a neuron is kept, scaled by |g_j|, where its gradient has its sign, and suppressed (ã = 0) where
+    the signs differ. Eq. 6 as printed has no positive part on the negative branch, which would turn
+    a negative neuron with a positive gradient into a positive one; the text says such neurons "are
+    suppressed", which is what we implement. ã has â's sign, so pos-/neg-neuron sets are unchanged.
+    ã replaces â in the eEBP pass (eqs. 3–4, `eebp`), seeded with p = 1 at the probe–mate cosine;
+    the model input is not a neuron and keeps its values, and the top layer's units are pos-neurons
+    (see `eebp`). Map as `eebp`: p at the layer summed over channels, upsampled, smoothed with
+    σ = smooth · image width, normalised to unit mass.
+    Embedding models only, with a mate and a non-mate: a classifier has no triplet gain
+    (InvalidRequest "target"), and without a non-mate there is no triplet (InvalidRequest "non_mate").
+Reference:
+    Wang et al. Extended excitation backprop with gradient weighting: a general visualization solution
+    for understanding heterogeneous face recognition. Pattern Recognition Letters 192, 2025.
+Defaults:
+    gain=similarity: the hinge's gradient is zero whenever the probe is closer to the non-mate than to
+    the mate (G = 0), exactly the mismatches one wants explained; the similarity difference has a
+    gradient everywhere. With gain=hinge and G = 0 the request is refused (InvalidRequest "gain",
+    saying to use gain=similarity) rather than silently falling back: the hinge's map does not exist.
+    layer=input; smooth=0.02 (σ = 2 % of the image width, Castañón et al. 2018 §III), as `ebp`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from faceaudit.engine.prepare import PreparedModel
+from faceaudit.errors import InvalidRequest
+from faceaudit.methods.cebp import check_map_options
+from faceaudit.methods.common import ExplainTarget, Progress
+from faceaudit.methods.eebp import extended_map
+from faceaudit.methods.saliency_map import SaliencyMap
+from faceaudit.whitebox import backward
+from faceaudit.whitebox.instrument import Activations, Instrumented
+
+GAINS = ("similarity", "hinge")
+
+
+@dataclass(frozen=True)
+class GweebpOptions:
+    """The triplet gain whose gradient weighs the responses, and the map's layer and smoothing."""
+
+    gain: str = "similarity"
+    layer: str = "input"
+    smooth: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.gain not in GAINS:
+            raise InvalidRequest("gain", f"{self.gain!r} is not one of {', '.join(GAINS)}")
+        check_map_options(self.layer, self.smooth)
+
+
+def gain_seed(cosines: np.ndarray, gain: str) -> tuple[np.ndarray, np.ndarray]:
+    """∂G/∂(c_p, c_n) (B, 2) and G (B,) from the head's cosines (B, 2); the hinge's zero gradient is refused."""
+    c_p, c_n = np.asarray(cosines, dtype=np.float64)[:, 0], np.asarray(cosines, dtype=np.float64)[:, 1]
+    if gain == "similarity":
+        return np.tile([1.0, -1.0], (len(c_p), 1)), c_p - c_n
+    d_p, d_n = np.sqrt(np.maximum(2.0 - 2.0 * c_p, 0.0)), np.sqrt(np.maximum(2.0 - 2.0 * c_n, 0.0))
+    value = np.maximum(d_n - d_p, 0.0)
+    if not (value > 0).all() or not (d_p > 0).all():
+        raise InvalidRequest("gain", "the hinge gain max(0, ‖a−n‖ − ‖a−p‖) is 0 for this probe (it is at least as "
+                                     f"close to the non-mate as to the mate: ‖a−p‖ = {d_p.max():.4f}, ‖a−n‖ = "
+                                     f"{d_n.min():.4f}), so its gradient is zero and weighs every neuron to 0; "
+                                     "use gain=similarity")
+    return np.stack([1.0 / d_p, -1.0 / d_n], axis=1), value
+
+
+def gain_gradients(wb: Instrumented, values: Mapping[str, np.ndarray], gain: str
+                   ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """∂G/∂a for every tensor between the input and the similarity head's score, and G (B,)."""
+    scores = np.asarray(values[wb.graph.score], dtype=np.float64).reshape(len(values[wb.graph.score]), -1)
+    seed, value = gain_seed(scores, gain)
+    return backward(wb.graph, values, seed, "gradient", trace=True), value
+
+
+def weigh(response: np.ndarray, gradient: np.ndarray) -> np.ndarray:
+    """Eq. 6 with the text's suppression: ã = â [g]⁺ where â ≥ 0, â [−g]⁺ where â < 0."""
+    response = np.asarray(response, dtype=np.float64)
+    return np.where(response >= 0, response * np.maximum(gradient, 0.0), response * np.maximum(-gradient, 0.0))
+
+
+def gradient_weighted(wb: Instrumented, acts: Activations, gain: str) -> tuple[dict[str, np.ndarray], dict]:
+    """ã for every activation between the input (excluded: no neuron) and the score (excluded: the seed)."""
+    gradients, value = gain_gradients(wb, acts.values, gain)
+    skip = {wb.graph.input_name, wb.graph.score}
+    responses = {name: weigh(acts.values[name], g) for name, g in gradients.items() if name not in skip}
+    return responses, {"gain": gain, "gain_value": float(value[0])}
+
+
+def gweebp(
+    model: PreparedModel, *, image: np.ndarray, target: ExplainTarget,
+    options: GweebpOptions = GweebpOptions(), progress: Progress | None = None,
+) -> SaliencyMap:
+    """Gradient-weighted eEBP map (unit mass) of a probe's match to its mate against a non-mate."""
+    if model.spec.require("kind") != "embedding" or target.class_index is not None:
+        raise InvalidRequest("target", "gweebp explains an embedding model's probe against a mate and a non-mate "
+                                       "(the triplet gain of Wang et al. 2025 §2.3); classifiers have none")
+    if target.mate is not None and target.non_mate is None:
+        raise InvalidRequest("non_mate", "gweebp needs a non-mate: its triplet gain compares the probe's "
+                                         "similarity to the mate with its similarity to the non-mate")
+    return extended_map("gweebp", model, image, target, options, progress,
+                        weigh=functools.partial(gradient_weighted, gain=options.gain))
