@@ -142,3 +142,14 @@ def test_an_unusable_out_folder_fails_before_any_work(files, capsys):
     assert _run(files, "--model", str(files / "cls.onnx"), "--image", str(files / "probe.png"), "--method", "rise",
                 "--out", str(files / "taken" / "sub")) == 2
     assert "out: cannot create the folder" in capsys.readouterr().err
+
+
+def test_white_box_methods_run_from_the_cli_with_a_layer(files, capsys):
+    assert _run(files, "--model", str(files / "cls.onnx"), "--image", str(files / "probe.png"), "--method", "ebp",
+                "--layer", "input", "--json") == 0
+    meta = json.loads(open(json.loads(capsys.readouterr().out)["files"]["json"]).read())
+    assert meta["options"]["layer"] == "input" and meta["extra"]["graph"] == "instrumented"
+    assert abs(np.load(files / "out" / "probe.ebp.npy").sum() - 1) < 1e-4  # EBP maps are distributions
+    assert _run(files, "--model", str(files / "cls.onnx"), "--image", str(files / "probe.png"), "--method", "gradcam",
+                "--layer", "no_such_tensor") == 2
+    assert "layer:" in capsys.readouterr().err

@@ -20,7 +20,7 @@ from faceaudit.methods.common import ExplainTarget, predicted_class
 from faceaudit.methods.registry import METHODS, explain, get_method
 
 # Method options that have a flag of their own; any other goes through --option KEY=VALUE.
-OPTION_FLAGS = ("patch", "stride", "fill", "masks", "cells", "keep", "seed", "mode", "chunk")
+OPTION_FLAGS = ("patch", "stride", "fill", "masks", "cells", "keep", "seed", "mode", "chunk", "layer")
 
 
 def add_explain_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +40,7 @@ def add_explain_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_argument("--seed", help="random seed")
     options.add_argument("--mode", help="xface mode: probe or both")
     options.add_argument("--chunk", help="perturbations per streamed chunk")
+    options.add_argument("--layer", help="white-box methods: the tensor a map is read at (input, last_conv, or a name)")
     options.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="any other method option")
     add_alignment_arguments(parser)
     parser.add_argument("--out", required=True, help="folder for <image>.<method>.npy/.json/.png")
