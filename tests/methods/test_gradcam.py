@@ -72,3 +72,26 @@ def test_layers_are_validated():
         gradcam(model, image=image, target=target, options=GradCamOptions(layer=flat))
     with pytest.raises(InvalidRequest):
         GradCamOptions(layer="")
+
+
+def test_an_empty_grad_cam_is_an_error_not_a_blank_map():
+    """vgg_greyscale, class 0: no feature map of the last convolution has positive weighted evidence."""
+    import numpy as np
+
+    from faceaudit.errors import ModelOutputError
+    from faceaudit.methods.common import ExplainTarget
+    from faceaudit.methods.gradcam import gradcam
+    from faceaudit.testing import zoo
+
+    from tests.conftest import prepared
+
+    model = prepared(zoo.vgg_classifier(channels=1), {"kind": "classifier"})
+    image = np.random.default_rng(0).uniform(0, 255, (32, 32, 3)).astype(np.float32)
+    outcomes = []
+    for k in range(10):
+        try:
+            outcomes.append(gradcam(model, image=image, target=ExplainTarget(class_index=k)).values.max() > 0)
+        except ModelOutputError as exc:
+            assert "Grad-CAM" in str(exc) and "empty" in str(exc)
+            outcomes.append("refused")
+    assert "refused" in outcomes and all(o in (True, "refused") for o in outcomes)

@@ -68,7 +68,8 @@ class PreparedModel:
     notes: list[str] = field(default_factory=list)
     # Artifacts derived from this model and reused across requests (instrumented white-box
     # sessions), keyed by their builder; bounded by the builders themselves.
-    derived: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+    # init=False: dataclasses.replace() gives a changed model a cache of its own.
+    derived: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def output_size(self) -> int:

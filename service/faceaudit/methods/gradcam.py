@@ -20,17 +20,19 @@ Defaults:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from faceaudit.engine.prepare import PreparedModel
-from faceaudit.errors import InvalidRequest
+from faceaudit.errors import InvalidRequest, ModelOutputError
 from faceaudit.images.preprocess import to_model_input
 from faceaudit.methods.common import ExplainTarget, Progress, Run, check_request
 from faceaudit.methods.gradient import instrument_for
 from faceaudit.methods.saliency_map import SaliencyMap
 from faceaudit.whitebox import backward
+from faceaudit.whitebox.instrument import Instrumented
 from faceaudit.whitebox.maps import channels_first, upsample_bilinear
 
 
@@ -45,6 +47,27 @@ class GradCamOptions:
             raise InvalidRequest("layer", f"{self.layer!r} must be a tensor name, 'last_conv' or 'input'")
 
 
+def class_activation_map(
+    wb: Instrumented, values: Mapping[str, np.ndarray], layer_name: str, target: ExplainTarget, model: PreparedModel,
+) -> tuple[str, np.ndarray]:
+    """The layer read and relu(Σ_k α_k A_k) at it (h, w), α_k the spatial mean of ∂score/∂A_k.
+
+    A map with no positive value (no feature map carries positive weighted evidence) is an
+    error, not an empty map: another layer or the gradient method may still explain the target.
+    """
+    layer = wb.layer(layer_name, values)
+    seed = wb.seed(values, "gradient", target.class_index)
+    grad = backward(wb.graph, values, seed, "gradient", source=layer)[layer]
+    is_input, layout = layer == wb.graph.input_name, model.spec.require("layout")
+    features = channels_first(np.asarray(values[layer], dtype=np.float64), is_input=is_input, layout=layout)[0]
+    weights = channels_first(grad, is_input=is_input, layout=layout)[0].mean(axis=(1, 2))
+    cam = np.maximum(np.tensordot(weights, features, axes=1), 0.0)
+    if not cam.max() > 0:
+        raise ModelOutputError(f"Grad-CAM at {layer!r} is empty: no feature map there has positive weighted "
+                               "evidence for the target; try another layer (--layer) or the gradient method")
+    return layer, cam
+
+
 def gradcam(
     model: PreparedModel, *, image: np.ndarray, target: ExplainTarget,
     options: GradCamOptions = GradCamOptions(), progress: Progress | None = None,
@@ -54,13 +77,7 @@ def gradcam(
     image, target = check_request(model, image, target)
     wb = instrument_for(model, target)
     acts = wb.forward(to_model_input(image[None], model.spec))
-    layer = wb.layer(options.layer, acts.values)
-    seed = wb.seed(acts.values, "gradient", target.class_index)
-    grad = backward(wb.graph, acts.values, seed, "gradient", source=layer)[layer]
-    is_input, layout = layer == wb.graph.input_name, model.spec.require("layout")
-    features = channels_first(np.asarray(acts.values[layer], dtype=np.float64), is_input=is_input, layout=layout)[0]
-    weights = channels_first(grad, is_input=is_input, layout=layout)[0].mean(axis=(1, 2))
-    cam = np.maximum(np.tensordot(weights, features, axes=1), 0.0)
+    layer, cam = class_activation_map(wb, acts.values, options.layer, target, model)
     values = upsample_bilinear(cam, (model.spec.require("height"), model.spec.require("width")))
     if progress is not None:
         progress(1, 1, "gradcam")

@@ -27,10 +27,11 @@ from faceaudit.engine.prepare import PreparedModel
 from faceaudit.errors import InvalidRequest
 from faceaudit.images.preprocess import to_model_input
 from faceaudit.methods.common import ExplainTarget, Progress, Run, check_request
+from faceaudit.methods.gradcam import class_activation_map
 from faceaudit.methods.gradient import check_reduction, instrument_for
 from faceaudit.methods.saliency_map import SaliencyMap
 from faceaudit.whitebox import backward
-from faceaudit.whitebox.maps import channels_first, pixel_gradient, upsample_bilinear
+from faceaudit.whitebox.maps import pixel_gradient, upsample_bilinear
 
 
 @dataclass(frozen=True)
@@ -55,14 +56,7 @@ def guided_gradcam(
     image, target = check_request(model, image, target)
     wb = instrument_for(model, target)
     acts = wb.forward(to_model_input(image[None], model.spec))
-    layer = wb.layer(options.layer, acts.values)
-    # Grad-CAM at the layer.
-    seed = wb.seed(acts.values, "gradient", target.class_index)
-    grad = backward(wb.graph, acts.values, seed, "gradient", source=layer)[layer]
-    is_input, layout = layer == wb.graph.input_name, model.spec.require("layout")
-    features = channels_first(np.asarray(acts.values[layer], dtype=np.float64), is_input=is_input, layout=layout)[0]
-    weights = channels_first(grad, is_input=is_input, layout=layout)[0].mean(axis=(1, 2))
-    cam = np.maximum(np.tensordot(weights, features, axes=1), 0.0)
+    layer, cam = class_activation_map(wb, acts.values, options.layer, target, model)
     upsampled = upsample_bilinear(cam, (model.spec.require("height"), model.spec.require("width")))
     # Guided backpropagation at the pixels.
     guided_seed = wb.seed(acts.values, "guided", target.class_index)
