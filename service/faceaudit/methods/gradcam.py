@@ -13,9 +13,11 @@ Defaults:
     layer=last_conv: the output of the last Conv whose output has more than one spatial position
     (after its BatchNormalization when that is folded into it), the paper's "last convolutional
     layer". Any tensor between the input and the score can be named instead ("input" for the model
-    input). captum: LayerGradCam(f, layer).attribute(x, target=k, relu_attributions=True) then
-    LayerAttribution.interpolate(map, (H, W), "bilinear") computes the same map; captum's
-    interpolate uses align_corners=False, as here.
+    input). The default reads A before the ReLU that usually follows the convolution, where
+    Selvaraju et al. and pytorch-grad-cam read the rectified maps: name the ReLU's output with
+    `layer` for that. captum: LayerGradCam(f, conv_module).attribute(x, target=k,
+    relu_attributions=True) then LayerAttribution.interpolate(map, (H, W), "bilinear") computes the
+    same map at the Conv; captum's interpolate uses align_corners=False, as here.
 """
 
 from __future__ import annotations
