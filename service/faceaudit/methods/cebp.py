@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Union
 
@@ -177,6 +178,12 @@ def continue_down(graph: SignalGraph, values: dict, signal: np.ndarray, start: s
         raise InvalidRequest("layer", f"{layer!r} is not below the contrast layer {start!r}") from exc
 
 
+# pair(wb, acts, units, layer): the target's and the contrast's signals at `layer` (EBP or eEBP).
+Pair = Callable[[Instrumented, Activations, "Units", str], tuple[np.ndarray, np.ndarray]]
+# down(wb, acts, signal, start, layer): a signal at `start` carried on down to `layer`.
+Down = Callable[[Instrumented, Activations, np.ndarray, str, str], np.ndarray]
+
+
 def pair_at_layer(wb: Instrumented, acts: Activations, found: Units, layer: str) -> tuple[np.ndarray, np.ndarray]:
     """The target's and the contrast's EBP signals at `layer`."""
     p = backward(wb.graph, acts.values, found.target, "excitation", source=layer)[layer]
@@ -204,7 +211,19 @@ def cebp(
     options: CebpOptions = CebpOptions(), progress: Progress | None = None,
 ) -> SaliencyMap:
     """Contrastive EBP map (unit mass) of a class against a contrast, or of a mate against a non-mate."""
-    run = Run("cebp", model, target, options)
+    return contrastive_map("cebp", pair_at_layer, _excitation_down, model, image, target, options, progress)
+
+
+def _excitation_down(wb: Instrumented, acts: Activations, signal: np.ndarray, start: str, layer: str) -> np.ndarray:
+    return continue_down(wb.graph, acts.values, signal, start, layer)
+
+
+def contrastive_map(
+    method: str, pair: Pair, down: Down, model: PreparedModel, image: np.ndarray, target: ExplainTarget,
+    options: CebpOptions, progress: Progress | None,
+) -> SaliencyMap:
+    """The cEBP map with `pair` and `down` propagating the signals (EBP here, eEBP in ecebp)."""
+    run = Run(method, model, target, options)
     image, target = check_request(model, image, target)
     wb = instrument_for(model, target)
     acts = wb.forward(to_model_input(image[None], model.spec))
@@ -212,18 +231,18 @@ def cebp(
     found = units(wb, acts, target, options.contrast)
     extra: dict = {"contrast": found.description, "form": options.form}
     if options.form == "difference":
-        p, n = pair_at_layer(wb, acts, found, layer)
+        p, n = pair(wb, acts, found, layer)
         contrast = np.maximum(per_pixel(p, layer, wb, model) - per_pixel(n, layer, wb, model), 0.0)
     else:
         at = contrast_layer(wb, options.contrast_layer, acts.values)
-        p, n = pair_at_layer(wb, acts, found, at)
-        below = continue_down(wb.graph, acts.values, np.maximum(p - n, 0.0), at, layer)
+        p, n = pair(wb, acts, found, at)
+        below = down(wb, acts, np.maximum(p - n, 0.0), at, layer)
         contrast = np.maximum(per_pixel(below, layer, wb, model), 0.0)
         extra.update(contrast_layer=at, mass_at_contrast_layer=float(np.maximum(p - n, 0.0).sum()),
                      mass_at_layer=float(below.sum()))
-    values = finish(contrast, model, options.smooth, "cebp")
+    values = finish(contrast, model, options.smooth, method)
     if progress is not None:
-        progress(1, 1, "cebp")
+        progress(1, 1, method)
     return run.result(values, acts.stats, signed=False,
                       extra={"graph": "instrumented", "layer": layer, "layer_size": list(contrast.shape),
                              "folded_batch_norms": wb.folded_batch_norms, **extra})

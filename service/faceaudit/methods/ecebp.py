@@ -29,11 +29,9 @@ import numpy as np
 
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.errors import InvalidRequest
-from faceaudit.images.preprocess import to_model_input
-from faceaudit.methods.cebp import CebpOptions, Units, contrast_layer, finish, per_pixel, units
-from faceaudit.methods.common import ExplainTarget, Progress, Run, check_request
+from faceaudit.methods.cebp import CebpOptions, Units, contrastive_map
+from faceaudit.methods.common import ExplainTarget, Progress
 from faceaudit.methods.eebp import extended
-from faceaudit.methods.gradient import instrument_for
 from faceaudit.methods.saliency_map import SaliencyMap
 from faceaudit.whitebox.instrument import Activations, Instrumented
 
@@ -65,26 +63,4 @@ def ecebp(
     options: EcebpOptions = EcebpOptions(), progress: Progress | None = None,
 ) -> SaliencyMap:
     """Extended contrastive EBP map (unit mass) of a class against a contrast, or of a mate against a non-mate."""
-    run = Run("ecebp", model, target, options)
-    image, target = check_request(model, image, target)
-    wb = instrument_for(model, target)
-    acts = wb.forward(to_model_input(image[None], model.spec))
-    layer = wb.layer(options.layer, acts.values)
-    found = units(wb, acts, target, options.contrast)
-    extra: dict = {"contrast": found.description, "form": options.form}
-    if options.form == "difference":
-        p, n = extended_pair(wb, acts, found, layer)
-        contrast = np.maximum(per_pixel(p, layer, wb, model) - per_pixel(n, layer, wb, model), 0.0)
-    else:
-        at = contrast_layer(wb, options.contrast_layer, acts.values)
-        p, n = extended_pair(wb, acts, found, at)
-        below = extended_down(wb, acts, np.maximum(p - n, 0.0), at, layer)
-        contrast = np.maximum(per_pixel(below, layer, wb, model), 0.0)
-        extra.update(contrast_layer=at, mass_at_contrast_layer=float(np.maximum(p - n, 0.0).sum()),
-                     mass_at_layer=float(below.sum()))
-    values = finish(contrast, model, options.smooth, "ecebp")
-    if progress is not None:
-        progress(1, 1, "ecebp")
-    return run.result(values, acts.stats, signed=False,
-                      extra={"graph": "instrumented", "layer": layer, "layer_size": list(contrast.shape),
-                             "folded_batch_norms": wb.folded_batch_norms, **extra})
+    return contrastive_map("ecebp", extended_pair, extended_down, model, image, target, options, progress)

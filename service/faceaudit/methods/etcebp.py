@@ -23,14 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from faceaudit.engine.prepare import PreparedModel
-from faceaudit.errors import ModelOutputError
-from faceaudit.images.preprocess import to_model_input
-from faceaudit.methods.cebp import finish, per_pixel, units
-from faceaudit.methods.common import ExplainTarget, Progress, Run, check_request
+from faceaudit.methods.common import ExplainTarget, Progress
 from faceaudit.methods.ecebp import extended_pair
-from faceaudit.methods.gradient import instrument_for
 from faceaudit.methods.saliency_map import SaliencyMap
-from faceaudit.methods.tcebp import TcebpOptions, mass_threshold, truncate_and_normalise
+from faceaudit.methods.tcebp import TcebpOptions, truncated_contrastive_map
 
 
 @dataclass(frozen=True)
@@ -43,26 +39,4 @@ def etcebp(
     options: EtcebpOptions = EtcebpOptions(), progress: Progress | None = None,
 ) -> SaliencyMap:
     """Extended truncated contrastive EBP map (unit mass): a class against a contrast, or a mate against a non-mate."""
-    run = Run("etcebp", model, target, options)
-    image, target = check_request(model, image, target)
-    wb = instrument_for(model, target)
-    acts = wb.forward(to_model_input(image[None], model.spec))
-    layer = wb.layer(options.layer, acts.values)
-    found = units(wb, acts, target, options.contrast)
-    p_signal, n_signal = extended_pair(wb, acts, found, layer)
-    p, n = per_pixel(p_signal, layer, wb, model), per_pixel(n_signal, layer, wb, model)
-    if options.truncation == "percentile":
-        eps_p = eps_n = float(np.percentile(p, options.percentile))
-    else:
-        eps_p, eps_n = mass_threshold(p, options.mass), mass_threshold(n, options.mass)
-    kept = truncate_and_normalise(p, eps_p)
-    if not kept.sum() > 0:
-        raise ModelOutputError("etcebp: no pixel of the target's excitation map is above ε; lower the percentile")
-    contrast = np.maximum(kept - truncate_and_normalise(n, eps_n), 0.0)
-    values = finish(contrast, model, options.smooth, "etcebp")
-    if progress is not None:
-        progress(1, 1, "etcebp")
-    return run.result(values, acts.stats, signed=False,
-                      extra={"graph": "instrumented", "layer": layer, "layer_size": list(contrast.shape),
-                             "contrast": found.description, "epsilon": eps_p, "epsilon_contrast": eps_n,
-                             "folded_batch_norms": wb.folded_batch_norms})
+    return truncated_contrastive_map("etcebp", extended_pair, model, image, target, options, progress)

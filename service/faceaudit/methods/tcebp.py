@@ -36,7 +36,9 @@ import numpy as np
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.errors import InvalidRequest, ModelOutputError
 from faceaudit.images.preprocess import to_model_input
-from faceaudit.methods.cebp import Contrast, check_contrast, check_map_options, finish, pair_at_layer, per_pixel, units
+from faceaudit.methods.cebp import (
+    Contrast, Pair, check_contrast, check_map_options, finish, pair_at_layer, per_pixel, units,
+)
 from faceaudit.methods.common import ExplainTarget, Progress, Run, check_request
 from faceaudit.methods.gradient import instrument_for
 from faceaudit.methods.saliency_map import SaliencyMap
@@ -97,13 +99,21 @@ def tcebp(
     options: TcebpOptions = TcebpOptions(), progress: Progress | None = None,
 ) -> SaliencyMap:
     """Truncated contrastive EBP map (unit mass) of a class against a contrast, or of a mate against a non-mate."""
-    run = Run("tcebp", model, target, options)
+    return truncated_contrastive_map("tcebp", pair_at_layer, model, image, target, options, progress)
+
+
+def truncated_contrastive_map(
+    method: str, pair: Pair, model: PreparedModel, image: np.ndarray, target: ExplainTarget, options: TcebpOptions,
+    progress: Progress | None,
+) -> SaliencyMap:
+    """The tcEBP map with `pair` computing the target and contrast signals (EBP here, eEBP in etcebp)."""
+    run = Run(method, model, target, options)
     image, target = check_request(model, image, target)
     wb = instrument_for(model, target)
     acts = wb.forward(to_model_input(image[None], model.spec))
     layer = wb.layer(options.layer, acts.values)
     found = units(wb, acts, target, options.contrast)
-    p_signal, n_signal = pair_at_layer(wb, acts, found, layer)
+    p_signal, n_signal = pair(wb, acts, found, layer)
     p, n = per_pixel(p_signal, layer, wb, model), per_pixel(n_signal, layer, wb, model)
     if options.truncation == "percentile":
         eps_p = eps_n = float(np.percentile(p, options.percentile))
@@ -111,11 +121,11 @@ def tcebp(
         eps_p, eps_n = mass_threshold(p, options.mass), mass_threshold(n, options.mass)
     kept = truncate_and_normalise(p, eps_p)
     if not kept.sum() > 0:
-        raise ModelOutputError("tcebp: no pixel of the target's excitation map is above ε; lower the percentile")
+        raise ModelOutputError(f"{method}: no pixel of the target's excitation map is above ε; lower the percentile")
     contrast = np.maximum(kept - truncate_and_normalise(n, eps_n), 0.0)
-    values = finish(contrast, model, options.smooth, "tcebp")
+    values = finish(contrast, model, options.smooth, method)
     if progress is not None:
-        progress(1, 1, "tcebp")
+        progress(1, 1, method)
     return run.result(values, acts.stats, signed=False,
                       extra={"graph": "instrumented", "layer": layer, "layer_size": list(contrast.shape),
                              "contrast": found.description, "epsilon": eps_p, "epsilon_contrast": eps_n,
