@@ -10,6 +10,8 @@ frame. Points are (x, y) pixels with (0, 0) the centre of the top-left pixel.
 
 from __future__ import annotations
 
+import numbers
+
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -57,10 +59,14 @@ class Rendered:
     size: int
 
 
+MAX_SIZE = 1024  # the canvas is drawn 4× larger: 1024 px is already a 4096² RGB image
+
+
 def render(params: FaceParams, size: int = 112, *, seed: int = 0) -> Rendered:
     """Draw the face of `params` at size×size; `seed` drives the pixel noise only."""
-    if not isinstance(size, int) or size < 16:
-        raise InvalidRequest("size", f"{size!r} must be an integer of at least 16 pixels")
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or not 16 <= size <= MAX_SIZE:
+        raise InvalidRequest("size", f"{size!r} must be an integer in 16..{MAX_SIZE} pixels")
+    size = int(size)
     identity, nuisance = params.identity, params.nuisance
     canonical = geometry.face_landmarks(identity, nuisance)
     shapes = geometry.outlines(canonical, identity)

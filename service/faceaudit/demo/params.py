@@ -29,6 +29,21 @@ ACCESSORIES = ("none", "glasses", "mark")
 CUE_COLOUR: RGB = (80, 50, 170)  # the planted attribute: violet eye make-up on the upper lids
 
 
+def _check(part: object, *, positive: tuple[str, ...] = (), choices: dict[str, tuple[str, ...]] | None = None) -> None:
+    """InvalidRequest naming the field: every float finite, the `positive` ones > 0, choices known."""
+    for f in dataclasses.fields(part):  # type: ignore[arg-type]
+        value = getattr(part, f.name)
+        numbers = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, float) and not np.isfinite(v) for v in numbers):
+            raise InvalidRequest(f.name, f"{value!r} must be finite")
+    for name in positive:
+        if not getattr(part, name) > 0:
+            raise InvalidRequest(name, f"{getattr(part, name)!r} must be positive")
+    for name, allowed in (choices or {}).items():
+        if getattr(part, name) not in allowed:
+            raise InvalidRequest(name, f"{getattr(part, name)!r} is not one of {', '.join(allowed)}")
+
+
 @dataclass(frozen=True)
 class Skin:
     """Head shape and skin tone. `jaw_width` scales the jaw (0-16) horizontally about its centre,
@@ -40,6 +55,9 @@ class Skin:
     chin: float = 1.0
     forehead: float = 0.62
 
+    def __post_init__(self) -> None:
+        _check(self, positive=("jaw_width", "chin", "forehead"))
+
 
 @dataclass(frozen=True)
 class Hair:
@@ -48,6 +66,9 @@ class Hair:
     style: str = "short"
     colour: RGB = HAIR_COLOURS[1]
     hairline: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check(self, choices={"style": HAIR_STYLES})
 
 
 @dataclass(frozen=True)
@@ -61,6 +82,9 @@ class Brows:
     length: float = 1.0
     colour: RGB = (50, 35, 28)
 
+    def __post_init__(self) -> None:
+        _check(self, positive=("thickness", "length"))
+
 
 @dataclass(frozen=True)
 class Eyes:
@@ -72,6 +96,9 @@ class Eyes:
     spacing: float = 0.0
     iris: RGB = IRIS_COLOURS[0]
 
+    def __post_init__(self) -> None:
+        _check(self, positive=("size", "openness"))
+
 
 @dataclass(frozen=True)
 class Nose:
@@ -80,6 +107,9 @@ class Nose:
 
     length: float = 1.0
     width: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(self, positive=("length", "width"))
 
 
 @dataclass(frozen=True)
@@ -91,6 +121,9 @@ class Mouth:
     lips: float = 1.0
     colour: RGB = LIP_COLOURS[0]
 
+    def __post_init__(self) -> None:
+        _check(self, positive=("width", "lips"))
+
 
 @dataclass(frozen=True)
 class Accessory:
@@ -101,6 +134,9 @@ class Accessory:
     colour: RGB = (30, 30, 30)
     side: int = -1
     offset: tuple[float, float] = (0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        _check(self, choices={"kind": ACCESSORIES})
 
 
 @dataclass(frozen=True)
@@ -137,6 +173,11 @@ class Nuisance:
     expression: float = 0.0
     noise_sigma: float = 0.0
     background: RGB = (110, 120, 130)
+
+    def __post_init__(self) -> None:
+        _check(self, positive=("scale",))
+        if self.noise_sigma < 0:
+            raise InvalidRequest("noise_sigma", f"{self.noise_sigma!r} must not be negative")
 
 
 @dataclass(frozen=True)
