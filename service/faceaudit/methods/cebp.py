@@ -45,10 +45,9 @@ import onnx
 
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.errors import InvalidRequest, ModelOutputError
-from faceaudit.images.preprocess import to_model_input
-from faceaudit.methods.common import ExplainTarget, Progress, Run, check_request
+from faceaudit.methods.common import ExplainTarget, Progress, Run
 from faceaudit.methods.ebp import MAX_SMOOTH
-from faceaudit.methods.gradient import instrument_for
+from faceaudit.methods.gradient import instrumented_forward
 from faceaudit.methods.saliency_map import SaliencyMap
 from faceaudit.whitebox import backward
 from faceaudit.whitebox.dataflow import SignalGraph
@@ -224,9 +223,7 @@ def contrastive_map(
 ) -> SaliencyMap:
     """The cEBP map with `pair` and `down` propagating the signals (EBP here, eEBP in ecebp)."""
     run = Run(method, model, target, options)
-    image, target = check_request(model, image, target)
-    wb = instrument_for(model, target)
-    acts = wb.forward(to_model_input(image[None], model.spec))
+    target, wb, acts = instrumented_forward(model, image, target)
     layer = wb.layer(options.layer, acts.values)
     found = units(wb, acts, target, options.contrast)
     extra: dict = {"contrast": found.description, "form": options.form}

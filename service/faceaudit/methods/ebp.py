@@ -36,9 +36,8 @@ import numpy as np
 
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.errors import InvalidRequest
-from faceaudit.images.preprocess import to_model_input
-from faceaudit.methods.common import ExplainTarget, Progress, Run, check_request
-from faceaudit.methods.gradient import instrument_for
+from faceaudit.methods.common import ExplainTarget, Progress, Run
+from faceaudit.methods.gradient import instrumented_forward
 from faceaudit.methods.saliency_map import SaliencyMap
 from faceaudit.whitebox import backward
 from faceaudit.whitebox.maps import channels_first, smooth_and_normalise, upsample_bilinear
@@ -67,9 +66,7 @@ def ebp(
 ) -> SaliencyMap:
     """Excitation backprop map (unit mass) for a class, or for the match to a mate."""
     run = Run("ebp", model, target, options)
-    image, target = check_request(model, image, target)
-    wb = instrument_for(model, target)
-    acts = wb.forward(to_model_input(image[None], model.spec))
+    target, wb, acts = instrumented_forward(model, image, target)
     layer = wb.layer(options.layer, acts.values)
     seed = wb.seed(acts.values, "excitation", target.class_index)
     probability = backward(wb.graph, acts.values, seed, "excitation", source=layer)[layer]

@@ -39,11 +39,10 @@ import numpy as np
 
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.errors import InvalidRequest
-from faceaudit.images.preprocess import to_model_input
 from faceaudit.methods.cebp import per_pixel, top_layer
-from faceaudit.methods.common import ExplainTarget, Progress, Run, check_request
+from faceaudit.methods.common import ExplainTarget, Progress, Run
 from faceaudit.methods.ebp import EbpOptions
-from faceaudit.methods.gradient import instrument_for
+from faceaudit.methods.gradient import instrumented_forward
 from faceaudit.methods.saliency_map import SaliencyMap
 from faceaudit.whitebox import backward
 from faceaudit.whitebox.dataflow import SignalGraph
@@ -80,9 +79,7 @@ def extended_map(method: str, model: PreparedModel, image: np.ndarray, target: E
                  progress: Progress | None, weigh: Weigh | None = None) -> SaliencyMap:
     """eEBP map (unit mass) of a class or a match to a mate; `weigh` gives responses ã and extra fields (gweEBP)."""
     run = Run(method, model, target, options)
-    image, target = check_request(model, image, target)
-    wb = instrument_for(model, target)
-    acts = wb.forward(to_model_input(image[None], model.spec))
+    target, wb, acts = instrumented_forward(model, image, target)
     layer = wb.layer(options.layer, acts.values)
     responses, extra = weigh(wb, acts) if weigh is not None else ({}, {})
     seed = wb.seed(acts.values, "excitation", target.class_index)

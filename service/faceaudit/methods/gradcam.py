@@ -29,9 +29,8 @@ import numpy as np
 
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.errors import InvalidRequest, ModelOutputError
-from faceaudit.images.preprocess import to_model_input
-from faceaudit.methods.common import ExplainTarget, Progress, Run, check_request
-from faceaudit.methods.gradient import instrument_for
+from faceaudit.methods.common import ExplainTarget, Progress, Run
+from faceaudit.methods.gradient import instrumented_forward
 from faceaudit.methods.saliency_map import SaliencyMap
 from faceaudit.whitebox import backward
 from faceaudit.whitebox.instrument import Instrumented
@@ -76,9 +75,7 @@ def gradcam(
 ) -> SaliencyMap:
     """Grad-CAM map for a class or a mate (and non-mate), upsampled to the image."""
     run = Run("gradcam", model, target, options)
-    image, target = check_request(model, image, target)
-    wb = instrument_for(model, target)
-    acts = wb.forward(to_model_input(image[None], model.spec))
+    target, wb, acts = instrumented_forward(model, image, target)
     layer, cam = class_activation_map(wb, acts.values, options.layer, target, model)
     values = upsample_bilinear(cam, (model.spec.require("height"), model.spec.require("width")))
     if progress is not None:

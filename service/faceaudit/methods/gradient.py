@@ -35,7 +35,7 @@ from faceaudit.images.preprocess import to_model_input
 from faceaudit.methods.common import ExplainTarget, Progress, Run, check_request, references
 from faceaudit.methods.saliency_map import SaliencyMap
 from faceaudit.whitebox import Signal, backward, instrument
-from faceaudit.whitebox.instrument import Instrumented
+from faceaudit.whitebox.instrument import Activations, Instrumented
 from faceaudit.whitebox.maps import pixel_gradient
 
 REDUCTIONS = ("max_abs", "sum")
@@ -69,15 +69,22 @@ def instrument_for(model: PreparedModel, target: ExplainTarget) -> Instrumented:
     return instrument(model, references=None if target.class_index is not None else references(model, target))
 
 
+def instrumented_forward(
+    model: PreparedModel, image: np.ndarray, target: ExplainTarget,
+) -> tuple[ExplainTarget, Instrumented, Activations]:
+    """Validate the request, instrument the model (cached per model) and run it once on the image."""
+    image, target = check_request(model, image, target)
+    wb = instrument_for(model, target)
+    return target, wb, wb.forward(to_model_input(image[None], model.spec))
+
+
 def pixel_signal_map(
     method: str, signal: Signal, model: PreparedModel, image: np.ndarray, target: ExplainTarget, reduce: str,
     options: object, progress: Progress | None,
 ) -> SaliencyMap:
     """The H×W map of a gradient-like signal at the pixels: gradient, guided backprop, deconvnet."""
     run = Run(method, model, target, options)
-    image, target = check_request(model, image, target)
-    wb = instrument_for(model, target)
-    acts = wb.forward(to_model_input(image[None], model.spec))
+    target, wb, acts = instrumented_forward(model, image, target)
     seed = wb.seed(acts.values, signal, target.class_index)
     at_input = backward(wb.graph, acts.values, seed, signal)[wb.graph.input_name]
     pixels = pixel_gradient(at_input, model.spec)[0]

@@ -25,10 +25,9 @@ import numpy as np
 
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.errors import InvalidRequest
-from faceaudit.images.preprocess import to_model_input
-from faceaudit.methods.common import ExplainTarget, Progress, Run, check_request
+from faceaudit.methods.common import ExplainTarget, Progress, Run
 from faceaudit.methods.gradcam import class_activation_map
-from faceaudit.methods.gradient import check_reduction, instrument_for
+from faceaudit.methods.gradient import check_reduction, instrumented_forward
 from faceaudit.methods.saliency_map import SaliencyMap
 from faceaudit.whitebox import backward
 from faceaudit.whitebox.maps import pixel_gradient, upsample_bilinear
@@ -53,9 +52,7 @@ def guided_gradcam(
 ) -> SaliencyMap:
     """Guided backpropagation ⊙ upsampled Grad-CAM for a class or a mate (and non-mate)."""
     run = Run("guided_gradcam", model, target, options)
-    image, target = check_request(model, image, target)
-    wb = instrument_for(model, target)
-    acts = wb.forward(to_model_input(image[None], model.spec))
+    target, wb, acts = instrumented_forward(model, image, target)
     layer, cam = class_activation_map(wb, acts.values, options.layer, target, model)
     upsampled = upsample_bilinear(cam, (model.spec.require("height"), model.spec.require("width")))
     # Guided backpropagation at the pixels.

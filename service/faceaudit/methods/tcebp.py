@@ -35,12 +35,11 @@ import numpy as np
 
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.errors import InvalidRequest, ModelOutputError
-from faceaudit.images.preprocess import to_model_input
 from faceaudit.methods.cebp import (
     Contrast, Pair, check_contrast, check_map_options, finish, pair_at_layer, per_pixel, units,
 )
-from faceaudit.methods.common import ExplainTarget, Progress, Run, check_request
-from faceaudit.methods.gradient import instrument_for
+from faceaudit.methods.common import ExplainTarget, Progress, Run
+from faceaudit.methods.gradient import instrumented_forward
 from faceaudit.methods.saliency_map import SaliencyMap
 
 TRUNCATIONS = ("percentile", "mass")
@@ -108,9 +107,7 @@ def truncated_contrastive_map(
 ) -> SaliencyMap:
     """The tcEBP map with `pair` computing the target and contrast signals (EBP here, eEBP in etcebp)."""
     run = Run(method, model, target, options)
-    image, target = check_request(model, image, target)
-    wb = instrument_for(model, target)
-    acts = wb.forward(to_model_input(image[None], model.spec))
+    target, wb, acts = instrumented_forward(model, image, target)
     layer = wb.layer(options.layer, acts.values)
     found = units(wb, acts, target, options.contrast)
     p_signal, n_signal = pair(wb, acts, found, layer)
