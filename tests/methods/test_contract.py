@@ -29,6 +29,10 @@ FAST = {
     "deconvnet": {},
     "gradcam": {"layer": "Mul_2_out0"},  # the planted models have no Conv: Grad-CAM at their masked input
     "guided_gradcam": {"layer": "Mul_2_out0"},  # as gradcam
+    "gradcam_plus_plus": {"layer": "Mul_2_out0"},  # as gradcam
+    "scorecam": {"layer": "Mul_2_out0"},  # as gradcam
+    "smoothgrad": {"samples": 4},
+    "integrated_gradients": {"steps": 8},
     "ebp": {},
     "cebp": {},
     "tcebp": {},

@@ -25,11 +25,13 @@ Defaults:
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from faceaudit.engine.prepare import PreparedModel
+from faceaudit.engine.scorer import ScoringStats
 from faceaudit.errors import InvalidRequest
 from faceaudit.images.preprocess import to_model_input
 from faceaudit.methods.common import ExplainTarget, Progress, Run, check_request, references
@@ -76,6 +78,32 @@ def instrumented_forward(
     image, target = check_request(model, image, target)
     wb = instrument_for(model, target)
     return target, wb, wb.forward(to_model_input(image[None], model.spec))
+
+
+def target_scores(wb: Instrumented, values: Mapping[str, np.ndarray], target: ExplainTarget) -> np.ndarray:
+    """The score each image's gradient is of (B,): z_k or softmax(z)_k, cos(mate) or cos(mate) − cos(non-mate)."""
+    scores = np.asarray(values[wb.graph.score], dtype=np.float64).reshape(len(values[wb.graph.score]), -1)
+    if wb.similarity:
+        return scores[:, 0] - scores[:, 1] if scores.shape[1] > 1 else scores[:, 0]
+    if wb.softmax:
+        exp = np.exp(scores - scores.max(axis=1, keepdims=True))
+        scores = exp / exp.sum(axis=1, keepdims=True)
+    return scores[:, target.class_index]
+
+
+def pixel_gradients(
+    model: PreparedModel, wb: Instrumented, images: Iterator[np.ndarray], target: ExplainTarget,
+) -> Iterator[tuple[np.ndarray, np.ndarray, ScoringStats]]:
+    """For each chunk of images (B, H, W, 3) in pixel space: ∂s/∂pixel (B, H, W, 3), the scores (B,), stats.
+
+    One instrumented run and one backward pass per chunk, B rows at once (SmoothGrad, Integrated
+    Gradients); `target` must be one that check_request returned.
+    """
+    for chunk in images:
+        acts = wb.forward(to_model_input(chunk, model.spec))
+        seed = wb.seed(acts.values, "gradient", target.class_index)
+        at_input = backward(wb.graph, acts.values, seed, "gradient")[wb.graph.input_name]
+        yield pixel_gradient(at_input, model.spec), target_scores(wb, acts.values, target), acts.stats
 
 
 def pixel_signal_map(

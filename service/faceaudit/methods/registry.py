@@ -26,12 +26,16 @@ from faceaudit.methods.eebp import EebpOptions, eebp
 from faceaudit.methods.gweebp import GweebpOptions, gweebp
 from faceaudit.methods.etcebp import EtcebpOptions, etcebp
 from faceaudit.methods.gradcam import GradCamOptions, gradcam
+from faceaudit.methods.gradcam_plus_plus import GradCamPlusPlusOptions, gradcam_plus_plus
 from faceaudit.methods.gradient import GradientOptions, gradient
 from faceaudit.methods.guided_backprop import GuidedBackpropOptions, guided_backprop
 from faceaudit.methods.guided_gradcam import GuidedGradCamOptions, guided_gradcam
+from faceaudit.methods.integrated_gradients import IntegratedGradientsOptions, integrated_gradients
 from faceaudit.methods.occlusion import OcclusionOptions, occlusion
 from faceaudit.methods.rise import RiseOptions, rise
 from faceaudit.methods.saliency_map import SaliencyMap
+from faceaudit.methods.scorecam import ScoreCamOptions, scorecam
+from faceaudit.methods.smoothgrad import SmoothGradOptions, smoothgrad
 from faceaudit.methods.tcebp import TcebpOptions, tcebp
 from faceaudit.methods.xface import XFaceOptions, xface
 
@@ -62,6 +66,10 @@ METHODS: dict[str, Method] = {
         Method("deconvnet", deconvnet, DeconvnetOptions, BOTH, False),
         Method("gradcam", gradcam, GradCamOptions, BOTH, False),
         Method("guided_gradcam", guided_gradcam, GuidedGradCamOptions, BOTH, False),
+        Method("gradcam_plus_plus", gradcam_plus_plus, GradCamPlusPlusOptions, BOTH, False),
+        Method("scorecam", scorecam, ScoreCamOptions, BOTH, False),
+        Method("smoothgrad", smoothgrad, SmoothGradOptions, BOTH, False),
+        Method("integrated_gradients", integrated_gradients, IntegratedGradientsOptions, BOTH, False),
         Method("ebp", ebp, EbpOptions, BOTH, False),
         Method("cebp", cebp, CebpOptions, BOTH, False),
         Method("tcebp", tcebp, TcebpOptions, BOTH, False),
