@@ -1,0 +1,155 @@
+"""Build, start and stop a faceaudit gRPC server.
+
+Execution model: a synchronous `grpc.server` with a thread pool. onnxruntime releases the GIL
+while it runs, so request threads block in the runtime (or in the model's batcher, which merges
+their forward passes) without stalling each other, and no event loop exists that could be
+blocked. grpc.aio would need every method call pushed through run_in_executor and its progress
+callbacks marshalled back to the loop, for no gain: the methods are synchronous, CPU-bound code.
+The pool is sized to the concurrent-RPC limit, so an admitted call always has a thread.
+
+Lifecycle: health reports SERVING once every service is registered and the port is bound, and
+NOT_SERVING as soon as shutdown begins; running calls then get `grace_s` seconds to finish
+while new ones are refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from faceaudit.engine.runtime import RuntimeOptions
+from faceaudit.errors import InvalidRequest
+from faceaudit.models import DEFAULT_MAX_MODEL_BYTES
+from faceaudit.server.auth import BearerTokenInterceptor
+from faceaudit.server.explain_service import ExplainServicer
+from faceaudit.server.model_store import DEFAULT_MAX_MODELS, ModelStore
+from faceaudit.server.models_service import ModelsServicer
+from faceaudit.server.telemetry import MetricsServer, Telemetry
+from faceaudit.v1 import faceaudit_pb2 as pb
+from faceaudit.v1 import faceaudit_pb2_grpc as rpc
+
+log = logging.getLogger("faceaudit.server")
+
+MiB = 1 << 20
+# One request carries a few images (and targets); model uploads are chunked, so this bounds a
+# chunk, not a model. Responses carry maps (float32 H×W each); many large maps belong in
+# ExplainStream, which sends one map per message.
+DEFAULT_MAX_RECEIVE_BYTES = 64 * MiB
+DEFAULT_MAX_SEND_BYTES = 64 * MiB
+DEFAULT_MAX_CONCURRENT_RPCS = 64
+
+SERVICES = tuple(s.full_name for s in pb.DESCRIPTOR.services_by_name.values())
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything `faceaudit serve` can set (see faceaudit.cli.serve for flags and env vars)."""
+
+    host: str = "[::]"
+    port: int = 50051  # 0: any free port (read FaceAuditServer.port)
+    metrics_port: int | None = None  # None: no /metrics endpoint; 0: any free port
+    model_repository: Path | None = None
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+    max_queue_delay_ms: float = 2.0
+    max_queue_images: int = 4096
+    max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
+    max_models: int = DEFAULT_MAX_MODELS
+    max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES
+    max_send_bytes: int = DEFAULT_MAX_SEND_BYTES
+    max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
+    token: str | None = None  # bearer token; None: no authentication
+    tls_cert: bytes | None = None  # PEM certificate chain and private key: both or neither
+    tls_key: bytes | None = None
+    grace_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise InvalidRequest("port", f"{self.port} is outside 0..65535")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise InvalidRequest("metrics_port", f"{self.metrics_port} is outside 0..65535")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise InvalidRequest("tls_cert", "TLS needs both a certificate (--tls-cert) and its key (--tls-key)")
+        if self.model_repository is not None and not Path(self.model_repository).is_dir():
+            raise InvalidRequest("model_repository", f"{self.model_repository} is not a folder")
+        if not 0 <= self.max_queue_delay_ms <= 1000:
+            raise InvalidRequest("max_queue_delay_ms", f"{self.max_queue_delay_ms} is outside 0..1000 ms")
+        for name in ("max_queue_images", "max_model_bytes", "max_models", "max_receive_bytes", "max_send_bytes",
+                     "max_concurrent_rpcs"):
+            if getattr(self, name) < 1:
+                raise InvalidRequest(name, f"{getattr(self, name)} must be positive")
+        if self.grace_s < 0:
+            raise InvalidRequest("grace_s", f"{self.grace_s} must not be negative")
+
+
+class FaceAuditServer:
+    """One server: its models, telemetry, grpc server, health and optional /metrics endpoint."""
+
+    def __init__(self, config: ServerConfig = ServerConfig(), telemetry: Telemetry | None = None) -> None:
+        self.config = config
+        self.telemetry = telemetry or Telemetry(rpcs=_rpc_names())
+        self.store = ModelStore(repository=config.model_repository, runtime=config.runtime,
+                                max_model_bytes=config.max_model_bytes, max_models=config.max_models,
+                                telemetry=self.telemetry)
+        self.health = health.HealthServicer()
+        interceptors = [BearerTokenInterceptor(config.token)] if config.token else []
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=config.max_concurrent_rpcs, thread_name_prefix="faceaudit-rpc"),
+            interceptors=interceptors,
+            maximum_concurrent_rpcs=config.max_concurrent_rpcs,  # beyond it: RESOURCE_EXHAUSTED at once
+            options=[("grpc.max_receive_message_length", config.max_receive_bytes),
+                     ("grpc.max_send_message_length", config.max_send_bytes)],
+        )
+        rpc.add_ModelsServicer_to_server(ModelsServicer(self.store, self.telemetry), self._server)
+        rpc.add_ExplainServicer_to_server(ExplainServicer(self.store, self.telemetry), self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self._server)
+        address = f"{config.host}:{config.port}"
+        if config.tls_cert is not None:
+            credentials = grpc.ssl_server_credentials([(config.tls_key, config.tls_cert)])
+            self.port = self._server.add_secure_port(address, credentials)
+        else:
+            self.port = self._server.add_insecure_port(address)
+        if self.port == 0:
+            raise InvalidRequest("port", f"cannot listen on {address}")
+        self._metrics: MetricsServer | None = None
+        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self._metrics.port if self._metrics is not None else None
+
+    def start(self) -> FaceAuditServer:
+        if self.config.metrics_port is not None:
+            self._metrics = self.telemetry.serve_http(self.config.metrics_port)
+        self._server.start()
+        self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        log.info("faceaudit serving on port %d%s", self.port, " (TLS)" if self.config.tls_cert else "")
+        return self
+
+    def stop(self, grace_s: float | None = None) -> None:
+        """Report NOT_SERVING, refuse new calls, let running ones finish within the grace, release all."""
+        self.health.enter_graceful_shutdown()  # every service NOT_SERVING; no later set() changes it
+        self._server.stop(self.config.grace_s if grace_s is None else grace_s).wait()
+        self.store.close()
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
+
+    def wait(self) -> None:
+        self._server.wait_for_termination()
+
+    def _set_health(self, status: int) -> None:
+        for service in ("", *SERVICES):
+            self.health.set(service, status)
+
+
+def _rpc_names() -> list[str]:
+    return sorted({m.name for s in pb.DESCRIPTOR.services_by_name.values() for m in s.methods})

@@ -1,0 +1,164 @@
+"""What every RPC handler shares: error -> status, telemetry, cancellation, streamed progress.
+
+Handlers are plain functions `(request, call) -> response` (or a generator of responses). The
+decorators here turn faceaudit errors into the status codes of convert.STATUS, turn anything else
+into INTERNAL (logged, the server keeps serving), and record each finished RPC in the telemetry.
+`Call.check` is the progress callback handed to methods and games: it raises CallEnded once the
+client has cancelled or its deadline has passed, so the work stops after the current batch.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from faceaudit.errors import FaceAuditError
+from faceaudit.server.convert import CallEnded, status_of
+from faceaudit.server.telemetry import Telemetry
+
+log = logging.getLogger("faceaudit.server")
+
+PROGRESS_INTERVAL_S = 0.05  # at most ~20 progress messages a second per stream; the last always goes
+
+
+class Call:
+    """One RPC being served: its context, the explanation method it runs (for telemetry labels)."""
+
+    def __init__(self, context: grpc.ServicerContext) -> None:
+        self.context = context
+        self.method = ""
+
+    def active(self) -> bool:
+        remaining = self.context.time_remaining()
+        return self.context.is_active() and (remaining is None or remaining > 0)
+
+    def check(self, done: int = 0, total: int = 0, phase: str = "") -> None:
+        """A Progress callback that only stops the work of an ended call."""
+        if not self.active():
+            raise CallEnded
+
+
+def _ended_status(call: Call) -> grpc.StatusCode:
+    remaining = call.context.time_remaining()
+    return grpc.StatusCode.DEADLINE_EXCEEDED if remaining is not None and remaining <= 0 else grpc.StatusCode.CANCELLED
+
+
+class Servicer:
+    """Base of the servicers: the telemetry the decorators below record into."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self.telemetry = telemetry
+
+
+def unary(rpc: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorates `handler(servicer, request, call) -> response` as a grpc unary handler."""
+
+    def decorate(handler: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(handler)
+        def serve(servicer: Servicer, request: Any, context: grpc.ServicerContext) -> Any:
+            call, started = Call(context), time.perf_counter()
+            with servicer.telemetry.in_flight(rpc):
+                try:
+                    response = handler(servicer, request, call)
+                except BaseException as error:  # noqa: BLE001 - every failure becomes a status
+                    _fail(servicer.telemetry, rpc, call, started, error)
+            _finish(servicer.telemetry, rpc, call, started, grpc.StatusCode.OK)
+            return response
+
+        return serve
+
+    return decorate
+
+
+def streaming(rpc: str) -> Callable[[Callable[..., Iterator[Any]]], Callable[..., Iterator[Any]]]:
+    """Decorates a generator `handler(servicer, request, call)` as a grpc response-streaming handler."""
+
+    def decorate(handler: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+        @functools.wraps(handler)
+        def serve(servicer: Servicer, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            call, started = Call(context), time.perf_counter()
+            with servicer.telemetry.in_flight(rpc):
+                try:
+                    yield from handler(servicer, request, call)
+                except GeneratorExit:  # the client went away: grpc closed the stream
+                    _finish(servicer.telemetry, rpc, call, started, _ended_status(call))
+                    raise
+                except BaseException as error:  # noqa: BLE001
+                    _fail(servicer.telemetry, rpc, call, started, error)
+            _finish(servicer.telemetry, rpc, call, started, grpc.StatusCode.OK)
+
+        return serve
+
+    return decorate
+
+
+def _finish(telemetry: Telemetry, rpc: str, call: Call, started: float, code: grpc.StatusCode) -> None:
+    telemetry.observe_request(rpc, call.method, code.name, time.perf_counter() - started)
+
+
+def _fail(telemetry: Telemetry, rpc: str, call: Call, started: float, error: BaseException) -> None:
+    if isinstance(error, CallEnded):
+        code, message = _ended_status(call), "the call ended before the work finished"
+    elif isinstance(error, FaceAuditError):
+        code, message = status_of(error), str(error)
+    else:
+        log.exception("%s failed", rpc)
+        code, message = grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}); see the server log"
+    _finish(telemetry, rpc, call, started, code)
+    call.context.abort(code, message)  # raises: grpc ends the RPC with this status
+
+
+def run_streaming(work: Callable[[Callable[[Any], None]], None], call: Call) -> Iterator[Any]:
+    """Run `work(emit)` on a thread of its own and yield what it emits as it emits it.
+
+    Methods report progress through callbacks, from deep inside their loops; a grpc stream is a
+    generator. The worker hands events over a queue; an error in the worker is re-raised here.
+    When the client goes away the worker's next `call.check` raises, and it is waited for, so the
+    RPC's thread is not released before its work has stopped.
+    """
+    events: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+    def emit(event: Any) -> None:
+        call.check()
+        events.put(("event", event))
+
+    def target() -> None:
+        try:
+            work(emit)
+            events.put(("done", None))
+        except BaseException as error:  # noqa: BLE001 - handed to the RPC's thread
+            events.put(("error", error))
+
+    worker = threading.Thread(target=target, name="faceaudit-stream", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, value = events.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        worker.join()
+
+
+class Throttle:
+    """Passes a progress event on at most every PROGRESS_INTERVAL_S, and always the final one."""
+
+    def __init__(self, send: Callable[[int, int, str], None]) -> None:
+        self._send = send
+        self._last = 0.0
+
+    def __call__(self, done: int, total: int, phase: str) -> None:
+        now = time.monotonic()
+        if done >= total or now - self._last >= PROGRESS_INTERVAL_S:
+            self._last = now
+            self._send(done, total, phase)

@@ -1,0 +1,116 @@
+"""The Explain service: requests -> methods.registry.explain -> SaliencyMap messages.
+
+Thin on purpose: validation of images and targets is convert's, validation of methods and options
+the registry's; this module only walks the request's (image, target) pairs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+
+from faceaudit.errors import InvalidRequest, LimitExceeded
+from faceaudit.methods.common import ExplainTarget, Progress, predicted_class
+from faceaudit.methods.registry import METHODS, Method, explain, get_method
+from faceaudit.methods.saliency_map import SaliencyMap
+from faceaudit.server.calls import Call, Servicer, Throttle, run_streaming, streaming, unary
+from faceaudit.server.convert import array_to_tensor, dict_to_struct, image_to_array, struct_to_dict, target_of
+from faceaudit.server.model_store import Entry, ModelStore
+from faceaudit.server.telemetry import Telemetry
+from faceaudit.v1 import faceaudit_pb2 as pb
+from faceaudit.v1 import faceaudit_pb2_grpc as rpc
+
+MAX_MAPS_PER_REQUEST = 64  # images × targets; a longer job belongs in Audit
+
+
+def method_info(method: Method) -> pb.MethodInfo:
+    options = [
+        pb.MethodOption(name=f.name, type=str(f.type), default="" if f.default is dataclasses.MISSING else repr(f.default))
+        for f in dataclasses.fields(method.options)
+    ]
+    return pb.MethodInfo(name=method.name, kinds=sorted(method.kinds), black_box=method.black_box, options=options)
+
+
+def map_message(result: SaliencyMap, image_index: int, target_index: int) -> pb.SaliencyMap:
+    return pb.SaliencyMap(
+        image_index=image_index, target_index=target_index, values=array_to_tensor(result.values),
+        method=result.method, forward_passes=result.forward_passes, signed=result.signed, frame=result.frame,
+        metadata=dict_to_struct(result.metadata()),
+    )
+
+
+def checked_method(name: str) -> Method:
+    method = get_method(name)
+    if method.context:
+        raise InvalidRequest("method", f"{method.name} needs face landmarks ({', '.join(sorted(method.context))}), "
+                                       "which the API does not take yet; use the CLI")
+    return method
+
+
+def explain_maps(entry: Entry, request: pb.ExplainRequest, call: Call, progress: Callable[[int], Progress],
+                 telemetry: Telemetry) -> Iterator[pb.SaliencyMap]:
+    """Every map of the request, in order; progress(k) is the callback of the k-th map."""
+    method = checked_method(request.method)
+    call.method = method.name
+    model, spec = entry.model, entry.model.spec
+    if not request.images:
+        raise InvalidRequest("images", "give at least one image")
+    count = len(request.images) * max(1, len(request.targets))
+    if count > MAX_MAPS_PER_REQUEST:
+        raise LimitExceeded(f"images, targets: {count} maps in one request is above the limit of {MAX_MAPS_PER_REQUEST}")
+    images = [image_to_array(image, spec, f"images[{i}]") for i, image in enumerate(request.images)]
+    targets = [target_of(t, spec, f"targets[{j}]") for j, t in enumerate(request.targets)] or [None]
+    classifier = spec.require("kind") == "classifier"
+    for j, target in enumerate(targets):
+        field = f"targets[{j}]" if request.targets else "targets"
+        if classifier and target is not None and target.class_index is None:
+            raise InvalidRequest(field, "a classifier is explained for class_index or predicted_class, not a mate pair")
+        if not classifier and (target is None or target.mate is None):
+            raise InvalidRequest(field, "an embedding model is explained against a mate pair (pair.mate)")
+    options = struct_to_dict(request.options)
+    for i, image in enumerate(images):
+        for j, target in enumerate(targets):
+            chosen = target if target is not None else ExplainTarget(class_index=predicted_class(model, image))
+            k = i * len(targets) + j
+            result = explain(model, method.name, image=image, target=chosen, options=options, progress=progress(k))
+            if not method.black_box:  # instrumented sessions bypass the batcher, which counts the others
+                telemetry.count_forward_passes(entry.name, result.forward_passes)
+            yield map_message(result, i, j if request.targets else -1)
+
+
+class ExplainServicer(Servicer, rpc.ExplainServicer):
+    def __init__(self, store: ModelStore, telemetry: Telemetry) -> None:
+        super().__init__(telemetry)
+        self._store = store
+
+    @unary("ListMethods")
+    def ListMethods(self, request: pb.ListMethodsRequest, call: Call) -> pb.ListMethodsResponse:
+        return pb.ListMethodsResponse(methods=[method_info(m) for m in METHODS.values()])
+
+    @unary("Explain")
+    def Explain(self, request: pb.ExplainRequest, call: Call) -> pb.ExplainResponse:
+        entry = self._store.get(request.model)
+        maps = explain_maps(entry, request, call, lambda k: call.check, self.telemetry)
+        return pb.ExplainResponse(maps=list(maps))
+
+    @streaming("ExplainStream")
+    def ExplainStream(self, request: pb.ExplainRequest, call: Call) -> Iterator[pb.ExplainEvent]:
+        entry = self._store.get(request.model)
+
+        def work(emit: Callable[[pb.ExplainEvent], None]) -> None:
+            def progress(k: int) -> Progress:
+                def send(done: int, total: int, phase: str) -> None:
+                    emit(pb.ExplainEvent(progress=pb.Progress(done=done, total=total, phase=phase, map_index=k)))
+
+                throttle = Throttle(send)
+
+                def report(done: int, total: int, phase: str) -> None:
+                    call.check()
+                    throttle(done, total, phase)
+
+                return report
+
+            for message in explain_maps(entry, request, call, progress, self.telemetry):
+                emit(pb.ExplainEvent(map=message))
+
+        yield from run_streaming(work, call)

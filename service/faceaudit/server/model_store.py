@@ -1,0 +1,156 @@
+"""The models a server holds: registered from uploaded bytes or from its model repository folder.
+
+A model is identified by the sha256 of its bytes and by a user-chosen name; requests name either.
+Repository lookups take a bare name ("<name>.onnx" inside the folder), never a path, so no client
+can make the server read a file outside that folder. Sizes are bounded before anything is parsed.
+This module may load and prepare models; it knows nothing of gRPC messages.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from faceaudit.engine.prepare import PreparedModel, prepare
+from faceaudit.engine.runtime import RuntimeOptions
+from faceaudit.errors import InvalidRequest, LimitExceeded
+from faceaudit.model_info import ModelInfo
+from faceaudit.models import DEFAULT_MAX_MODEL_BYTES, LoadedModel, load_model, resolve_spec
+from faceaudit.server.convert import AlreadyExists, NotFound
+from faceaudit.server.telemetry import Telemetry
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+SHA256 = re.compile(r"[0-9a-f]{64}")
+DEFAULT_MAX_MODELS = 32
+
+# Wraps a freshly prepared model for serving (the cross-request batcher); identity by default.
+Wrap = Callable[[str, PreparedModel], PreparedModel]
+
+
+@dataclass
+class Entry:
+    """One registered model: what requests run, and what Get/List report."""
+
+    name: str
+    model: PreparedModel
+    given_spec: dict[str, Any]
+    info: dict[str, Any] = field(repr=False)
+    closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
+
+    @property
+    def sha256(self) -> str:
+        return self.model.loaded.sha256
+
+    def close(self) -> None:
+        for closer in self.closers:
+            closer()
+
+
+def check_name(name: str, field_name: str = "name") -> str:
+    if not isinstance(name, str) or not NAME.fullmatch(name) or SHA256.fullmatch(name):
+        raise InvalidRequest(field_name, f"{name!r} must match {NAME.pattern} and not be a sha256 "
+                                         "(letters, digits, '.', '_', '-'; no path separators)")
+    return name
+
+
+class ModelStore:
+    """Thread-safe name -> Entry map; preparing a model runs outside the lock."""
+
+    def __init__(self, *, repository: Path | None = None, runtime: RuntimeOptions = RuntimeOptions(),
+                 max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES, max_models: int = DEFAULT_MAX_MODELS,
+                 wrap: Wrap | None = None, telemetry: Telemetry | None = None) -> None:
+        self.repository = repository.resolve() if repository is not None else None
+        self.runtime = runtime
+        self.max_model_bytes = max_model_bytes
+        self.max_models = max_models
+        self._wrap = wrap
+        self._telemetry = telemetry
+        self._entries: dict[str, Entry] = {}
+        self._lock = threading.Lock()
+
+    def register_bytes(self, name: str, data: bytes, spec: Mapping[str, Any]) -> Entry:
+        check_name(name)
+        return self._add(name, load_model(data, max_bytes=self.max_model_bytes), dict(spec))
+
+    def register_from_repository(self, name: str, spec: Mapping[str, Any]) -> Entry:
+        check_name(name)
+        if self.repository is None:
+            raise InvalidRequest("name", "this server has no model repository (faceaudit serve --model-repository DIR)")
+        path = (self.repository / f"{name}.onnx").resolve()
+        if not path.is_relative_to(self.repository) or not path.is_file():  # a symlink may not lead out
+            raise NotFound(f"name: no model {name}.onnx in the model repository")
+        return self._add(name, load_model(path, max_bytes=self.max_model_bytes), dict(spec))
+
+    def _add(self, name: str, loaded: LoadedModel, given: dict[str, Any]) -> Entry:
+        with self._lock:
+            existing = self._entries.get(name)
+            if existing is not None:
+                return self._same(existing, loaded, given)
+            if len(self._entries) >= self.max_models:
+                raise LimitExceeded(f"name: the server holds {self.max_models} models, its limit; unregister one first")
+        spec = resolve_spec(loaded, given)
+        prepared = prepare(loaded, spec, self.runtime)
+        info = ModelInfo(loaded, spec, prepared).to_dict()
+        if loaded.source != "<bytes>":
+            info["source"] = Path(loaded.source).name  # the server's folder layout is not the client's business
+        served = self._wrap(name, prepared) if self._wrap is not None else prepared
+        entry = Entry(name, served, given, info)
+        closer = getattr(served.session, "close", None)
+        if served.session is not prepared.session and callable(closer):
+            entry.closers.append(closer)
+        with self._lock:
+            existing = self._entries.get(name)
+            if existing is None:
+                self._entries[name] = entry
+        if existing is None:
+            if self._telemetry is not None:
+                self._telemetry.model_loaded(name, loaded.size_bytes)
+            return entry
+        entry.close()  # registered concurrently under the same name
+        return self._same(existing, loaded, given)
+
+    @staticmethod
+    def _same(existing: Entry, loaded: LoadedModel, given: dict[str, Any]) -> Entry:
+        if existing.sha256 != loaded.sha256 or existing.given_spec != given:
+            raise AlreadyExists(f"name: {existing.name!r} is registered with other bytes or another spec "
+                                f"(sha256 {existing.sha256[:12]}…); unregister it or choose another name")
+        return existing
+
+    def get(self, ref: str, field_name: str = "model") -> Entry:
+        with self._lock:
+            if ref in self._entries:
+                return self._entries[ref]
+            matches = [e for e in self._entries.values() if e.sha256 == ref]
+        if not ref:
+            raise InvalidRequest(field_name, "name a registered model (its name or sha256)")
+        if not matches:
+            raise NotFound(f"{field_name}: no registered model {ref!r} (name or sha256); see Models.List")
+        return matches[0]
+
+    def list(self) -> list[Entry]:
+        with self._lock:
+            return sorted(self._entries.values(), key=lambda e: e.name)
+
+    def unregister(self, ref: str) -> Entry:
+        entry = self.get(ref)
+        with self._lock:
+            removed = self._entries.pop(entry.name, None)
+        if removed is None:
+            raise NotFound(f"model: {ref!r} was unregistered concurrently")
+        self._closed(removed)
+        return removed
+
+    def close(self) -> None:
+        with self._lock:
+            entries, self._entries = list(self._entries.values()), {}
+        for entry in entries:
+            self._closed(entry)
+
+    def _closed(self, entry: Entry) -> None:
+        entry.close()
+        if self._telemetry is not None:
+            self._telemetry.model_unloaded(entry.name)
