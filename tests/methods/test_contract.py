@@ -24,6 +24,8 @@ FAST = {
     "rise": {"masks": 300, "seed": 5},
     "corr_rise": {"masks": 300, "seed": 5},
     "cis": {"patch": 8, "stride": 4},
+    "lime": {"samples": 64, "segmentation": "grid", "segments": 16},
+    "kernel_shap": {"samples": 64, "segmentation": "grid", "segments": 16},
     "gradient": {},
     "guided_backprop": {},
     "deconvnet": {},

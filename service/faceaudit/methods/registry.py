@@ -31,6 +31,8 @@ from faceaudit.methods.gradient import GradientOptions, gradient
 from faceaudit.methods.guided_backprop import GuidedBackpropOptions, guided_backprop
 from faceaudit.methods.guided_gradcam import GuidedGradCamOptions, guided_gradcam
 from faceaudit.methods.integrated_gradients import IntegratedGradientsOptions, integrated_gradients
+from faceaudit.methods.kernel_shap import KernelShapOptions, kernel_shap
+from faceaudit.methods.lime import LimeOptions, lime
 from faceaudit.methods.occlusion import OcclusionOptions, occlusion
 from faceaudit.methods.rise import RiseOptions, rise
 from faceaudit.methods.saliency_map import SaliencyMap
@@ -61,6 +63,8 @@ METHODS: dict[str, Method] = {
         Method("xface", xface, XFaceOptions, EMBEDDING, True),
         Method("corr_rise", corr_rise, CorrRiseOptions, EMBEDDING, True),
         Method("cis", cis, CisOptions, BOTH, True, frozenset({"correspondence"})),
+        Method("lime", lime, LimeOptions, BOTH, True),
+        Method("kernel_shap", kernel_shap, KernelShapOptions, BOTH, True),
         Method("gradient", gradient, GradientOptions, BOTH, False),
         Method("guided_backprop", guided_backprop, GuidedBackpropOptions, BOTH, False),
         Method("deconvnet", deconvnet, DeconvnetOptions, BOTH, False),
