@@ -1,0 +1,112 @@
+"""Deletion and insertion (Petsiuk et al.'s causal metrics): what deletion.py and insertion.py share.
+
+Protocol (Petsiuk, Das, Saenko, BMVC 2018, §4.1; checked against the authors' evaluation.py,
+`CausalMetric`, read, not run):
+    deletion: start from the image and replace its most important pixels first (descending map
+    value, ties in raster order: metrics.ordering) with the baseline image, k_i = ⌊i·P/steps + ½⌋
+    pixels at step i = 0..steps; a faithful map makes the score fall fast (low area).
+    insertion: start from the baseline and put the image's most important pixels back first; a
+    faithful map makes the score rise fast (high area).
+    Every method's maps and a uniform-random map per image (series "random", seeded) are played.
+Score (per image; see metrics.perturbation_curves): the true class's score of a classifier
+    (softmax probability when spec.softmax, else the output; Petsiuk use the probability of the
+    top-1 class, the GameItem carries the true class), or cos(probe, mate) of an embedding model,
+    cos(probe, mate) − cos(probe, non-mate) with non-mates (as methods.common.contrast).
+Curves per series: mean_score over the images at each fraction x_i = k_i/P, and
+    normalised_score = (mean_score − b)/(c − b), c the mean score of the clean images and b of
+    the all-baseline images (both shared by every series: the curves' two ends).
+Summary per series: auc, Petsiuk's area under the mean-score curve over x in [0, 1] (trapezoid;
+    the mean of the per-image areas, since the area is linear), and auc_normalised, the same area
+    of the normalised curve, = (auc − b)/(c − b). Why this normalisation: a logit, a probability,
+    a cosine or a contrast (which can be negative) all map to one scale, clean = 1 and
+    baseline = 0, so areas compare across models and score types (a CI gate compares two model
+    versions); dividing each image's curve by its own clean score instead breaks down for scores
+    near 0 or negative. It is one affine map shared by every series, so it never reorders methods.
+    When the baseline scores as high as the clean images on average (c = b) it is undefined: the
+    game refuses before playing any series (InvalidRequest on `baseline`).
+Defaults:
+    steps=224 (Petsiuk's evaluation: 224 steps of 224 px on 224×224 images); baseline zero for
+    deletion and blur for insertion (Petsiuk's substrates); blur_sigma=5 px (their gkern(11, 5);
+    they truncate the kernel at 11×11, about 1σ, we blur with engine.fills' full Gaussian,
+    scipy's 4σ, edges repeated); seed 0; chunk 64 images per streamed chunk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from faceaudit.engine.fills import baseline_image
+from faceaudit.engine.prepare import PreparedModel
+from faceaudit.errors import InvalidRequest
+from faceaudit.methods.common import check_int
+from faceaudit.metrics.common import GameItem, GameResult, PointSink, Progress, check_items
+from faceaudit.metrics.ordering import curve_area, pixel_counts
+from faceaudit.metrics.perturbation_curves import MAX_CHUNK, Plan, Values, check_faces, check_number, play
+
+BASELINES = ("zero", "blur")
+
+
+@dataclass(frozen=True)
+class CausalOptions:
+    """Options of deletion and insertion; defaults and sources in the module docstring."""
+
+    steps: int = 224  # steps from no pixel to every pixel taken (steps + 1 points), at most the pixel count
+    baseline: str = "zero"  # what removed pixels become / what insertion starts from: zero | blur
+    blur_sigma: float = 5.0  # px, the Gaussian of the blur baseline
+    seed: int = 0  # of the random baseline maps
+    chunk: int = 64  # images per streamed chunk
+
+    def __post_init__(self) -> None:
+        check_int("steps", self.steps, 1, 1_000_000)
+        if self.baseline not in BASELINES:
+            raise InvalidRequest("baseline", f"{self.baseline!r} is not one of {', '.join(BASELINES)}")
+        check_number("blur_sigma", self.blur_sigma, "a Gaussian sigma in (0, 1000] px", lambda v: 0 < v <= 1000)
+        check_int("seed", self.seed, 0)
+        check_int("chunk", self.chunk, 1, MAX_CHUNK)
+
+
+def causal_metric(
+    model: PreparedModel, *, game: str, insert: bool, items: list[GameItem], options: CausalOptions,
+    on_point: PointSink | None, progress: Progress | None,
+) -> GameResult:
+    """Deletion (insert=False) or insertion (insert=True) over `items`, every method and the random baseline."""
+    items = check_items(items)
+    faces = check_faces(model, items, need_non_mate=False)
+    height, width = faces.images[0].shape[:2]
+    pixels = height * width
+    if options.steps > pixels:
+        raise InvalidRequest("steps", f"{options.steps} steps exceed the {pixels} pixels of a {height}×{width} image")
+    baselines = [baseline_image(image, options.baseline, blur_sigma=options.blur_sigma) for image in faces.images]
+    counts = pixel_counts(np.arange(options.steps + 1) / options.steps, pixels)
+    base, fill = (baselines, faces.images) if insert else (faces.images, baselines)
+    plan = Plan(game, counts, descending=True, base=base, fill=fill, mask_sigma=None, tau=None,
+                seed=options.seed, chunk=options.chunk)
+    clean_count, baseline_count = (pixels, 0) if insert else (0, pixels)
+
+    def normalised(ends: dict[int, float]) -> Values:
+        clean, floor = ends[clean_count], ends[baseline_count]
+        if not abs(clean - floor) > 1e-9 * max(1.0, abs(clean), abs(floor)):
+            raise InvalidRequest("baseline", f"the {options.baseline} baseline scores {floor:.6g} on average, as the "
+                                             f"clean images do ({clean:.6g}): no normalised area; try another baseline")
+        return lambda score, _: {"mean_score": score, "normalised_score": (score - floor) / (clean - floor)}
+
+    played = play(model, faces, plan, values=lambda score, _: {"mean_score": score}, check_ends=normalised,
+                  on_point=on_point, progress=progress)
+    clean, floor = played.ends[clean_count], played.ends[baseline_count]
+    curves = {name: {"mean_score": scores, "normalised_score": [(s - floor) / (clean - floor) for s in scores]}
+              for name, scores in played.scores.items()}
+    summary = {name: {"auc": curve_area(played.x, curve["mean_score"]),
+                      "auc_normalised": curve_area(played.x, curve["normalised_score"])} for name, curve in curves.items()}
+    better = "higher" if insert else "lower"
+    return GameResult(
+        game=game, x_label=f"fraction of pixels {'inserted' if insert else 'deleted'} (most important first)",
+        x=played.x, curves=curves, summary=summary, options=dataclasses.asdict(options),
+        forward_passes=played.forward_passes,
+        notes=[f"{better} area is better; auc over x in [0, 1] (trapezoid), auc_normalised = (auc − b)/(c − b) "
+               f"with c = {clean:.6g} the clean images' and b = {floor:.6g} the {options.baseline} baseline's mean score",
+               "pixels are taken most important first (descending map value; ties in raster order)",
+               "series 'random' ranks pixels by a uniform-random map per image (seeded)"],
+    )
