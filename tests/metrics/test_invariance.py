@@ -1,0 +1,125 @@
+"""Invariance curves: exact zeros where a layer is invariant by construction, the transforms' geometry by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from faceaudit.errors import InvalidRequest
+from faceaudit.metrics.common import GamePoint
+from faceaudit.metrics.invariance import InvarianceOptions, invariance, transformed
+from tests.conftest import prepared
+
+SPEC = {"kind": "embedding", "scale": 1.0}
+SIZE = 16
+
+
+def conv_gap_net(seed: int = 0) -> onnx.ModelProto:
+    """conv = Conv3x3(zero padding, random kernel and bias); gap = GlobalAveragePool(Relu(conv)); out = Flatten(gap).
+
+    Relu(conv) is translation equivariant away from the border, so gap (its mean over positions) is
+    translation invariant for images whose content stays a kernel radius away from the border on a flat
+    background. Without the Relu, gap would be linear in the channel sums, hence invariant to any
+    permutation of pixels (rotations by 90° included); with it, it sees the kernel's orientation.
+    """
+    rng = np.random.default_rng(seed)
+    nodes = [
+        helper.make_node("Conv", ["input", "w", "b"], ["conv"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv"], ["relu"]),
+        helper.make_node("GlobalAveragePool", ["relu"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["out"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "conv_gap", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 4])],
+        initializer=[numpy_helper.from_array(rng.normal(0, 1, (4, 3, 3, 3)).astype(np.float32), "w"),
+                     numpy_helper.from_array(np.array([0.5, -0.2, 0.1, 1.0], np.float32), "b")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def blob_images(n: int = 3) -> np.ndarray:
+    """Black background with a random 4×4 blob in the centre (rows/cols 6..9)."""
+    rng = np.random.default_rng(5)
+    images = np.zeros((n, SIZE, SIZE, 3), np.float32)
+    images[:, 6:10, 6:10] = rng.uniform(0, 255, (n, 4, 4, 3))
+    return images
+
+
+def test_translation_leaves_a_globally_pooled_equivariant_layer_unchanged() -> None:
+    # ±4 px (0.25 × 16) keeps the blob in rows 2..13, a kernel radius away from the border; the exposed
+    # rows repeat the flat edge (border nearest). gap: distance 0 (float rounding); conv map: moved, > 0.
+    options = InvarianceOptions(layers=("conv", "gap"), transforms=("translation",),
+                                translations=(-0.25, -0.125, 0.0, 0.125, 0.25))
+    points: list[GamePoint] = []
+    result = invariance(prepared(conv_gap_net(), SPEC), images=blob_images(), options=options, on_point=points.append)
+    curve = result.curves["translation"]
+    assert curve["magnitude"] == [-0.25, -0.125, 0.0, 0.125, 0.25]
+    np.testing.assert_allclose(curve["gap"], 0.0, atol=1e-6)
+    assert curve["conv"][2] == pytest.approx(0.0, abs=1e-12)  # the identity magnitude: the same features
+    assert min(curve["conv"][:2] + curve["conv"][3:]) > 0.05
+    assert [p.x for p in points] == curve["magnitude"] and points[0].values["conv"] == curve["conv"][0]
+    assert result.forward_passes == 3 * (1 + 5)
+    assert result.summary["translation"]["gap"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_rotation_and_scale_change_the_pooled_features_of_a_random_kernel() -> None:
+    options = InvarianceOptions(layers=("gap",), transforms=("rotation", "scale"), rotations_deg=(0.0, 45.0, 90.0),
+                                scales=(1.0, 1.5))
+    result = invariance(prepared(conv_gap_net(), SPEC), images=blob_images(2), options=options)
+    assert result.curves["rotation"]["gap"][0] == pytest.approx(0.0, abs=1e-12)
+    assert result.curves["scale"]["gap"][0] == pytest.approx(0.0, abs=1e-12)
+    assert min(result.curves["rotation"]["gap"][1:]) > 1e-4 and result.curves["scale"]["gap"][1] > 1e-4
+    assert set(result.curves) == {"rotation", "scale"} and len(result.curves["rotation"]["gap:std"]) == 3
+
+
+def dot(row: int, col: int) -> np.ndarray:
+    image = np.zeros((17, 17, 3), np.float32)
+    image[row, col] = 200.0
+    return image
+
+
+def test_transform_geometry() -> None:
+    options = InvarianceOptions()
+    # 17 px, centre (8, 8). Translation +4/17 of the height moves 4 px down; horizontal moves right.
+    assert np.argwhere(transformed(dot(8, 8), "translation", 4 / 17, options)[..., 0] > 100).tolist() == [[12, 8]]
+    horizontal = InvarianceOptions(translation_axis="horizontal")
+    assert np.argwhere(transformed(dot(8, 8), "translation", 4 / 17, horizontal)[..., 0] > 100).tolist() == [[8, 12]]
+    # Rotation 90° counter-clockwise on screen: a dot right of the centre goes above it.
+    assert np.argwhere(transformed(dot(8, 12), "rotation", 90.0, options)[..., 0] > 100).tolist() == [[4, 8]]
+    # Scale 2 about the centre: 2 px right of centre lands 4 px right (spread over its neighbours by bilinear).
+    zoomed = transformed(dot(8, 10), "scale", 2.0, options)[..., 0]
+    assert np.unravel_index(np.argmax(zoomed), zoomed.shape) == (8, 12)
+    # Identity magnitudes are exact copies; the border fills what comes in from outside.
+    image = np.random.default_rng(0).uniform(0, 255, (17, 17, 3)).astype(np.float32)
+    for transform, identity in [("translation", 0.0), ("rotation", 0.0), ("scale", 1.0)]:
+        np.testing.assert_array_equal(transformed(image, transform, identity, options), image)
+    constant = InvarianceOptions(border="constant", border_value=9.0)
+    assert (transformed(image, "translation", 2 / 17, constant)[:2] == 9.0).all()
+    wrap = InvarianceOptions(border="wrap")
+    np.testing.assert_allclose(transformed(image, "translation", 2 / 17, wrap), np.roll(image, 2, axis=0), atol=1e-4)
+
+
+@pytest.mark.parametrize(("options", "field"), [
+    ({"transforms": ("shear",)}, "transforms"), ({"transforms": ()}, "transforms"),
+    ({"transforms": ("scale", "scale")}, "transforms"), ({"translations": (2.0,)}, "translations"),
+    ({"translations": ()}, "translations"), ({"rotations_deg": (float("nan"),)}, "rotations_deg"),
+    ({"scales": (0.0,)}, "scales"), ({"scales": [1.0]}, "scales"), ({"translation_axis": "diagonal"}, "translation_axis"),
+    ({"border": "zero"}, "border"), ({"border_value": 300.0}, "border_value"), ({"pooling": "sum"}, "pooling"),
+    ({"layers": ("x", "x")}, "layers"),
+])
+def test_options_are_validated_naming_the_option(options: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        InvarianceOptions(**options)  # type: ignore[arg-type]
+    assert err.value.field == field
+
+
+def test_bad_images_name_the_field() -> None:
+    model = prepared(conv_gap_net(), SPEC)
+    with pytest.raises(InvalidRequest) as err:
+        invariance(model, images=np.zeros((2, 8, 8, 3), np.float32))
+    assert err.value.field == "images[0]"
+    with pytest.raises(InvalidRequest) as err:
+        invariance(model, images=[])
+    assert err.value.field == "images"
