@@ -23,6 +23,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from faceaudit.engine.batcher import served
+from faceaudit.engine.prepare import PreparedModel
 from faceaudit.engine.runtime import RuntimeOptions
 from faceaudit.errors import InvalidRequest
 from faceaudit.models import DEFAULT_MAX_MODEL_BYTES
@@ -57,7 +59,7 @@ class ServerConfig:
     model_repository: Path | None = None
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     max_queue_delay_ms: float = 2.0
-    max_queue_images: int = 4096
+    max_queue_images: int | None = None  # None: 16 full batches of the model
     max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
     max_models: int = DEFAULT_MAX_MODELS
     max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES
@@ -79,7 +81,9 @@ class ServerConfig:
             raise InvalidRequest("model_repository", f"{self.model_repository} is not a folder")
         if not 0 <= self.max_queue_delay_ms <= 1000:
             raise InvalidRequest("max_queue_delay_ms", f"{self.max_queue_delay_ms} is outside 0..1000 ms")
-        for name in ("max_queue_images", "max_model_bytes", "max_models", "max_receive_bytes", "max_send_bytes",
+        if self.max_queue_images is not None and self.max_queue_images < self.runtime.max_batch:
+            raise InvalidRequest("max_queue_images", f"{self.max_queue_images} is below --max-batch {self.runtime.max_batch}")
+        for name in ("max_model_bytes", "max_models", "max_receive_bytes", "max_send_bytes",
                      "max_concurrent_rpcs"):
             if getattr(self, name) < 1:
                 raise InvalidRequest(name, f"{getattr(self, name)} must be positive")
@@ -95,7 +99,7 @@ class FaceAuditServer:
         self.telemetry = telemetry or Telemetry(rpcs=_rpc_names())
         self.store = ModelStore(repository=config.model_repository, runtime=config.runtime,
                                 max_model_bytes=config.max_model_bytes, max_models=config.max_models,
-                                telemetry=self.telemetry)
+                                telemetry=self.telemetry, wrap=self._batched)
         self.health = health.HealthServicer()
         interceptors = [BearerTokenInterceptor(config.token)] if config.token else []
         self._server = grpc.server(
@@ -121,6 +125,11 @@ class FaceAuditServer:
             raise InvalidRequest("port", f"cannot listen on {address}")
         self._metrics: MetricsServer | None = None
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    def _batched(self, name: str, model: PreparedModel) -> PreparedModel:
+        """Every call on the model shares one batcher: concurrent requests' forward passes merge."""
+        return served(model, name, max_queue_delay=self.config.max_queue_delay_ms / 1000.0,
+                      max_queue_images=self.config.max_queue_images, observer=self.telemetry)
 
     @property
     def metrics_port(self) -> int | None:

@@ -19,6 +19,8 @@ from typing import Any
 
 import grpc
 
+from faceaudit.engine.batcher import BatchedSession, bound
+from faceaudit.engine.prepare import PreparedModel
 from faceaudit.errors import FaceAuditError
 from faceaudit.server.convert import CallEnded, status_of
 from faceaudit.server.telemetry import Telemetry
@@ -38,6 +40,13 @@ class Call:
     def active(self) -> bool:
         remaining = self.context.time_remaining()
         return self.context.is_active() and (remaining is None or remaining > 0)
+
+    def bind(self, model: PreparedModel) -> PreparedModel:
+        """The model whose batcher requests belong to this call: dropped from the queue when it ends."""
+        if not isinstance(model.session, BatchedSession):
+            return model
+        self.context.add_callback(lambda: model.session.cancel(self))
+        return bound(model, self)
 
     def check(self, done: int = 0, total: int = 0, phase: str = "") -> None:
         """A Progress callback that only stops the work of an ended call."""

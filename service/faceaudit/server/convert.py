@@ -14,6 +14,7 @@ import grpc
 import numpy as np
 from google.protobuf import json_format, struct_pb2
 
+from faceaudit.engine.batcher import BatcherClosed, RequestCancelled
 from faceaudit.errors import (
     FaceAuditError, InvalidModel, InvalidRequest, LimitExceeded, ModelOutputError, RuntimeUnavailable,
     UnsupportedModel,
@@ -129,7 +130,9 @@ STATUS: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (UnsupportedModel, grpc.StatusCode.FAILED_PRECONDITION),
     (RuntimeUnavailable, grpc.StatusCode.FAILED_PRECONDITION),
-    (ModelOutputError, grpc.StatusCode.FAILED_PRECONDITION),  # the model yields NaN/inf: it cannot be explained
+    (ModelOutputError, grpc.StatusCode.FAILED_PRECONDITION),
+    (RequestCancelled, grpc.StatusCode.CANCELLED),
+    (BatcherClosed, grpc.StatusCode.UNAVAILABLE),  # the model yields NaN/inf: it cannot be explained
     (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
 )
 

@@ -52,7 +52,7 @@ def explain_maps(entry: Entry, request: pb.ExplainRequest, call: Call, progress:
     """Every map of the request, in order; progress(k) is the callback of the k-th map."""
     method = checked_method(request.method)
     call.method = method.name
-    model, spec = entry.model, entry.model.spec
+    model, spec = call.bind(entry.model), entry.model.spec
     if not request.images:
         raise InvalidRequest("images", "give at least one image")
     count = len(request.images) * max(1, len(request.targets))

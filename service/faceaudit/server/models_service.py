@@ -16,8 +16,8 @@ from faceaudit.v1 import faceaudit_pb2_grpc as rpc
 def info_message(entry: Entry) -> pb.ModelInfo:
     model, info = entry.model, entry.info
     return pb.ModelInfo(
-        name=entry.name, sha256=entry.sha256, size_bytes=model.loaded.size_bytes, kind=model.spec.require("kind"),
-        height=model.spec.require("height"), width=model.spec.require("width"), output_size=model.output_size,
+        name=entry.name, sha256=entry.sha256, size_bytes=model.loaded.size_bytes, kind=model.spec.kind or "",
+        height=model.spec.require("height"), width=model.spec.require("width"), output_size=int(model.output_size),
         white_box=info["white_box"] == "available", batch_mode=model.batch.mode, max_batch=model.session.max_batch,
         details=dict_to_struct(info),
     )
