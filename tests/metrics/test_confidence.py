@@ -58,7 +58,8 @@ def test_hand_computed_case(linear) -> None:
         item(grey(127.5), [[0, 0], [1, 0]], [[0, 0], [7, 0]]),
     ]
     points: list[GamePoint] = []
-    result = confidence(linear, items=items, on_point=points.append)
+    calls: list[tuple[int, int, str]] = []
+    result = confidence(linear, items=items, on_point=points.append, progress=lambda *c: calls.append(c))
     a, b = result.summary["a"], result.summary["b"]
     assert result.curves["a"]["original_score"] == pytest.approx([0.6, 0.6, 0.3], abs=1e-6)
     assert result.curves["a"]["explanation_score"] == pytest.approx([0.2, 0.8, 0.15], abs=1e-6)
@@ -69,7 +70,7 @@ def test_hand_computed_case(linear) -> None:
     assert a["win_pct"] == pytest.approx(50) and b["win_pct"] == pytest.approx(50)
     assert result.curves["a"]["win"] == [1.0, 0.0, 0.5]
     assert "win_pct" not in result.summary["random"] and "average_drop_pct" in result.summary["random"]
-    assert result.forward_passes == 3 * 4
+    assert result.forward_passes == 3 * 4 and calls[-1] == (12, 12, "confidence")
     assert any("sign convention" in note for note in result.notes)
     # every streamed point is in the result
     for point in points:
@@ -102,7 +103,8 @@ def test_win_pct_sums_to_100_and_random_stays_out() -> None:
     assert alone.curves["x"]["explanation_score"][0] == pytest.approx(result.curves["x"]["explanation_score"][3])
 
 
-def test_embedding_scores_are_cosines_to_the_mate() -> None:
+@pytest.mark.parametrize("chunk", [1, 2, 16])  # one mate per scorer, a short last chunk, all in one
+def test_embedding_scores_are_cosines_to_the_mate(chunk: int) -> None:
     proto = zoo.planted_region_embedding(height=16, width=16, box=(2, 10, 4, 12))
     model = prepared(proto, {"kind": "embedding"})
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -118,7 +120,7 @@ def test_embedding_scores_are_cosines_to_the_mate() -> None:
     mates = np.clip(faces + rng.normal(0, 20, faces.shape), 0, 255).astype(np.float32)
     maps = [rng.random((16, 16)) for _ in faces]
     items = [GameItem(image=f, target=ExplainTarget(mate=m), maps={"m": h}) for f, m, h in zip(faces, mates, maps)]
-    result = confidence(model, items=items)
+    result = confidence(model, items=items, options=ConfidenceOptions(chunk=chunk))
     for i, (face, mate, h) in enumerate(zip(faces, mates, maps)):
         unit = (h - h.min()) / np.ptp(h)  # one method: s is its own mass, H = H'
         explanation = (1 - unit)[..., None] * face

@@ -95,8 +95,8 @@ def confidence(
         if progress is not None:
             progress(done[0], total, GAME)
 
-    for scorer, indices, column in _groups(model, targets, faces, options, count):
-        step = chunk_size(options.chunk, faces[0], per_image)
+    step = chunk_size(options.chunk, faces[0], per_image)
+    for scorer, indices, column in _groups(model, targets, step, count):
         chunks = (indices[start : start + step] for start in range(0, len(indices), step))
         batches = (np.concatenate([_explanation_stack(faces[i], items[i], methods, options.seed, i) for i in part])
                    for part in chunks)
@@ -157,12 +157,12 @@ def _validated(model: PreparedModel, items: list[GameItem]) -> tuple[list[np.nda
 
 
 def _groups(
-    model: PreparedModel, targets: list[ExplainTarget], faces: list[np.ndarray], options: ConfidenceOptions,
-    count: Callable[[int], None],
+    model: PreparedModel, targets: list[ExplainTarget], step: int, count: Callable[[int], None],
 ) -> Iterator[tuple[Scorer, list[int], dict[int, int]]]:
-    """(scorer, item indices, score column per item): one scorer per class, or one for all mates.
+    """(scorer, item indices, score column per item): one scorer per class, or per chunk of embedding items.
 
-    Embedding items share one scorer whose references are all the mates; item i reads column i.
+    An embedding chunk's scorer has the chunk's mates as references (cosines to all of them, R ≤
+    `step`: linear, not quadratic, in the number of items); item i reads its mate's column.
     """
     if targets[0].class_index is not None:
         by_class: dict[int, list[int]] = {}
@@ -171,13 +171,11 @@ def _groups(
         for k, indices in sorted(by_class.items()):
             yield Scorer(model, ClassTarget(k)), indices, {}
         return
-    step = chunk_size(options.chunk, faces[0])
-    mates = []
     for start in range(0, len(targets), step):
-        part = np.stack([t.mate for t in targets[start : start + step]])
-        mates.append(embed(model, part))
-        count(len(part))
-    yield Scorer(model, EmbeddingTarget(np.concatenate(mates))), list(range(len(targets))), {i: i for i in range(len(targets))}
+        indices = list(range(start, min(start + step, len(targets))))
+        mates = embed(model, np.stack([targets[i].mate for i in indices]))
+        count(len(indices))
+        yield Scorer(model, EmbeddingTarget(mates)), indices, {i: j for j, i in enumerate(indices)}
 
 
 def _drop_pct(original: float, explained: float) -> float:
