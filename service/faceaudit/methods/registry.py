@@ -34,6 +34,7 @@ from faceaudit.methods.integrated_gradients import IntegratedGradientsOptions, i
 from faceaudit.methods.kernel_shap import KernelShapOptions, kernel_shap
 from faceaudit.methods.lime import LimeOptions, lime
 from faceaudit.methods.occlusion import OcclusionOptions, occlusion
+from faceaudit.methods.pairwise_sim import PairwiseSimOptions, pairwise_sim
 from faceaudit.methods.rise import RiseOptions, rise
 from faceaudit.methods.saliency_map import SaliencyMap
 from faceaudit.methods.scorecam import ScoreCamOptions, scorecam
@@ -79,6 +80,7 @@ METHODS: dict[str, Method] = {
         Method("tcebp", tcebp, TcebpOptions, BOTH, False),
         Method("eebp", eebp, EebpOptions, BOTH, False),
         Method("gweebp", gweebp, GweebpOptions, EMBEDDING, False),
+        Method("pairwise_sim", pairwise_sim, PairwiseSimOptions, EMBEDDING, False),
         Method("ecebp", ecebp, EcebpOptions, BOTH, False),
         Method("etcebp", etcebp, EtcebpOptions, BOTH, False),
     )
