@@ -1,0 +1,297 @@
+"""A model-level audit: CMS overall and per group, saliency maps per image, the games; audit.json.
+
+`run_audit(model, dataset, out)` writes under `out` (and nowhere else):
+    audit.json                       every number, versions, model hash, options (schema below)
+    maps/cms.npy|png                 the CMS (canonical frame), maps/cms_<group>.npy per group value,
+                                     maps/cms_diff_<a>_vs_<b>.npy (see `audit.cms_groups` for the math)
+    maps/rows/<row>/<method>.npy|png each image's map by each method (PNG: the map over the face),
+                                     maps/rows/<row>/image.png the model-sized face
+    cache/                           per-image maps keyed by model sha256, method, options and
+                                     inputs (`audit.cache`): a rerun after a crash recomputes
+                                     only the images that were not finished
+audit.json (schema "faceaudit.audit/1"; map files are relative to the audit.json folder):
+    schema, faceaudit_version, created, versions{python, numpy, onnx, onnxruntime},
+    model{name, path, sha256, kind, spec}, dataset{path, manifest_sha256, images, group_column,
+    groups{value: count}, ignored_columns}, options{cms, methods{name: {...}}, games{name: {...}}},
+    cms{overall{file, images}, groups{value: {file, images}}, group_differences{"<a>_vs_<b>":
+    {file, one_minus_correlation, l1}}, region_mass (with regions)}, methods{name: {images,
+    forward_passes, seconds, region_mass (with regions)}}, games{name: GameResult.to_dict()},
+    images[{row, name, group, label, files{image, <method>: {npy, png}}}], cache{hits, misses},
+    notes[...]
+Ground truth (datasets with a `region` column): a method's region_mass is the mean over images of
+the share of the map's positive mass inside the image's region; the CMS's is the share of its
+positive mass weighted by the mean region mask carried onto the canonical frame (1 where every
+image's region covers the canonical pixel).
+Method maps and game items: classifiers explain the row's class; embedding models the probe
+against its mate (contrastive against the non-mate when there is one); see `audit.inputs`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime
+from PIL import Image
+
+import faceaudit
+from faceaudit.audit.cache import MapCache
+from faceaudit.audit.cms_groups import cms_section, positive_mass
+from faceaudit.audit.dataset import Dataset, load_dataset
+from faceaudit.audit.inputs import Face, Inputs
+from faceaudit.engine.prepare import PreparedModel, prepare
+from faceaudit.errors import InvalidRequest
+from faceaudit.methods.cis import CisOptions, cis
+from faceaudit.methods.cms import CmsAccumulator
+from faceaudit.methods.common import Progress, options_from
+from faceaudit.methods.registry import black_box_methods, explain, get_method
+from faceaudit.methods.saliency_map import SaliencyMap
+from faceaudit.metrics.common import GameItem
+from faceaudit.metrics.registry import evaluate, games_for, get_game
+from faceaudit.models import load_model, resolve_spec
+from faceaudit.models.graph import quantised_operators
+
+SCHEMA = "faceaudit.audit/1"
+DEFAULT_METHODS = ("gradient", "occlusion")  # one white-box, one black-box map; quantised models: black-box only
+OPTION_KEYS = ("cms", "methods", "games")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What an audit runs, validated before any forward pass."""
+
+    cms: CisOptions
+    methods: dict[str, Any]  # name → options object
+    games: dict[str, Any]  # name → options object
+
+
+def run_audit(model: PreparedModel | str | Path, dataset: Dataset | str | Path, out: str | Path, *,
+              methods: Sequence[str] | None = None, games: Sequence[str] | None = None,
+              spec: Mapping[str, Any] | None = None, options: Mapping[str, Any] | None = None,
+              progress: Progress | None = None, group_column: str | None = None) -> Path:
+    """Audit `model` over `dataset` into folder `out`; returns the path of audit.json.
+
+    `model` is a PreparedModel, or a model path resolved with `spec` (loose spec values) and run
+    with default runtime options. `methods` defaults to DEFAULT_METHODS, `games` to every game that
+    applies to the model and the dataset. `options` maps "cms" to CIS options, "methods" and
+    "games" to {name: options}. `progress(done, total, phase)` counts images ("cms and maps"), then each
+    game's forward passes (phase: the game's name).
+    """
+    model = _prepared(model, spec)
+    data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, group_column=group_column)
+    inputs = Inputs(model, data)
+    plan = _plan(model, data, methods, games, options)
+    out = Path(out)
+    rows_folder = out / "maps" / "rows"
+    rows_folder.mkdir(parents=True, exist_ok=True)
+    cache = MapCache(out / "cache")
+    overall = CmsAccumulator()
+    groups = {value: CmsAccumulator() for value in data.groups()}
+    stats = {name: {"images": 0, "forward_passes": 0, "seconds": 0.0} for name in plan.methods}
+    region_mass: dict[str, list[float]] = {name: [] for name in plan.methods}
+    canonical_region = np.zeros(inputs.shape)
+    items, images = [], []
+    for done, face in enumerate(inputs.faces(), start=1):
+        cis_map = _cached(cache, model, "cis", plan.cms, face, lambda f=face: cis(
+            model, image=f.image, target=f.cms_target, options=plan.cms, correspondence=f.correspondence))
+        overall.add(cis_map)
+        if face.entry.group is not None:
+            groups[face.entry.group].add(cis_map)
+        row_folder = rows_folder / f"{face.entry.row:05d}"
+        row_folder.mkdir(exist_ok=True)
+        Image.fromarray(face.image.clip(0, 255).astype(np.uint8)).save(row_folder / "image.png")
+        files: dict[str, Any] = {"image": _relative(row_folder / "image.png", out)}
+        maps = {}
+        for name, method_options in plan.methods.items():
+            result = _cached(cache, model, name, method_options, face, lambda f=face, n=name, o=method_options: explain(
+                model, n, image=f.image, target=f.target, options=o))
+            maps[name] = result.values
+            paths = result.save(row_folder, image=face.image, stem=name)
+            (row_folder / f"{name}.json").unlink()  # the metadata lives in audit.json
+            files[name] = {"npy": _relative(paths["npy"], out), "png": _relative(paths["png"], out)}
+            stats[name]["images"] += 1
+            stats[name]["forward_passes"] += result.forward_passes
+            stats[name]["seconds"] += result.timings.get("total_s", 0.0)
+            if face.region is not None:
+                region_mass[name].append(_share_inside(result.values, face.region))
+        if face.region is not None:
+            canonical_region += face.correspondence.to_canonical(face.region.astype(np.float64))
+        items.append(GameItem(image=face.image, target=face.target, maps=maps, region=face.region, name=face.entry.name))
+        images.append({"row": face.entry.row, "name": face.entry.name, "group": face.entry.group,
+                       "label": _label(face), "files": files})
+        if progress is not None:
+            progress(done, len(data.entries), "cms and maps")
+    cms, cms_maps = cms_section(overall, groups, out / "maps", inputs.backdrop())
+    has_regions = all(item.region is not None for item in items)
+    if has_regions:
+        cms["region_mass"] = _weighted_share(cms_maps["overall"].values, canonical_region / len(items))
+        for name in plan.methods:
+            stats[name]["region_mass"] = float(np.mean(region_mass[name]))
+    results = {}
+    for name, game_options in plan.games.items():
+        results[name] = evaluate(model, name, items=items, options=game_options, progress=progress).to_dict()
+    document = {
+        "schema": SCHEMA,
+        "faceaudit_version": faceaudit.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": {"python": platform.python_version(), "numpy": np.__version__, "onnx": onnx.__version__,
+                     "onnxruntime": onnxruntime.__version__},
+        "model": _model_section(model),
+        "dataset": {"path": str(data.folder), "manifest_sha256": data.manifest_sha256, "images": len(data.entries),
+                    "group_column": data.group_column, "groups": data.groups(),
+                    "ignored_columns": list(data.ignored_columns), "landmarks": data.has_landmarks},
+        "options": {"cms": dataclasses.asdict(plan.cms),
+                    "methods": {n: dataclasses.asdict(o) for n, o in plan.methods.items()},
+                    "games": {n: dataclasses.asdict(o) for n, o in plan.games.items()}},
+        "cms": {**cms, "frame": "canonical" if data.has_landmarks else "input", "target": _cms_target(model)},
+        "methods": stats,
+        "games": results,
+        "images": images,
+        "cache": {"hits": cache.hits, "misses": cache.misses},
+        "notes": _notes(model, data),
+    }
+    path = out / "audit.json"
+    path.write_text(json.dumps(_json_ready(document), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    return path
+
+
+def _prepared(model: PreparedModel | str | Path, spec: Mapping[str, Any] | None) -> PreparedModel:
+    if isinstance(model, PreparedModel):
+        if spec is not None:
+            raise InvalidRequest("spec", "is only used with a model path; a prepared model has its spec")
+        return model
+    loaded = load_model(model)
+    return prepare(loaded, resolve_spec(loaded, dict(spec or {})))
+
+
+def _plan(model: PreparedModel, data: Dataset, methods: Sequence[str] | None, games: Sequence[str] | None,
+          options: Mapping[str, Any] | None) -> Plan:
+    if options is not None and not isinstance(options, Mapping):
+        raise InvalidRequest("options", f"expected a mapping of {', '.join(OPTION_KEYS)}, got {type(options).__name__}")
+    options = dict(options or {})
+    for key in options.keys() - set(OPTION_KEYS):
+        raise InvalidRequest("options", f"unknown key {key!r}; keys: {', '.join(OPTION_KEYS)}")
+    kind = model.spec.require("kind")
+    if methods is None:
+        quantised = bool(quantised_operators(model.loaded.proto))
+        methods = [m for m in DEFAULT_METHODS if not quantised or m in black_box_methods()]
+    names = [get_method(m).name for m in methods]
+    if not names:
+        raise InvalidRequest("methods", "an audit needs at least one method")
+    for name in names:
+        if kind not in get_method(name).kinds:
+            raise InvalidRequest("methods", f"{name} does not explain {kind} models")
+    method_options = _per_name(options.get("methods"), "methods", names)
+    applicable = [g for g in games_for(kind) if _applies(g, data)]
+    if games is None:
+        chosen = applicable
+    else:
+        chosen = [get_game(g).name for g in games]
+        for name in chosen:
+            if name not in applicable:
+                raise InvalidRequest("games", f"{name} cannot be played on this model and dataset "
+                                              f"({_why_not(name, kind, data)}); applicable: {', '.join(applicable) or 'none'}")
+    game_options = _per_name(options.get("games"), "games", chosen)
+    return Plan(
+        cms=options_from(CisOptions, options.get("cms")) if not isinstance(options.get("cms"), CisOptions) else options["cms"],
+        methods={n: options_from(get_method(n).options, method_options.get(n)) for n in dict.fromkeys(names)},
+        games={n: options_from(get_game(n).options, game_options.get(n)) for n in dict.fromkeys(chosen)},
+    )
+
+
+def _per_name(values: Any, field: str, names: list[str]) -> dict[str, Any]:
+    if values is None:
+        return {}
+    if not isinstance(values, Mapping):
+        raise InvalidRequest(f"options.{field}", f"expected {{name: options}}, got {type(values).__name__}")
+    for name in values:
+        if name not in names:
+            raise InvalidRequest(f"options.{field}", f"options given for {name!r}, which this audit does not run "
+                                                     f"({', '.join(names)})")
+    return dict(values)
+
+
+def _applies(game: str, data: Dataset) -> bool:
+    entry = get_game(game)
+    if entry.inputs != {"items"}:
+        return False  # games with inputs of their own (pairs, quadruplets) are not built from a manifest here
+    return "region" not in entry.needs or all(e.region is not None for e in data.entries)
+
+
+def _why_not(game: str, kind: str, data: Dataset) -> str:
+    entry = get_game(game)
+    if kind not in entry.kinds:
+        return f"it is played on {' and '.join(sorted(entry.kinds))} models"
+    if "region" in entry.needs:
+        return "it needs a 'region' column filled on every row"
+    return f"it needs {', '.join(sorted(entry.inputs))}, which an audit dataset does not give"
+
+
+def _cached(cache: MapCache, model: PreparedModel, method: str, options: Any, face: Face, compute: Any) -> SaliencyMap:
+    target = face.cms_target if method == "cis" else face.target
+    key = MapCache.key(model.loaded.sha256, method, options,
+                       [face.image, None if target.class_index is None else np.array([target.class_index]),
+                        target.mate, target.non_mate, face.landmarks])
+    return cache.get_or_compute(key, options, compute)
+
+
+def _share_inside(values: np.ndarray, region: np.ndarray) -> float:
+    """Share of the map's positive mass inside the region (0 for a map with no positive mass)."""
+    mass = positive_mass(values)
+    return 0.0 if mass is None else float(mass[region].sum())
+
+
+def _weighted_share(values: np.ndarray, weights: np.ndarray) -> float:
+    mass = positive_mass(values)
+    return 0.0 if mass is None else float((mass * weights).sum())
+
+
+def _label(face: Face) -> Any:
+    return face.entry.class_index if face.entry.class_index is not None else face.entry.identity
+
+
+def _cms_target(model: PreparedModel) -> str:
+    if model.spec.require("kind") == "classifier":
+        return "each row's class"
+    return "cosine to each row's mate (not contrastive)"
+
+
+def _model_section(model: PreparedModel) -> dict[str, Any]:
+    source = model.loaded.source
+    return {"name": Path(source).name if source != "<bytes>" else "<bytes>", "path": source,
+            "sha256": model.loaded.sha256, "kind": model.spec.require("kind"), "spec": model.spec.to_dict()}
+
+
+def _notes(model: PreparedModel, data: Dataset) -> list[str]:
+    notes = ["region_mass: share of a map's positive mass inside the ground-truth region (higher = more on the region)",
+             "group_differences: one_minus_correlation = 1 − Pearson(CMS_a, CMS_b); l1 = Σ|p_a − p_b| with p the "
+             "positive part of a CMS normalised to sum 1 (0 = same, 2 = disjoint)"]
+    if not data.has_landmarks:
+        notes.append("no landmarks: each crop is its own canonical frame (the CMS assumes aligned crops)")
+    return notes + list(model.notes)
+
+
+def _relative(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def _json_ready(value: Any) -> Any:
+    """Floats that JSON cannot hold (NaN, ±inf) become null; numpy scalars become Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _json_ready(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
