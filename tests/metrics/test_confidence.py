@@ -3,6 +3,8 @@ and cosine-to-mate scores against onnxruntime run directly."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -72,6 +74,7 @@ def test_hand_computed_case(linear) -> None:
     assert "win_pct" not in result.summary["random"] and "average_drop_pct" in result.summary["random"]
     assert result.forward_passes == 3 * 4 and calls[-1] == (12, 12, "confidence")
     assert any("sign convention" in note for note in result.notes)
+    json.dumps(result.to_dict(), allow_nan=False)
     # every streamed point is in the result
     for point in points:
         assert point.values["explanation_score"] == result.curves[point.series]["explanation_score"][point.index]
@@ -160,3 +163,19 @@ def test_bad_input_names_the_field(linear) -> None:
     with pytest.raises(InvalidRequest) as err:
         confidence(linear, items=[good], options={"chunk": 1})
     assert err.value.field == "options"
+
+
+def test_oracle_map_beats_random_and_an_off_target_map_on_a_planted_model() -> None:
+    """Scores depend only on the box's pixels (non-negative weights): darkening the box lowers them."""
+    box = (4, 10, 4, 10)
+    model = prepared(zoo.planted_region_classifier(height=16, width=16, box=box), {"kind": "classifier"})
+    oracle = np.zeros((16, 16))
+    oracle[box[0]:box[1], box[2]:box[3]] = 1.0
+    rng = np.random.default_rng(4)
+    items = [GameItem(image=rng.uniform(0, 255, (16, 16, 3)).astype(np.float32), target=ExplainTarget(class_index=k),
+                      maps={"oracle": oracle, "off_target": 1.0 - oracle}) for k in (0, 1, 2, 0)]
+    result = confidence(model, items=items)
+    summary = result.summary
+    assert summary["oracle"]["win_pct"] == 100 and summary["off_target"]["average_drop_pct"] == pytest.approx(0)
+    assert summary["oracle"]["average_drop_pct"] > summary["random"]["average_drop_pct"] > 0
+    assert summary["oracle"]["increase_pct"] == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -81,6 +83,7 @@ def test_random_baseline_is_the_accepted_area_and_a_flat_map_scores_it() -> None
     wider = pointing_game(None, items=[item(m=flat)], options=PointingGameOptions(tolerance_px=1.5))
     assert wider.summary["random"]["hit_rate"] == pytest.approx((25 + 4 * 5 + 4) / SIZE**2)
     assert result.forward_passes == 0 and len(points) == 4
+    json.dumps(result.to_dict(), allow_nan=False)
 
 
 def test_several_methods_and_integer_regions() -> None:

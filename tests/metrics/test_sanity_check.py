@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
@@ -37,6 +39,7 @@ def test_full_randomisation_decorrelates_gradient_maps(convnet) -> None:
     assert result.summary["gradient"]["pass"] == 1.0 and result.summary["gradient"]["layers_total"] == 3
     assert [p.values["spearman"] for p in points] == curve
     assert result.forward_passes == 4 * 4  # one instrumented pass per gradient map, 4 images × 4 models
+    json.dumps(result.to_dict(), allow_nan=False)
 
 
 def test_structure_outside_the_weights_fails_the_check() -> None:

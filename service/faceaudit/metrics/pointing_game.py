@@ -22,7 +22,8 @@ Ties at the maximum (option `ties`):
 Random baseline (series "random"): the expected hit of a uniformly random pixel, exactly the
 fraction of the image within the dilated region (d < τ or inside R), averaged over images.
 Output: x = image index (x_label "image"); per series the per-image "hit" (0..1) and summary
-hit_rate (and tied_images: images whose maximum is not unique). No forward passes.
+hit_rate (and tied_images: images whose maximum is not unique). No forward passes: `progress`
+counts images.
 Touches: nothing but the items' maps and regions.
 """
 
