@@ -40,7 +40,8 @@ class Client:
 
 
 def start_server(**config: object) -> FaceAuditServer:
-    return FaceAuditServer(ServerConfig(host="127.0.0.1", port=0, model_repository=DEMO_MODELS, **config)).start()
+    return FaceAuditServer(ServerConfig(**{"host": "127.0.0.1", "port": 0, "model_repository": DEMO_MODELS,
+                                           **config})).start()
 
 
 @pytest.fixture(scope="module")

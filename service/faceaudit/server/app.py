@@ -8,13 +8,15 @@ callbacks marshalled back to the loop, for no gain: the methods are synchronous,
 The pool is sized to the concurrent-RPC limit, so an admitted call always has a thread.
 
 Lifecycle: health reports SERVING once every service is registered and the port is bound, and
-NOT_SERVING as soon as shutdown begins; running calls then get `grace_s` seconds to finish
-while new ones are refused.
+NOT_SERVING as soon as shutdown begins. For `drain_notice_s` the server still takes calls (so
+that load balancers polling health can move traffic away), then it refuses new ones and gives
+running calls `grace_s` seconds to finish before cancelling them.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,7 +70,8 @@ class ServerConfig:
     token: str | None = None  # bearer token; None: no authentication
     tls_cert: bytes | None = None  # PEM certificate chain and private key: both or neither
     tls_key: bytes | None = None
-    grace_s: float = 30.0
+    grace_s: float = 30.0  # running calls may finish within this after shutdown begins
+    drain_notice_s: float = 0.0  # NOT_SERVING this long before new calls are refused (load balancers notice)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -87,8 +90,9 @@ class ServerConfig:
                      "max_concurrent_rpcs"):
             if getattr(self, name) < 1:
                 raise InvalidRequest(name, f"{getattr(self, name)} must be positive")
-        if self.grace_s < 0:
-            raise InvalidRequest("grace_s", f"{self.grace_s} must not be negative")
+        for name in ("grace_s", "drain_notice_s"):
+            if getattr(self, name) < 0:
+                raise InvalidRequest(name, f"{getattr(self, name)} must not be negative")
 
 
 class FaceAuditServer:
@@ -144,8 +148,10 @@ class FaceAuditServer:
         return self
 
     def stop(self, grace_s: float | None = None) -> None:
-        """Report NOT_SERVING, refuse new calls, let running ones finish within the grace, release all."""
+        """Report NOT_SERVING, refuse new calls after the drain notice, let running ones finish within the grace."""
         self.health.enter_graceful_shutdown()  # every service NOT_SERVING; no later set() changes it
+        if grace_s != 0:
+            time.sleep(self.config.drain_notice_s)
         self._server.stop(self.config.grace_s if grace_s is None else grace_s).wait()
         self.store.close()
         if self._metrics is not None:
