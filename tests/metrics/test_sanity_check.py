@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from faceaudit.errors import InvalidRequest
 from faceaudit.methods.common import ExplainTarget
 from faceaudit.metrics.common import GameItem, GamePoint
-from faceaudit.metrics.sanity_check import SanityCheckOptions, _redraw, layers, sanity_check
+from faceaudit.metrics.sanity_check import SanityCheckOptions, _redraw, layers, sanity_check, untouched
 from faceaudit.testing import zoo
 
 from tests.conftest import prepared
@@ -72,6 +72,10 @@ def test_layers_top_first_with_their_batch_norms() -> None:
         norm = next(n for n in proto.graph.node if n.op_type == "BatchNormalization" and n.input[0] == node.output[0])
         assert layer.parameters == (node.input[1], node.input[2], norm.input[1], norm.input[2])
         assert all(name in by_name for name in layer.parameters)
+    # left as trained: the PRelu slopes and the BatchNormalization running statistics
+    prelu = [n.input[1] for n in proto.graph.node if n.op_type == "PRelu"]
+    stats = [name for n in proto.graph.node if n.op_type == "BatchNormalization" for name in n.input[3:5]]
+    assert sorted(untouched(proto, found)) == sorted(prelu + stats)
 
 
 def test_redraw_keeps_shape_and_moments_and_leaves_the_rest(convnet) -> None:

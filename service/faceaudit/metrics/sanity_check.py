@@ -148,7 +148,7 @@ def sanity_check(
                                    options=options.method_options.get(name))
             except ModelOutputError as exc:
                 if original:
-                    raise
+                    raise ModelOutputError(f"items[{i}]: {name} on the original model: {exc}") from exc
                 counts[name]["failed_maps"] += 1
                 failures.append(f"{name}, image {i}: {exc}")
                 found.append(None)
@@ -204,6 +204,11 @@ def sanity_check(
         "weights redrawn from N(mean, std) of each tensor; BatchNormalization scale and bias with their layer",
         "the items' maps are not used: each method's maps are computed here, on the original and randomised models",
     ]
+    kept = untouched(proto, cascade)
+    if kept:
+        notes.append(f"{len(kept)} float initializers belong to no layer and keep their values (e.g. PRelu slopes, "
+                     f"BatchNormalization not right after a layer, running statistics): {', '.join(kept[:5])}"
+                     + (", ..." if len(kept) > 5 else ""))
     if depth < len(cascade):
         notes.append(f"only the top {depth} of {len(cascade)} layers were randomised (option layers)")
     if any(c["constant_maps"] or c["failed_maps"] for c in counts.values()):
@@ -233,6 +238,12 @@ def layers(proto: onnx.ModelProto) -> list[Layer]:
             taken.update(parameters)
             found.append(Layer(node.name or f"{node.op_type}#{position}", node.op_type, tuple(parameters)))
     return found
+
+
+def untouched(proto: onnx.ModelProto, cascade: list[Layer]) -> list[str]:
+    """Float initializers no layer redraws, in graph order (reported: the check leaves them as trained)."""
+    covered = {name for layer in cascade for name in layer.parameters}
+    return [t.name for t in proto.graph.initializer if t.data_type in FLOAT_TYPES and t.name not in covered]
 
 
 def _redraw(proto: onnx.ModelProto, layer: Layer, rng: np.random.Generator) -> None:
