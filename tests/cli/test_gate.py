@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import copy
+import re
 import xml.etree.ElementTree as ET
 
+import numpy as np
+import onnx
 import pytest
+from PIL import Image
 
 from faceaudit.cli.main import main
+from faceaudit.testing import zoo
 from tests.gate.audits import audit_data, point_map, write_audit
 from tests.gate.test_policy import EXAMPLE
 
@@ -80,3 +85,66 @@ def test_a_bad_policy_or_unreadable_audit_exits_2_naming_the_field(files, capsys
 def test_a_model_needs_a_dataset(files, capsys):
     assert _gate(files, "candidate.onnx") == 2
     assert "dataset: --candidate is a model (candidate.onnx); auditing it needs --dataset DIR" in capsys.readouterr().err
+
+
+MODEL_POLICY = """\
+audit:
+  methods: [gradient]
+  games: [confidence]
+rules:
+  - metric: games.confidence.summary.gradient.average_drop_pct
+    better: higher
+    max_drop: 1
+  - cms_drift: overall
+    measure: emd
+    max: 1
+  - cms_drift: overall
+    measure: one_minus_correlation
+    max: 0.05
+  - group_gap: all
+    measure: l1
+    max_increase: 0.05
+"""
+
+
+@pytest.fixture
+def models(tmp_path):
+    """Two planted-region classifiers, the candidate's region moved 16 px left, and a small grouped dataset."""
+    onnx.save_model(zoo.planted_region_classifier(), tmp_path / "baseline.onnx")
+    onnx.save_model(zoo.planted_region_classifier(), tmp_path / "same.onnx")
+    onnx.save_model(zoo.planted_region_classifier(box=(8, 16, 4, 12)), tmp_path / "moved.onnx")
+    for stem in ("baseline", "same", "moved"):
+        (tmp_path / f"{stem}.spec.yaml").write_text("kind: classifier\n", encoding="utf-8")
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    rows = ["image,class,group"]
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(data / f"face{i}.png")
+        rows.append(f"face{i}.png,{i % 3},{'ab'[i % 2]}")
+    (data / "manifest.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    (tmp_path / "policy.yaml").write_text(MODEL_POLICY, encoding="utf-8")
+    return tmp_path
+
+
+def _gate_models(models, candidate, *extra):
+    return main(["gate", "--baseline", str(models / "baseline.onnx"), "--candidate", str(models / candidate),
+                 "--policy", str(models / "policy.yaml"), "--dataset", str(models / "data"), "--quiet", *extra])
+
+
+def test_models_are_audited_and_the_same_model_passes(models, capsys):
+    assert _gate_models(models, "same.onnx", "--work", str(models / "work")) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("## faceaudit gate: PASSED") and out.count("| ✅ pass |") == 5  # dataset + 4 lines
+    assert (models / "work" / "baseline" / "audit.json").is_file() and (models / "work" / "candidate" / "audit.json").is_file()
+
+
+def test_a_model_looking_elsewhere_fails_the_cms_drift_lines(models, capsys):
+    # The planted region moved from columns 20-27 to 4-11: the CMS's mass moves about 16 px.
+    assert _gate_models(models, "moved.onnx", "--junit", str(models / "gate.xml")) == 1
+    cases = {c.get("name"): c.find("failure") is None for c in ET.parse(models / "gate.xml").getroot().iter("testcase")}
+    assert cases["cms.overall emd"] is False and cases["cms.overall one_minus_correlation"] is False
+    assert cases["dataset.manifest_sha256"] is True
+    emd_px = float(re.search(r"emd ([0-9.]+) px", capsys.readouterr().out).group(1))
+    assert 12 < emd_px < 20
+    assert not (models / "work").exists()  # without --work the audits lived in a temporary folder

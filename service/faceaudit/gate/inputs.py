@@ -1,8 +1,9 @@
 """The two sides of the gate as audits: an audit given as such, or a model audited first.
 
 A path ending in .onnx is a model: it is audited with faceaudit.audit.run.run_audit on the
-dataset, with the policy's `audit:` methods, games and options (the same for both sides, so the
-two audits are comparable), into `work`. Anything else is an audit.json or its folder. Writes
+dataset, with the policy's `audit:` methods, games, options and group column (the same for both
+sides, so the two audits are comparable), into `work`; its spec comes from the spec file next to
+it (MODEL.spec.yaml), as for every command. Anything else is an audit.json or its folder. Writes
 only inside `work`.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from faceaudit.audit.run import run_audit
 from faceaudit.errors import InvalidRequest
 from faceaudit.gate.audits import Audit, load_audit
 from faceaudit.gate.policy import Policy
@@ -25,8 +27,7 @@ def audit_of(path: str | Path, side: str, *, dataset: str | Path | None, work: P
         return load_audit(path, side)
     if dataset is None:
         raise InvalidRequest("dataset", f"--{side} is a model ({path.name}); auditing it needs --dataset DIR")
-    from faceaudit.audit.run import run_audit
-
     audit_json = run_audit(path, dataset, work, methods=policy.audit.get("methods"), games=policy.audit.get("games"),
-                           options=policy.audit.get("options"), progress=progress)
+                           options=policy.audit.get("options"), group_column=policy.audit.get("group_column"),
+                           progress=progress)
     return load_audit(audit_json, side)

@@ -5,7 +5,7 @@ commented one is deploy/gate-policy.example.yaml):
 
     version: 1
     same_dataset: true              # both audits must have run on the same manifest (sha256)
-    audit: {methods: [ebp], games: [hiding_game]}   # passed to run_audit when a side is a model
+    audit: {methods: [ebp], games: [hiding_game], group_column: group}   # run_audit's, for a model
     rules:
       - metric: games.hiding_game.summary.*.auc_accuracy   # '*' = every key, in either audit
         exclude: [random]           # keys '*' skips
@@ -86,7 +86,7 @@ Rule = MetricRule | CmsDriftRule | GroupGapRule
 class Policy:
     rules: tuple[Rule, ...]
     same_dataset: bool = True
-    audit: dict[str, Any] = field(default_factory=dict)  # methods / games / options for run_audit
+    audit: dict[str, Any] = field(default_factory=dict)  # run_audit's methods, games, options, group_column
     source: str = "policy"
 
 
@@ -96,7 +96,7 @@ _KINDS = {
     "group_gap": {"name", "group_gap", "measure", "max", "max_increase"},
 }
 _TOP = {"version", "same_dataset", "audit", "rules"}
-_AUDIT = {"methods", "games", "options"}
+_AUDIT = {"methods", "games", "options", "group_column"}
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -170,6 +170,8 @@ class _Reader:
                 self.names(audit[key], f"policy.audit.{key}")
         if "options" in audit:
             self.mapping(audit["options"], "policy.audit.options", None)
+        if "group_column" in audit and (not isinstance(audit["group_column"], str) or not audit["group_column"]):
+            raise self.error("policy.audit.group_column", f"must be a column name, got {audit['group_column']!r}")
         raw_rules = mapping.get("rules")
         if not isinstance(raw_rules, list) or not raw_rules:
             raise self.error("policy.rules" if "rules" in mapping else "policy",
