@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from faceaudit.demo import FaceParams, render, sample_identity
+from faceaudit.engine.prepare import prepare
+from faceaudit.engine.runtime import RuntimeOptions
 from faceaudit.errors import InvalidRequest
 from faceaudit.metrics.common import GamePoint
 from faceaudit.metrics.invariance import InvarianceOptions, invariance, transformed
+from faceaudit.models import load_model, resolve_spec
 from tests.conftest import prepared
+
+DEMO_MODELS = Path(__file__).resolve().parents[2] / "service" / "faceaudit" / "demo" / "models"
 
 SPEC = {"kind": "embedding", "scale": 1.0}
 SIZE = 16
@@ -123,3 +131,23 @@ def test_bad_images_name_the_field() -> None:
     with pytest.raises(InvalidRequest) as err:
         invariance(model, images=[])
     assert err.value.field == "images"
+
+
+def test_demo_identity_model_curves_with_default_options() -> None:
+    """End to end on the bundled identity classifier: two frontal rendered faces, every default transform."""
+    loaded = load_model(DEMO_MODELS / "identity.onnx")
+    model = prepare(loaded, resolve_spec(loaded), RuntimeOptions(threads=2))
+    rng = np.random.default_rng([20261125, 2])
+    images = np.stack([render(FaceParams(sample_identity(rng)), 64, seed=k).image for k in range(2)]).astype(np.float32)
+    options = InvarianceOptions()
+    result = invariance(model, images=images, options=options)
+    layers = result.options["layers"]
+    assert len(layers) == 7 and layers[-1] == "logits"
+    for transform, identity in [("translation", 0.0), ("rotation", 0.0), ("scale", 1.0)]:
+        curve = result.curves[transform]
+        at = curve["magnitude"].index(identity)
+        for name in layers:
+            assert len(curve[name]) == len(options.magnitudes(transform))
+            assert curve[name][at] == pytest.approx(0.0, abs=1e-9)
+            assert all(0.0 <= d <= 2.0 for d in curve[name]) and max(curve[name]) > 0.01
+    assert result.forward_passes == 2 * (1 + 11 + 13 + 13)

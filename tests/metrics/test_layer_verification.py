@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from faceaudit.demo import FaceParams, render, sample_identity, sample_nuisance
+from faceaudit.engine.prepare import prepare
+from faceaudit.engine.runtime import RuntimeOptions
 from faceaudit.errors import InvalidRequest
 from faceaudit.metrics.common import GamePoint
 from faceaudit.metrics.layer_verification import LayerVerificationOptions, best_threshold, layer_verification
+from faceaudit.models import load_model, resolve_spec
 from tests.conftest import prepared
+
+DEMO_MODELS = Path(__file__).resolve().parents[2] / "service" / "faceaudit" / "demo" / "models"
 
 SPEC = {"kind": "embedding", "scale": 1.0}
 # Pair k = images 2k, 2k+1, flat colours 100·(cos θ, sin θ, 0): their mean-pooled features have cosine cos(θa − θb).
@@ -105,3 +113,21 @@ def test_bad_inputs_name_the_field(inputs: dict[str, object], field: str) -> Non
     with pytest.raises(InvalidRequest) as err:
         layer_verification(prepared(colour_net(), SPEC), **kwargs)  # type: ignore[arg-type]
     assert err.value.field == field
+
+
+def test_demo_embedding_model_gets_more_discriminative_with_depth() -> None:
+    """End to end on the bundled embedding model: 8 rendered identities, two faces each under mild nuisances."""
+    loaded = load_model(DEMO_MODELS / "embedding.onnx")
+    model = prepare(loaded, resolve_spec(loaded), RuntimeOptions(threads=2))
+    rng = np.random.default_rng([20261125, 1])
+    identities = [sample_identity(rng) for _ in range(8)]
+    images = np.stack([render(FaceParams(person, sample_nuisance(rng)), 64, seed=2 * k + j).image
+                       for k, person in enumerate(identities) for j in range(2)]).astype(np.float32)
+    pairs = np.array([p for k in range(8) for p in [(2 * k, 2 * k + 1), (2 * k, (2 * k + 3) % 16)]])
+    genuine = np.array([True, False] * 8)
+    result = layer_verification(model, images=images, pairs=pairs, genuine=genuine,
+                                options=LayerVerificationOptions(folds=4))
+    auc = result.curves["verification"]["auc"]
+    assert result.options["layers"][-1] == "embedding" and len(auc) == 5
+    assert auc[-1] >= 0.9 and auc[-1] > auc[0]
+    assert all(0.0 <= a <= 1.0 for a in result.curves["verification"]["accuracy"])
