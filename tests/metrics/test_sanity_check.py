@@ -132,3 +132,12 @@ def test_constant_original_map_is_refused() -> None:
     with pytest.raises(InvalidRequest, match="constant") as err:
         sanity_check(model, items=items(2, size=4, classes=2))
     assert err.value.field == "items[0]"
+
+
+def test_failed_randomised_maps_count_as_uncorrelated() -> None:
+    """Grad-CAM refuses an empty map (ModelOutputError); on a randomised model that is a result, not an error."""
+    model = prepared(zoo.vgg_classifier(height=16, width=16, seed=0), {"kind": "classifier"})
+    result = sanity_check(model, items=items(4), options=SanityCheckOptions(methods="gradcam"))
+    assert result.summary["gradcam"]["failed_maps"] > 0
+    assert any("first failure: gradcam" in note for note in result.notes)
+    json.dumps(result.to_dict(), allow_nan=False)

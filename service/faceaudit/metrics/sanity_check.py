@@ -188,13 +188,24 @@ def sanity_check(
             if on_point is not None:
                 on_point(GamePoint(GAME, name, index, float(k), {"spearman": curves[name]["spearman"][-1],
                                                                   "spearman_abs": curves[name]["spearman_abs"][-1]}))
-    summary = {}
-    for name in methods:
-        final, final_abs = curves[name]["spearman"][-1], curves[name]["spearman_abs"][-1]
-        summary[name] = {"final_spearman": final, "final_spearman_abs": final_abs,
-                         "pass": float(max(abs(final), abs(final_abs)) < options.threshold),
-                         "threshold": float(options.threshold), "layers_randomised": float(depth),
-                         "layers_total": float(len(cascade)), **{k: float(v) for k, v in counts[name].items()}}
+    summary = {name: _verdict(curves[name], counts[name], options.threshold, depth, len(cascade)) for name in methods}
+    notes = _notes(options, cascade, depth, untouched(proto, cascade), counts, failures)
+    return GameResult(game=GAME, x_label="layers_randomised", x=x, curves=curves, summary=summary,
+                      options=dataclasses.asdict(options), forward_passes=tally["passes"], notes=notes)
+
+
+def _verdict(curve: dict[str, list[float]], counts: dict[str, int], threshold: float, depth: int,
+             total_layers: int) -> dict[str, float]:
+    """The final correlations and pass (1) / fail (0): both |ρ| and |ρ_abs| below the threshold."""
+    final, final_abs = curve["spearman"][-1], curve["spearman_abs"][-1]
+    return {"final_spearman": final, "final_spearman_abs": final_abs,
+            "pass": float(max(abs(final), abs(final_abs)) < threshold), "threshold": float(threshold),
+            "layers_randomised": float(depth), "layers_total": float(total_layers),
+            **{key: float(value) for key, value in counts.items()}}
+
+
+def _notes(options: SanityCheckOptions, cascade: list[Layer], depth: int, kept: list[str],
+           counts: dict[str, dict[str, int]], failures: list[str]) -> list[str]:
     notes = [
         "x: number of layers randomised from the output down (0 = the original model); cascade order: "
         + ", ".join(f"{layer.node} ({layer.op_type})" for layer in cascade[:depth]),
@@ -204,7 +215,6 @@ def sanity_check(
         "weights redrawn from N(mean, std) of each tensor; BatchNormalization scale and bias with their layer",
         "the items' maps are not used: each method's maps are computed here, on the original and randomised models",
     ]
-    kept = untouched(proto, cascade)
     if kept:
         notes.append(f"{len(kept)} float initializers belong to no layer and keep their values (e.g. PRelu slopes, "
                      f"BatchNormalization not right after a layer, running statistics): {', '.join(kept[:5])}"
@@ -212,10 +222,9 @@ def sanity_check(
     if depth < len(cascade):
         notes.append(f"only the top {depth} of {len(cascade)} layers were randomised (option layers)")
     if any(c["constant_maps"] or c["failed_maps"] for c in counts.values()):
-        notes.append("constant or failed randomised maps count as correlation 0" + (f"; first failure: {failures[0]}"
-                                                                                      if failures else ""))
-    return GameResult(game=GAME, x_label="layers_randomised", x=x, curves=curves, summary=summary,
-                      options=dataclasses.asdict(options), forward_passes=tally["passes"], notes=notes)
+        notes.append("constant or failed randomised maps count as correlation 0"
+                     + (f"; first failure: {failures[0]}" if failures else ""))
+    return notes
 
 
 def layers(proto: onnx.ModelProto) -> list[Layer]:
