@@ -107,13 +107,18 @@ def test_mask_region_occludes_only_the_mask_and_box_its_bounding_box() -> None:
 @pytest.mark.parametrize(("options", "field"), [
     ({"region": "circle"}, "region"), ({"random_trials": 0}, "random_trials"), ({"tolerance": -1.0}, "tolerance"),
     ({"tolerance": 1.0}, "tolerance"), ({"seed": -1}, "seed"), ({"fill": "paint"}, "fill"),
-    ({"constant": (300.0,)}, "constant"), ({"fill": "zero"}, "constant"), ({"pooling": "sum"}, "pooling"),
+    ({"constant": (300.0,)}, "constant"), ({"fill": "zero", "constant": (3.0,)}, "constant"), ({"pooling": "sum"}, "pooling"),
     ({"layers": ("x", "x")}, "layers"),
 ])
 def test_options_are_validated_naming_the_option(options: dict[str, object], field: str) -> None:
     with pytest.raises(InvalidRequest) as err:
         CorrespondenceOptions(**options)  # type: ignore[arg-type]
     assert err.value.field == field
+
+
+def test_another_fill_drops_the_default_grey() -> None:
+    assert CorrespondenceOptions(fill="zero").constant is None
+    assert CorrespondenceOptions().baseline(np.zeros((2, 2, 3), np.float32)).tolist() == [[[127.5] * 3] * 2] * 2
 
 
 def test_bad_inputs_name_the_field() -> None:
@@ -124,6 +129,7 @@ def test_bad_inputs_name_the_field() -> None:
         ({"parts": {}}, "parts"),
         ({"parts": {"random": eyes}}, "parts"),
         ({"parts": {"eye": eyes[:2]}}, "parts[eye]"),
+        ({"parts": {"eye": 3}}, "parts[eye]"),
         ({"parts": {"eye": [eyes[0], eyes[1], np.zeros((16, 16), bool)]}}, "parts[eye][2]"),
         ({"parts": {"eye": [eyes[0], eyes[1], np.ones((8, 8), bool)]}}, "parts[eye][2]"),
         ({"parts": {"eye": [eyes[0], eyes[1], np.full((16, 16), 0.5)]}}, "parts[eye][2]"),

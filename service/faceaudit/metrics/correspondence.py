@@ -45,6 +45,7 @@ from faceaudit.metrics.layer_features import (
 GAME = "correspondence"
 RANDOM = "random"
 REGIONS = ("box", "mask")
+GREY = (127.5,)  # Zeiler & Fergus's grey occluders
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class CorrespondenceOptions(FillOptions):
     """Fill of the occluded pixels (FillOptions), layers, pooling, occlusion shape and random baseline."""
 
     fill: str = "constant"
-    constant: tuple[float, ...] | None = (127.5,)
+    constant: tuple[float, ...] | None = GREY  # used by fill "constant" only; dropped when another fill is chosen
     layers: tuple[str, ...] = ()  # tensor names; empty = the stage outputs (layer_features.default_layers)
     pooling: str = "flatten"  # mean | max | flatten
     region: str = "box"  # box | mask
@@ -61,6 +62,8 @@ class CorrespondenceOptions(FillOptions):
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.fill != "constant" and self.constant == GREY:
+            object.__setattr__(self, "constant", None)  # the default grey, not asked for: FillOptions refuses it
         super().__post_init__()
         check_layer_names(self.layers)
         check_pooling(self.pooling)
@@ -195,8 +198,9 @@ def _check_parts(parts: object, count: int, shape: tuple[int, int], region: str)
         field = f"parts[{name}]"
         if not isinstance(name, str) or not name or name == RANDOM:
             raise InvalidRequest("parts", f"part names must be non-empty text other than {RANDOM!r}, got {name!r}")
-        if len(masks) != count:
-            raise InvalidRequest(field, f"expected one mask per image ({count}), got {len(masks)}")
+        if not isinstance(masks, (Sequence, np.ndarray)) or len(masks) != count:
+            raise InvalidRequest(field, f"expected one mask per image ({count}), got {type(masks).__name__} "
+                                        f"of length {len(masks) if hasattr(masks, '__len__') else 'none'}")
         regions[name] = []
         for i, raw in enumerate(masks):
             mask = np.asarray(raw)
