@@ -78,6 +78,8 @@ def _error(text: str) -> InvalidRequest:
     (VALID + "  - name: drift\n    cms_drift: overall\n    measure: emd\n    max: 1\n", "policy.rules[4].name", 20,
      "used twice"),
     (VALID.replace("version: 1", "version: 1\nrules: []"), "policy.rules", 6, "given twice (first on line 2)"),
+    ("rules:\n  - cms_drift: overall\n    measure: emd\n    max: 1\n  - cms_drift: overall\n    measure: emd\n"
+     "    max: 2\n", "policy.rules[1]", 5, "used twice"),
     ("rules: []\n", "policy.rules", 1, "at least one rule"),
     ("just text\n", "policy", 1, "must be a mapping"),
     ("", "policy", None, "must be a mapping"),

@@ -180,8 +180,9 @@ class _Reader:
         names = [rule.name for rule in rules]
         for i, name in enumerate(names):
             if names.index(name) != i:
-                raise self.error(f"policy.rules[{i}].name", f"rule name {name!r} is used twice; names identify "
-                                                            f"the tests in the JUnit report")
+                where = f"policy.rules[{i}]" + (".name" if "name" in raw_rules[i] else "")
+                raise self.error(where, f"rule name {name!r} is used twice (give each rule a distinct 'name'); "
+                                        f"names identify the tests in the JUnit report")
         return Policy(rules=rules, same_dataset=same, audit=dict(audit), source=self.source)
 
     def rule(self, raw: Any, path: str) -> Rule:
