@@ -13,6 +13,7 @@ from faceaudit.demo import FaceParams, render, sample_identity
 from faceaudit.engine.prepare import prepare
 from faceaudit.engine.runtime import RuntimeOptions
 from faceaudit.errors import InvalidRequest
+from faceaudit.metrics import layer_features as lf
 from faceaudit.metrics.common import GamePoint
 from faceaudit.metrics.invariance import InvarianceOptions, invariance, transformed
 from faceaudit.models import load_model, resolve_spec
@@ -80,6 +81,18 @@ def test_rotation_and_scale_change_the_pooled_features_of_a_random_kernel() -> N
     assert result.curves["scale"]["gap"][0] == pytest.approx(0.0, abs=1e-12)
     assert min(result.curves["rotation"]["gap"][1:]) > 1e-4 and result.curves["scale"]["gap"][1] > 1e-4
     assert set(result.curves) == {"rotation", "scale"} and len(result.curves["rotation"]["gap:std"]) == 3
+
+
+def test_images_grouped_per_runtime_call_give_the_same_curves(monkeypatch: pytest.MonkeyPatch) -> None:
+    options = InvarianceOptions(layers=("relu", "gap"), transforms=("rotation",), rotations_deg=(0.0, 20.0, 45.0))
+    together = invariance(prepared(conv_gap_net(), SPEC), images=blob_images(5), options=options)
+    monkeypatch.setattr(lf, "ACTIVATION_BYTES", 1)  # one image per runtime call, one face per group
+    calls: list[int] = []
+    apart = invariance(prepared(conv_gap_net(), SPEC), images=blob_images(5), options=options,
+                       progress=lambda done, total, phase: calls.append(done))
+    assert calls[-1] == 5 * 4 and len(calls) == 5 * 4
+    for name in ("relu", "gap"):
+        np.testing.assert_allclose(apart.curves["rotation"][name], together.curves["rotation"][name], atol=1e-9)
 
 
 def dot(row: int, col: int) -> np.ndarray:

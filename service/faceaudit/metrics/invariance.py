@@ -37,6 +37,7 @@ from scipy.ndimage import affine_transform
 
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.errors import InvalidRequest
+from faceaudit.methods.common import chunk_size
 from faceaudit.metrics.common import GamePoint, GameResult, PointSink, Progress
 from faceaudit.metrics.layer_features import (
     check_feature_bytes, check_images, check_layer_names, check_pooling, cosine_similarity, layer_features,
@@ -111,12 +112,16 @@ def invariance(
     for transform in options.transforms:
         magnitudes = options.magnitudes(transform)
         distances = np.empty((len(extractor.layers), len(faces), len(magnitudes)))  # (L, N, M)
-        for i, face in enumerate(faces):
-            versions = np.stack([transformed(face, transform, m, options) for m in magnitudes])
+        # Enough images per group to fill the runtime's batches, within CHUNK_BYTES of transformed copies.
+        group = chunk_size(max(1, extractor.chunk // len(magnitudes)), faces[0], len(magnitudes))
+        for start in range(0, len(faces), group):
+            block = faces[start : start + group]
+            versions = np.stack([transformed(face, transform, m, options) for face in block for m in magnitudes])
             feats = extractor.run(versions, options.pooling, progress=progress, done=done, total=total)
             done += len(versions)
             for k, (orig, moved) in enumerate(zip(originals, feats)):
-                distances[k, i] = 1.0 - cosine_similarity(np.repeat(orig[i : i + 1], len(versions), axis=0), moved)
+                before = np.repeat(orig[start : start + len(block)], len(magnitudes), axis=0)
+                distances[k, start : start + len(block)] = (1.0 - cosine_similarity(before, moved)).reshape(len(block), -1)
         mean, std = distances.mean(axis=1), distances.std(axis=1)
         curve: dict[str, list[float]] = {"magnitude": [float(m) for m in magnitudes]}
         for k, name in enumerate(extractor.layers):
