@@ -104,7 +104,7 @@ def test_options_are_validated_naming_the_option(options: dict[str, object], fie
     ({"pairs": np.array([[0, 16]])}, "pairs"), ({"pairs": np.zeros((3, 3), int)}, "pairs"),
     ({"pairs": np.array([[0.0, 1.0]])}, "pairs"), ({"genuine": np.ones(8, bool)}, "genuine"),
     ({"genuine": GENUINE[:4]}, "genuine"), ({"genuine": GENUINE.astype(int)}, "genuine"),
-    ({"images": pair_images()[:, :2]}, "images[0]"), ({"options": LayerVerificationOptions(folds=9)}, "folds"),
+    ({"images": pair_images()[:, :2]}, "images[0]"), ({"images": 7}, "images"), ({"options": LayerVerificationOptions(folds=9)}, "folds"),
     ({"options": LayerVerificationOptions(layers=("missing",), folds=2)}, "layers"),
 ])
 def test_bad_inputs_name_the_field(inputs: dict[str, object], field: str) -> None:

@@ -64,8 +64,8 @@ def layer_verification(
     pairs: (P, 2) indices into images, one row per pair. genuine: (P,) bool, True for a same-identity
     pair; both kinds must occur. Points stream one per layer (series "verification", x = layer index).
     """
-    index, same = _check_pairs(pairs, genuine, len(images), options.folds)
     faces = check_images(images, model, "images")
+    index, same = _check_pairs(pairs, genuine, len(faces), options.folds)
     extractor = layer_features(model, options.layers)
     check_feature_bytes(len(faces), extractor, options.pooling)
     features = extractor.run(faces, options.pooling, progress=progress)
@@ -74,10 +74,11 @@ def layer_verification(
     summary: dict[str, dict[str, float]] = {}
     for k, (name, feats) in enumerate(zip(extractor.layers, features)):
         scores = pair_similarities(feats, index)
+        threshold = best_threshold(scores, same)
         accuracies = [fold_accuracy(scores, same, held) for held in folds] if options.folds > 1 else \
-            [_accuracy(scores, same, best_threshold(scores, same))]
+            [_accuracy(scores, same, threshold)]
         values = {"accuracy": float(np.mean(accuracies)), "accuracy_std": float(np.std(accuracies)),
-                  "auc": roc_auc(scores, same), "threshold": best_threshold(scores, same)}
+                  "auc": roc_auc(scores, same), "threshold": threshold}
         for key, value in values.items():
             curves[key].append(value)
         summary[name] = values
