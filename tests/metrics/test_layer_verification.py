@@ -87,7 +87,8 @@ def test_best_threshold_breaks_ties_towards_the_lowest() -> None:
     same = np.array([False, True, False, True])
     # The cut at .15 (only .3 wrong) and the cut at .35 (only .2 wrong) tie with 3 of 4 right.
     assert best_threshold(scores, same) == pytest.approx(0.15)
-    assert best_threshold(np.array([0.5, 0.5]), np.array([True, True])) == -np.inf
+    assert best_threshold(np.array([0.5, 0.5]), np.array([True, True])) == 0.5  # all genuine, at the lowest score
+    assert best_threshold(np.array([0.5, 0.7]), np.array([False, False])) == np.nextafter(0.7, 1.0)  # all impostor
 
 
 @pytest.mark.parametrize(("options", "field"), [

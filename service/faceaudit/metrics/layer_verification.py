@@ -8,8 +8,9 @@ Math:
     the other k − 1 folds, accuracy is measured on the held-out fold; the result is the mean over
     folds (and their standard deviation). With folds = 1: the best-threshold accuracy on all pairs
     (optimistic: the threshold is fitted on the pairs it is scored on).
-    Candidate thresholds: −∞, the midpoints between consecutive distinct training similarities, +∞;
-    ties are broken towards the lowest threshold. Also reported: the threshold-free ROC AUC of s
+    Candidate thresholds: the lowest training similarity (all genuine), the midpoints between
+    consecutive distinct ones, and the next float above the highest (all impostor); ties are broken
+    towards the lowest threshold. Also reported: the threshold-free ROC AUC of s
     over all pairs (ties count ½) and the best threshold on all pairs.
 Reference:
     Zhong, Deng. Exploring features and attributes in deep face recognition using visualization
@@ -112,9 +113,10 @@ def fold_accuracy(scores: np.ndarray, same: np.ndarray, held: np.ndarray) -> flo
 
 
 def best_threshold(scores: np.ndarray, same: np.ndarray) -> float:
-    """The lowest threshold of highest accuracy among −∞, the midpoints of distinct scores, +∞."""
+    """The lowest threshold of highest accuracy among the lowest score, the midpoints of distinct scores and
+    the next float above the highest score (finite, so that results stay plain JSON)."""
     values = np.unique(scores)
-    candidates = np.concatenate([[-np.inf], (values[:-1] + values[1:]) / 2, [np.inf]])
+    candidates = np.concatenate([values[:1], (values[:-1] + values[1:]) / 2, [np.nextafter(values[-1], np.inf)]])
     # Pairs at or above candidate c: those whose score is above every value below c.
     below = np.searchsorted(np.sort(scores[same]), candidates, side="left")  # genuine called impostor
     impostor_below = np.searchsorted(np.sort(scores[~same]), candidates, side="left")
