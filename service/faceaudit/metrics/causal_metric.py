@@ -89,24 +89,22 @@ def causal_metric(
     def normalised(ends: dict[int, float]) -> Values:
         clean, floor = ends[clean_count], ends[baseline_count]
         if not abs(clean - floor) > 1e-9 * max(1.0, abs(clean), abs(floor)):
-            raise InvalidRequest("baseline", f"the {options.baseline} baseline scores {floor:.6g} on average, as the "
-                                             f"clean images do ({clean:.6g}): no normalised area; try another baseline")
+            raise InvalidRequest("baseline", f"the {options.baseline} baseline scores {floor:.6g} on average, as "
+                                             f"the clean images do ({clean:.6g}): no normalised area; try another")
         return lambda score, _: {"mean_score": score, "normalised_score": (score - floor) / (clean - floor)}
 
-    played = play(model, faces, plan, values=lambda score, _: {"mean_score": score}, check_ends=normalised,
-                  on_point=on_point, progress=progress)
+    played = play(model, faces, plan, values=normalised, on_point=on_point, progress=progress)
     clean, floor = played.ends[clean_count], played.ends[baseline_count]
-    curves = {name: {"mean_score": scores, "normalised_score": [(s - floor) / (clean - floor) for s in scores]}
-              for name, scores in played.scores.items()}
     summary = {name: {"auc": curve_area(played.x, curve["mean_score"]),
-                      "auc_normalised": curve_area(played.x, curve["normalised_score"])} for name, curve in curves.items()}
+                      "auc_normalised": curve_area(played.x, curve["normalised_score"])}
+               for name, curve in played.curves.items()}
     better = "higher" if insert else "lower"
     return GameResult(
         game=game, x_label=f"fraction of pixels {'inserted' if insert else 'deleted'} (most important first)",
-        x=played.x, curves=curves, summary=summary, options=dataclasses.asdict(options),
+        x=played.x, curves=played.curves, summary=summary, options=dataclasses.asdict(options),
         forward_passes=played.forward_passes,
-        notes=[f"{better} area is better; auc over x in [0, 1] (trapezoid), auc_normalised = (auc − b)/(c − b) "
-               f"with c = {clean:.6g} the clean images' and b = {floor:.6g} the {options.baseline} baseline's mean score",
+        notes=[f"{better} area is better; auc over x in [0, 1] (trapezoid), "
+               f"auc_normalised = (auc − b)/(c − b) with c = {clean:.6g} the clean images' and b = {floor:.6g} the {options.baseline} baseline's mean score",
                "pixels are taken most important first (descending map value; ties in raster order)",
                "series 'random' ranks pixels by a uniform-random map per image (seeded)"],
     )

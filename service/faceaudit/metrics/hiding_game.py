@@ -121,17 +121,18 @@ def hiding_game(
     sigma = (options.mask_sigma or MASK_SIGMA_OF_WIDTH * width) if fill == "soft_dataset_mean" else None
     success = "accuracy" if classifier else "tpr"
     plan = Plan("hiding_game", pixel_counts(fractions, height * width), descending=False, base=faces.images,
-                fill=fills, mask_sigma=sigma, tau=options.tau, seed=options.seed, chunk=options.chunk)  # type: ignore[arg-type]
+                fill=fills, mask_sigma=sigma, tau=options.tau,  # type: ignore[arg-type]
+                seed=options.seed, chunk=options.chunk)
     played = play(model, faces, plan, on_point=on_point, progress=progress,
-                  values=lambda score, rate: {success: rate, "mean_score": score})
-    curves = {name: {success: played.successes[name], "mean_score": played.scores[name]} for name in played.scores}
+                  values=lambda ends: lambda score, rate: {success: rate, "mean_score": score})
     summary = {name: {f"auc_{success}": curve_area(played.x, curve[success]),
-                      "auc_mean_score": curve_area(played.x, curve["mean_score"])} for name, curve in curves.items()}
+                      "auc_mean_score": curve_area(played.x, curve["mean_score"])}
+               for name, curve in played.curves.items()}
     resolved = {**dataclasses.asdict(options), "fill": fill, "mask_sigma": sigma,
                 "dataset_mean": None if colour is None else [float(c) for c in colour]}
     return GameResult(
         game="hiding_game", x_label="fraction of pixels hidden (least important first)", x=played.x,
-        curves=curves, summary=summary, options=resolved, forward_passes=played.forward_passes,
+        curves=played.curves, summary=summary, options=resolved, forward_passes=played.forward_passes,
         notes=_notes(classifier, fill, options.tau),
     )
 
@@ -139,13 +140,16 @@ def hiding_game(
 def _notes(classifier: bool, fill: str, tau: float | None) -> list[str]:
     notes = ["pixels are hidden least important first (ascending map value; ties in raster order); "
              "x is the fraction of pixels actually hidden, ⌊f·P + ½⌋ / P",
-             "areas are trapezoid areas divided by the x range: higher means the map kept the pixels that matter",
+             "areas are trapezoid areas divided by the x range: "
+             "higher means the map kept the pixels that matter",
              "series 'random' ranks pixels by a uniform-random map per image (seeded)"]
     if classifier:
-        notes.append("accuracy: argmax equals the true class; mean_score: the true class's score as the spec defines it")
+        notes.append("accuracy: argmax equals the true class; "
+                     "mean_score: the true class's score as the spec defines it")
     else:
         match = f"cos(probe, mate) ≥ τ = {tau}" if tau is not None else "cos(probe, mate) > cos(probe, non-mate)"
-        notes.append(f"tpr: {match}; mean_score: cos(probe, mate) − cos(probe, non-mate), or cos(probe, mate) without non-mates")
+        notes.append(f"tpr: {match}; mean_score: cos(probe, mate) − cos(probe, non-mate), "
+                     "or cos(probe, mate) without non-mates")
     if fill == "soft_dataset_mean":
         notes.append("soft mask: the hide mask is blurred, so pixels next to hidden ones are partly filled too")
     return notes

@@ -61,7 +61,7 @@ def check_faces(model: PreparedModel, items: Sequence[GameItem], *, need_non_mat
     the same. The method name "random" is kept for the baseline.
     """
     if RANDOM in items[0].maps:
-        raise InvalidRequest("items", f"the method name {RANDOM!r} is reserved for the uniform-random baseline series")
+        raise InvalidRequest("items", f"the method name {RANDOM!r} is reserved for the uniform-random baseline")
     model.check_vector_output()
     images, targets = [], []
     for i, item in enumerate(items):
@@ -71,7 +71,8 @@ def check_faces(model: PreparedModel, items: Sequence[GameItem], *, need_non_mat
             raise InvalidRequest(f"items[{i}].{exc.field}", str(exc).split(": ", 1)[1]) from exc
         images.append(image)
         targets.append(target)
-    maps = {name: [np.asarray(item.maps[name], dtype=np.float64) for item in items] for name in sorted(items[0].maps)}
+    # check_items has checked the maps' shapes and values; they are ranked one series at a time, never copied here
+    maps = {name: [np.asarray(item.maps[name]) for item in items] for name in sorted(items[0].maps)}
     if model.spec.require("kind") == "classifier":
         return Faces(images, maps, classes=np.array([t.class_index for t in targets]))
     with_non_mate = [t.non_mate is not None for t in targets]
@@ -79,7 +80,8 @@ def check_faces(model: PreparedModel, items: Sequence[GameItem], *, need_non_mat
         if need_non_mate and not has:
             raise InvalidRequest(f"items[{i}].target", "this game needs a non-mate image for every probe")
         if has != with_non_mate[0]:
-            raise InvalidRequest(f"items[{i}].target", "give a non-mate for every probe or for none: scores must mean the same")
+            raise InvalidRequest(f"items[{i}].target",
+                                 "give a non-mate for every probe or for none: scores must mean the same")
     non_mates = [t.non_mate for t in targets] if with_non_mate[0] else None
     return Faces(images, maps, mates=[t.mate for t in targets], non_mates=non_mates)  # type: ignore[misc]
 
@@ -101,11 +103,10 @@ class Plan:
 
 @dataclass
 class Played:
-    """Per series, the mean score and the success rate at every step; the forward passes spent."""
+    """The curves (series -> quantity -> values along x), the shared steps' mean scores, the passes spent."""
 
     x: list[float]  # fraction of pixels taken at each step
-    scores: dict[str, list[float]]
-    successes: dict[str, list[float]]
+    curves: dict[str, dict[str, list[float]]]
     ends: dict[int, float]  # mean score of each shared step, by pixel count
     forward_passes: int
 
@@ -114,12 +115,13 @@ class Played:
 Values = Callable[[float, float], dict[str, float]]
 
 
-def play(model: PreparedModel, faces: Faces, plan: Plan, *, values: Values, on_point: PointSink | None,
-         progress: Progress | None, check_ends: Callable[[dict[int, float]], Values | None] | None = None) -> Played:
-    """Play every series of the plan; `check_ends` sees the shared steps' mean scores before any series.
+def play(model: PreparedModel, faces: Faces, plan: Plan, *, values: Callable[[dict[int, float]], Values],
+         on_point: PointSink | None, progress: Progress | None) -> Played:
+    """Play every series of the plan; the points' quantities come from `values(ends)`.
 
-    `check_ends` may raise (a degenerate game, before its passes are spent) or return the
-    `values` function to use instead (one that knows the ends, for normalised curves).
+    `values` is called once the shared steps are scored, before any series, with their mean
+    scores by pixel count (`ends`): it may raise for a degenerate game before its passes are
+    spent, or use the ends (normalised curves).
     """
     n, pixels = len(faces.images), faces.images[0].shape[0] * faces.images[0].shape[1]
     series = [*faces.maps, RANDOM]
@@ -156,8 +158,7 @@ def play(model: PreparedModel, faces: Faces, plan: Plan, *, values: Values, on_p
     outcomes = {count: _outcomes(judge, [scored(stream) for _ in starts]) for count in shared}
     stream.close()
     ends = {count: float(np.mean(score)) for count, (score, _) in outcomes.items()}
-    if check_ends is not None:
-        values = check_ends(ends) or values
+    quantities = values(ends)
 
     rng = np.random.default_rng(plan.seed)
     shape = faces.images[0].shape[:2]
@@ -173,18 +174,21 @@ def play(model: PreparedModel, faces: Faces, plan: Plan, *, values: Values, on_p
 
     stream = scorer.stream(chunks())
     x = [count / pixels for count in counts]
-    scores: dict[str, list[float]] = {}
-    successes: dict[str, list[float]] = {}
+    curves: dict[str, dict[str, list[float]]] = {}
     for name in series:
-        scores[name], successes[name] = [], []
+        curves[name] = {}
         for index, count in enumerate(counts):
-            score, success = outcomes[count] if count in outcomes else _outcomes(judge, [scored(stream) for _ in starts])
-            scores[name].append(float(np.mean(score)))
-            successes[name].append(float(np.mean(success)))
+            if count in outcomes:
+                score, success = outcomes[count]
+            else:
+                score, success = _outcomes(judge, [scored(stream) for _ in starts])
+            point = quantities(float(np.mean(score)), float(np.mean(success)))
+            for key, value in point.items():
+                curves[name].setdefault(key, []).append(value)
             if on_point is not None:
-                on_point(GamePoint(plan.game, name, index, x[index], values(scores[name][-1], successes[name][-1])))
+                on_point(GamePoint(plan.game, name, index, x[index], point))
     stream.close()
-    return Played(x, scores, successes, ends, scorer.stats.images)
+    return Played(x, curves, ends, scorer.stats.images)
 
 
 def _perturbed(plan: Plan, start: int, stop: int, mask: np.ndarray) -> np.ndarray:
@@ -250,7 +254,8 @@ def _outcomes(judge: _Judge, parts: list[np.ndarray]) -> tuple[np.ndarray, np.nd
 
 def is_number(value: object) -> bool:
     """A finite real number (bools are not)."""
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and bool(np.isfinite(value))
+    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    return number and bool(np.isfinite(value))  # type: ignore[arg-type]
 
 
 def check_number(name: str, value: object, what: str, ok: Callable[[float], bool]) -> None:
