@@ -104,7 +104,8 @@ def causal_metric(
         x=played.x, curves=played.curves, summary=summary, options=dataclasses.asdict(options),
         forward_passes=played.forward_passes,
         notes=[f"{better} area is better; auc over x in [0, 1] (trapezoid), "
-               f"auc_normalised = (auc − b)/(c − b) with c = {clean:.6g} the clean images' and b = {floor:.6g} the {options.baseline} baseline's mean score",
+               f"auc_normalised = (auc − b)/(c − b) with c = {clean:.6g} the clean images' and "
+               f"b = {floor:.6g} the {options.baseline} baseline's mean score",
                "pixels are taken most important first (descending map value; ties in raster order)",
                "series 'random' ranks pixels by a uniform-random map per image (seeded)"],
     )
