@@ -96,3 +96,11 @@ def test_yaml_syntax_errors_and_unreadable_files_name_the_policy(tmp_path):
     with pytest.raises(InvalidRequest, match="cannot read") as caught:
         load_policy(tmp_path / "missing.yaml")
     assert caught.value.field == "policy"
+
+
+def test_nested_aliases_are_read_in_linear_time():
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{k}: &a{k} [{', '.join([f'*a{k - 1}'] * 10)}]" for k in range(1, 9)]  # 10^9 leaves if expanded
+    text = "audit:\n  options:\n" + "".join(f"    {line}\n" for line in levels) + "rules:\n  - metric: a.b\n    max: 1\n"
+    policy = parse_policy(text)
+    assert len(policy.audit["options"]["a8"]) == 10

@@ -124,12 +124,19 @@ def parse_policy(text: str, *, source: str = "policy") -> Policy:
         raise InvalidRequest("policy", f"{source} is not valid YAML: {exc}") from exc
     lines: dict[str, int] = {}
     if node is not None:
-        _index_lines(node, "policy", lines, source)
+        _index_lines(node, "policy", lines, source, set())
     return _Reader(lines, source).policy(data)
 
 
-def _index_lines(node: yaml.Node, path: str, lines: dict[str, int], source: str) -> None:
-    """Record the 1-based line of every key path; duplicate keys are an error (YAML keeps the last)."""
+def _index_lines(node: yaml.Node, path: str, lines: dict[str, int], source: str, seen_nodes: set[int]) -> None:
+    """Record the 1-based line of every key path; duplicate keys are an error (YAML keeps the last).
+
+    Each node is walked once: an alias repeats a node, and walking repeats would let a small file
+    of nested aliases take exponential time (the paths under an alias get no line).
+    """
+    if id(node) in seen_nodes:
+        return
+    seen_nodes.add(id(node))
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
@@ -138,11 +145,11 @@ def _index_lines(node: yaml.Node, path: str, lines: dict[str, int], source: str)
             if name in seen:
                 raise InvalidRequest(f"{path}.{name}", f"{source} line {line}: key given twice (first on line {seen[name]})")
             seen[name] = line
-            _index_lines(value, f"{path}.{name}", lines, source)
+            _index_lines(value, f"{path}.{name}", lines, source, seen_nodes)
             lines[f"{path}.{name}"] = line
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _index_lines(item, f"{path}[{i}]", lines, source)
+            _index_lines(item, f"{path}[{i}]", lines, source, seen_nodes)
 
 
 class _Reader:

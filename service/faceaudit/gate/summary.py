@@ -1,7 +1,8 @@
 """The gate's verdict as Markdown for CI logs and job summaries (pure; no files).
 
 A heading with the verdict, the two models and the policy, then one table row per check (every
-policy line, passing or not), then notes. Cell text is escaped so '|' in a name cannot break the table.
+policy line, passing or not), then notes. Cell text is escaped so '|' in a name cannot break the table;
+the verdict marks are plain ASCII so that a console in a legacy code page (Windows CI) can print them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def markdown_summary(result: GateResult) -> str:
         "|---|---|---|---:|---:|---|---|",
     ]
     for check in result.checks:
-        mark = "✅ pass" if check.passed else "❌ FAIL"
+        mark = "pass" if check.passed else "**FAIL**"
         cells = [mark, check.rule, f"`{check.name}`", _number(check.baseline), _number(check.candidate),
                  check.limit, check.detail]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
