@@ -24,11 +24,14 @@ class Client:
     channel: grpc.Channel
     models: rpc.ModelsStub
     explain: rpc.ExplainStub
+    evaluate: rpc.EvaluateStub
+    audit: rpc.AuditStub
 
     @classmethod
     def connect(cls, target: str, credentials: grpc.ChannelCredentials | None = None) -> Client:
         channel = grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
-        return cls(channel, rpc.ModelsStub(channel), rpc.ExplainStub(channel))
+        return cls(channel, rpc.ModelsStub(channel), rpc.ExplainStub(channel), rpc.EvaluateStub(channel),
+                   rpc.AuditStub(channel))
 
     def upload(self, name: str, proto: onnx.ModelProto, spec: dict | None = None, chunk: int = 1 << 14) -> pb.ModelInfo:
         data = proto.SerializeToString()

@@ -31,6 +31,7 @@ from faceaudit.engine.runtime import RuntimeOptions
 from faceaudit.errors import InvalidRequest
 from faceaudit.models import DEFAULT_MAX_MODEL_BYTES
 from faceaudit.server.auth import BearerTokenInterceptor
+from faceaudit.server.evaluate_service import EvaluateServicer
 from faceaudit.server.explain_service import ExplainServicer
 from faceaudit.server.model_store import DEFAULT_MAX_MODELS, ModelStore
 from faceaudit.server.models_service import ModelsServicer
@@ -115,6 +116,7 @@ class FaceAuditServer:
         )
         rpc.add_ModelsServicer_to_server(ModelsServicer(self.store, self.telemetry), self._server)
         rpc.add_ExplainServicer_to_server(ExplainServicer(self.store, self.telemetry), self._server)
+        rpc.add_EvaluateServicer_to_server(EvaluateServicer(self.store, self.telemetry), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
             (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),

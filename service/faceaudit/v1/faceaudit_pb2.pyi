@@ -223,8 +223,22 @@ class ListGamesRequest(_message.Message):
 class ListGamesResponse(_message.Message):
     __slots__ = ("games",)
     GAMES_FIELD_NUMBER: _ClassVar[int]
-    games: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, games: _Optional[_Iterable[str]] = ...) -> None: ...
+    games: _containers.RepeatedCompositeFieldContainer[GameInfo]
+    def __init__(self, games: _Optional[_Iterable[_Union[GameInfo, _Mapping]]] = ...) -> None: ...
+
+class GameInfo(_message.Message):
+    __slots__ = ("name", "kinds", "inputs", "needs", "options")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    NEEDS_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kinds: _containers.RepeatedScalarFieldContainer[str]
+    inputs: _containers.RepeatedScalarFieldContainer[str]
+    needs: _containers.RepeatedScalarFieldContainer[str]
+    options: _containers.RepeatedCompositeFieldContainer[MethodOption]
+    def __init__(self, name: _Optional[str] = ..., kinds: _Optional[_Iterable[str]] = ..., inputs: _Optional[_Iterable[str]] = ..., needs: _Optional[_Iterable[str]] = ..., options: _Optional[_Iterable[_Union[MethodOption, _Mapping]]] = ...) -> None: ...
 
 class EvaluateItem(_message.Message):
     __slots__ = ("image", "target", "maps", "region", "name")
@@ -247,19 +261,33 @@ class EvaluateItem(_message.Message):
     name: str
     def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., maps: _Optional[_Mapping[str, Tensor]] = ..., region: _Optional[_Union[Tensor, _Mapping]] = ..., name: _Optional[str] = ...) -> None: ...
 
+class ImagePair(_message.Message):
+    __slots__ = ("first", "second", "genuine")
+    FIRST_FIELD_NUMBER: _ClassVar[int]
+    SECOND_FIELD_NUMBER: _ClassVar[int]
+    GENUINE_FIELD_NUMBER: _ClassVar[int]
+    first: int
+    second: int
+    genuine: bool
+    def __init__(self, first: _Optional[int] = ..., second: _Optional[int] = ..., genuine: _Optional[bool] = ...) -> None: ...
+
 class EvaluateRequest(_message.Message):
-    __slots__ = ("model", "game", "options", "items", "methods")
+    __slots__ = ("model", "game", "options", "items", "methods", "images", "pairs")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     GAME_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     METHODS_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    PAIRS_FIELD_NUMBER: _ClassVar[int]
     model: str
     game: str
     options: _struct_pb2.Struct
     items: _containers.RepeatedCompositeFieldContainer[EvaluateItem]
     methods: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model: _Optional[str] = ..., game: _Optional[str] = ..., options: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., items: _Optional[_Iterable[_Union[EvaluateItem, _Mapping]]] = ..., methods: _Optional[_Iterable[str]] = ...) -> None: ...
+    images: _containers.RepeatedCompositeFieldContainer[Image]
+    pairs: _containers.RepeatedCompositeFieldContainer[ImagePair]
+    def __init__(self, model: _Optional[str] = ..., game: _Optional[str] = ..., options: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., items: _Optional[_Iterable[_Union[EvaluateItem, _Mapping]]] = ..., methods: _Optional[_Iterable[str]] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., pairs: _Optional[_Iterable[_Union[ImagePair, _Mapping]]] = ...) -> None: ...
 
 class GamePoint(_message.Message):
     __slots__ = ("game", "series", "index", "x", "values")
@@ -293,18 +321,20 @@ class EvaluateEvent(_message.Message):
     def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., point: _Optional[_Union[GamePoint, _Mapping]] = ..., result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class AuditRequest(_message.Message):
-    __slots__ = ("model", "dataset", "methods", "games", "options")
+    __slots__ = ("model", "dataset", "methods", "games", "options", "group_column")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     METHODS_FIELD_NUMBER: _ClassVar[int]
     GAMES_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_COLUMN_FIELD_NUMBER: _ClassVar[int]
     model: str
     dataset: str
     methods: _containers.RepeatedScalarFieldContainer[str]
     games: _containers.RepeatedScalarFieldContainer[str]
     options: _struct_pb2.Struct
-    def __init__(self, model: _Optional[str] = ..., dataset: _Optional[str] = ..., methods: _Optional[_Iterable[str]] = ..., games: _Optional[_Iterable[str]] = ..., options: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    group_column: str
+    def __init__(self, model: _Optional[str] = ..., dataset: _Optional[str] = ..., methods: _Optional[_Iterable[str]] = ..., games: _Optional[_Iterable[str]] = ..., options: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., group_column: _Optional[str] = ...) -> None: ...
 
 class AuditEvent(_message.Message):
     __slots__ = ("progress", "summary")

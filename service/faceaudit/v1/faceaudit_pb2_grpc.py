@@ -485,15 +485,15 @@ class EvaluateServicer:
     """
 
     def ListGames(self, request, context):
-        """The games of the metrics catalogue.
+        """The games of the metrics catalogue, with the inputs each takes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Evaluate(self, request, context):
-        """Play one game over a set of images; every curve point is streamed as it is computed, then
-        the result.
+        """Play one game; every curve point is streamed as soon as it is computed, progress while the
+        game runs, then the result.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -607,8 +607,8 @@ class AuditServicer:
     """
 
     def Audit(self, request, context):
-        """A dataset-level job (canonical model saliency, games) over a folder of the server's dataset
-        repository; progress while it runs, then the summary.
+        """A dataset-level job (canonical model saliency map overall and per group, maps, games) over a
+        folder of the server's dataset repository; progress while it runs, then the summary.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

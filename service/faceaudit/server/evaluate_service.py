@@ -1,0 +1,123 @@
+"""The Evaluate service: a request's items -> metrics.registry.evaluate -> streamed points and result.
+
+Items carry the client's maps; `methods` asks the server to compute more (default options), through
+the same registry the Explain service uses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from faceaudit.engine.prepare import PreparedModel
+from faceaudit.errors import InvalidRequest, LimitExceeded
+from faceaudit.methods.common import ExplainTarget, predicted_class
+from faceaudit.methods.registry import explain
+from faceaudit.metrics.common import GameItem, GamePoint
+from faceaudit.metrics.registry import GAMES, Game, evaluate, get_game
+from faceaudit.models.spec import ModelSpec
+from faceaudit.server.calls import Call, Servicer, Throttle, run_streaming, streaming, unary
+from faceaudit.server.convert import dict_to_struct, image_to_array, struct_to_dict, target_of, tensor_to_array
+from faceaudit.server.explain_service import checked_method
+from faceaudit.server.model_store import ModelStore
+from faceaudit.server.telemetry import Telemetry
+from faceaudit.v1 import faceaudit_pb2 as pb
+from faceaudit.v1 import faceaudit_pb2_grpc as rpc
+
+MAX_ITEMS = 512  # images per Evaluate request; a dataset-sized job belongs in Audit
+
+
+def game_info(game: Game) -> pb.GameInfo:
+    options = [
+        pb.MethodOption(name=f.name, type=str(f.type), default="" if f.default is dataclasses.MISSING else repr(f.default))
+        for f in dataclasses.fields(game.options)
+    ]
+    return pb.GameInfo(name=game.name, kinds=sorted(game.kinds), inputs=sorted(game.inputs), needs=sorted(game.needs),
+                       options=options)
+
+
+def point_message(point: GamePoint) -> pb.GamePoint:
+    values = {k: float(v) for k, v in point.values.items()}
+    return pb.GamePoint(game=point.game, series=point.series, index=point.index, x=float(point.x), values=values)
+
+
+def _target(model: PreparedModel, message: pb.Target | None, image: np.ndarray, field: str) -> ExplainTarget:
+    target = target_of(message, model.spec, field)
+    if target is not None:
+        return target
+    if model.spec.require("kind") != "classifier":
+        raise InvalidRequest(field, "an embedding model needs a mate pair (pair.mate)")
+    return ExplainTarget(class_index=predicted_class(model, image))
+
+
+def _item(model: PreparedModel, message: pb.EvaluateItem, i: int, methods: list[str], call: Call) -> GameItem:
+    spec: ModelSpec = model.spec
+    field = f"items[{i}]"
+    image = image_to_array(message.image, spec, f"{field}.image")
+    target = _target(model, message.target if message.HasField("target") else None, image, f"{field}.target")
+    maps = {name: tensor_to_array(tensor, f"{field}.maps[{name}]") for name, tensor in message.maps.items()}
+    for name in methods:
+        if name in maps:
+            raise InvalidRequest(f"{field}.maps[{name}]", "is also in methods: send the map or ask for it, not both")
+        maps[name] = explain(model, name, image=image, target=target, progress=call.check).values
+    region = tensor_to_array(message.region, f"{field}.region") != 0 if message.HasField("region") else None
+    return GameItem(image=image, target=target, maps=maps, region=region, name=message.name or str(i))
+
+
+def game_inputs(model: PreparedModel, game: Game, request: pb.EvaluateRequest, call: Call) -> dict[str, Any]:
+    """The keyword inputs of the game, built from the request fields it takes (and no others)."""
+    given = {name for name, present in (("items", bool(request.items) or bool(request.methods)),
+                                        ("images", bool(request.images)), ("pairs", bool(request.pairs))) if present}
+    takes = {"genuine": "pairs"}
+    wanted = {takes.get(name, name) for name in game.inputs}
+    for name in sorted(given - wanted):
+        raise InvalidRequest(name, f"{game.name} takes no {name}; it takes {', '.join(sorted(wanted))}")
+    for name in sorted(wanted - given):
+        raise InvalidRequest(name, f"{game.name} needs {name}")
+    count = len(request.items) + len(request.images)
+    if count > MAX_ITEMS:
+        raise LimitExceeded(f"items: {count} images in one request is above the limit of {MAX_ITEMS}; use Audit")
+    inputs: dict[str, Any] = {}
+    if "items" in wanted:
+        methods = [checked_method(name).name for name in request.methods]
+        inputs["items"] = [_item(model, item, i, methods, call) for i, item in enumerate(request.items)]
+    if "images" in wanted:
+        inputs["images"] = [image_to_array(image, model.spec, f"images[{i}]") for i, image in enumerate(request.images)]
+    if "pairs" in wanted:
+        inputs["pairs"] = np.array([[p.first, p.second] for p in request.pairs], dtype=np.int64)
+        inputs["genuine"] = np.array([p.genuine for p in request.pairs], dtype=bool)
+    return inputs
+
+
+class EvaluateServicer(Servicer, rpc.EvaluateServicer):
+    def __init__(self, store: ModelStore, telemetry: Telemetry) -> None:
+        super().__init__(telemetry)
+        self._store = store
+
+    @unary("ListGames")
+    def ListGames(self, request: pb.ListGamesRequest, call: Call) -> pb.ListGamesResponse:
+        return pb.ListGamesResponse(games=[game_info(g) for g in GAMES.values()])
+
+    @streaming("Evaluate")
+    def Evaluate(self, request: pb.EvaluateRequest, call: Call) -> Iterator[pb.EvaluateEvent]:
+        entry = self._store.get(request.model)
+        game = get_game(request.game)
+
+        def work(emit: Callable[[pb.EvaluateEvent], None]) -> None:
+            model = call.bind(entry.model)
+            throttle = Throttle(lambda done, total, phase: emit(pb.EvaluateEvent(
+                progress=pb.Progress(done=done, total=total, phase=phase))))
+
+            def progress(done: int, total: int, phase: str) -> None:
+                call.check()
+                throttle(done, total, phase)
+
+            inputs = game_inputs(model, game, request, call)
+            result = evaluate(model, game.name, options=struct_to_dict(request.options), progress=progress,
+                              on_point=lambda point: emit(pb.EvaluateEvent(point=point_message(point))), **inputs)
+            emit(pb.EvaluateEvent(result=dict_to_struct(result.to_dict())))
+
+        yield from run_streaming(work, call)

@@ -1,0 +1,100 @@
+"""Evaluate over gRPC: the streamed points and the result equal the game played in process."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import pytest
+from google.protobuf import json_format
+
+from faceaudit.methods.common import ExplainTarget
+from faceaudit.methods.registry import explain
+from faceaudit.metrics.common import GameItem
+from faceaudit.metrics.registry import GAMES, evaluate
+from faceaudit.testing import zoo
+from faceaudit.v1 import faceaudit_pb2 as pb
+
+from tests.conftest import prepared
+from tests.server.conftest import pixels
+from faceaudit.server.convert import array_to_tensor
+
+BOX = (8, 16, 20, 28)  # zoo.planted_region_classifier's default box: (top, bottom, left, right)
+
+
+@pytest.fixture(scope="module")
+def planted(client):
+    proto = zoo.planted_region_classifier()
+    client.upload("planted", proto, {"kind": "classifier"})
+    return prepared(proto, {"kind": "classifier"})
+
+
+@pytest.fixture(scope="module")
+def faces():
+    return np.random.default_rng(11).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+
+
+def region() -> np.ndarray:
+    mask = np.zeros((32, 32), np.float32)
+    mask[BOX[0]:BOX[1], BOX[2]:BOX[3]] = 1
+    return mask
+
+
+def run(client, request: pb.EvaluateRequest) -> tuple[list[pb.GamePoint], dict, list[pb.Progress]]:
+    events = list(client.evaluate.Evaluate(request))
+    assert events[-1].HasField("result") and sum(e.HasField("result") for e in events) == 1
+    points = [e.point for e in events if e.HasField("point")]
+    progress = [e.progress for e in events if e.HasField("progress")]
+    return points, json_format.MessageToDict(events[-1].result), progress
+
+
+def test_deletion_with_server_computed_maps_equals_the_in_process_game(client, planted, faces):
+    request = pb.EvaluateRequest(model="planted", game="deletion", methods=["occlusion"],
+                                 items=[pb.EvaluateItem(image=pixels(f), target=pb.Target(class_index=1)) for f in faces])
+    request.options.update({"steps": 8})
+    points, result, progress = run(client, request)
+    items = [GameItem(image=f, target=ExplainTarget(class_index=1), name=str(i), maps={
+        "occlusion": explain(planted, "occlusion", image=f, target=ExplainTarget(class_index=1)).values})
+        for i, f in enumerate(faces)]
+    streamed = []
+    local = evaluate(planted, "deletion", items=items, options={"steps": 8}, on_point=streamed.append)
+    assert result["summary"] == local.to_dict()["summary"]  # doubles travel exactly
+    assert [(p.series, p.index, p.x, dict(p.values)) for p in points] == \
+        [(p.series, p.index, p.x, p.values) for p in streamed]
+    assert {"occlusion", "random"} <= {p.series for p in points}
+    assert progress and progress[-1].done == progress[-1].total == local.forward_passes
+
+
+def test_pointing_game_with_client_maps_and_region(client, planted, faces):
+    inside, outside = np.zeros((32, 32), np.float32), np.zeros((32, 32), np.float32)
+    inside[10, 22] = 1.0  # inside the planted box
+    outside[31, 0] = 1.0  # far from it
+    items = [pb.EvaluateItem(image=pixels(f), target=pb.Target(class_index=0), region=array_to_tensor(region()),
+                             maps={"inside": array_to_tensor(inside), "outside": array_to_tensor(outside)})
+             for f in faces]
+    request = pb.EvaluateRequest(model="planted", game="pointing_game", items=items)
+    request.options.update({"tolerance_px": 0})
+    _, result, _ = run(client, request)
+    summary = result["summary"]
+    assert summary["inside"]["hit_rate"] == 1.0 and summary["outside"]["hit_rate"] == 0.0
+
+
+def test_list_games_is_the_registry(client):
+    listed = {g.name: g for g in client.evaluate.ListGames(pb.ListGamesRequest()).games}
+    assert set(listed) == set(GAMES)
+    assert list(listed["pointing_game"].needs) == ["region"] and list(listed["deletion"].inputs) == ["items"]
+
+
+@pytest.mark.parametrize(("make", "field"), [
+    (lambda f: pb.EvaluateRequest(model="planted", game="nope"), "game"),
+    (lambda f: pb.EvaluateRequest(model="planted", game="deletion"), "items"),
+    (lambda f: pb.EvaluateRequest(model="planted", game="deletion", images=[pixels(f)]), "images"),
+    (lambda f: pb.EvaluateRequest(model="planted", game="deletion", methods=["nope"],
+                                  items=[pb.EvaluateItem(image=pixels(f))]), "method"),
+    (lambda f: pb.EvaluateRequest(model="planted", game="deletion", items=[pb.EvaluateItem(
+        image=pixels(f), maps={"m": array_to_tensor(np.zeros((5, 5), np.float32))})]), "items[0].maps[m]"),
+])
+def test_bad_requests_name_the_field(client, planted, faces, make, field):
+    with pytest.raises(grpc.RpcError) as info:
+        list(client.evaluate.Evaluate(make(faces[0])))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().startswith(field), info.value.details()
