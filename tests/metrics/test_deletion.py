@@ -109,3 +109,13 @@ def test_more_steps_than_pixels_is_refused_and_text_options_parse() -> None:
     assert options_from(DeletionOptions, {"steps": "10", "baseline": "blur", "blur_sigma": "2"}) == DeletionOptions(
         steps=10, baseline="blur", blur_sigma=2.0)
     assert DeletionOptions().baseline == "zero" and DeletionOptions().steps == 224
+
+
+def test_results_do_not_depend_on_the_chunk_size(rng: np.random.Generator) -> None:
+    images = rng.uniform(0, 255, (5, 2, 2, 3)).astype(np.float32)
+    items = [GameItem(image, ExplainTarget(class_index=0), {"noise": rng.random((2, 2))}) for image in images]
+    one = deletion(LINEAR, items=items, options=DeletionOptions(steps=4, chunk=64))
+    split = deletion(LINEAR, items=items, options=DeletionOptions(steps=4, chunk=2))  # chunks of 2, 2, 1
+    assert split.forward_passes == one.forward_passes == 5 * (2 + 3 * 2)
+    for name in one.curves:
+        np.testing.assert_allclose(split.curves[name]["mean_score"], one.curves[name]["mean_score"], atol=1e-6)

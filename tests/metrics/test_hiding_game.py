@@ -290,7 +290,22 @@ def test_requests_that_do_not_fit_the_model_name_the_field(linear: PreparedModel
     with pytest.raises(InvalidRequest) as caught:
         hiding_game(embedding, items=no_non_mate, options=HidingGameOptions(dataset_mean=(1.0,)))
     assert caught.value.field == "dataset_mean"
+    with pytest.raises(InvalidRequest) as caught:  # the embedding default fill is non_mate, not soft
+        hiding_game(embedding, items=embedding_items(triplets, rng), options=HidingGameOptions(mask_sigma=2.0))
+    assert caught.value.field == "mask_sigma"
     mixed = embedding_items(triplets, rng)[:2] + no_non_mate
     with pytest.raises(InvalidRequest) as caught:
         hiding_game(embedding, items=mixed, options=HidingGameOptions(fill="zero", tau=0.5))
     assert caught.value.field == "items[2].target"
+
+
+def test_results_do_not_depend_on_the_chunk_size(triplets, rng) -> None:  # type: ignore[no-untyped-def]
+    proto, probes, mates, non_mates = triplets
+    items = embedding_items(triplets, rng)  # 6 probes: chunks of 4 split every step in two
+    model = prepared(proto, {"kind": "embedding"})
+    one = hiding_game(model, items=items, options=HidingGameOptions(steps=6, chunk=64))
+    split = hiding_game(model, items=items, options=HidingGameOptions(steps=6, chunk=4))
+    assert split.forward_passes == one.forward_passes == 12 + 6 + 6 * 5 * 2
+    for name in one.curves:
+        assert split.curves[name]["tpr"] == one.curves[name]["tpr"]
+        np.testing.assert_allclose(split.curves[name]["mean_score"], one.curves[name]["mean_score"], atol=1e-6)

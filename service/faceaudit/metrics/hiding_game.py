@@ -106,6 +106,8 @@ def hiding_game(
         raise InvalidRequest("tau", "is a cosine threshold for embedding models; a classifier is scored by argmax")
     if options.dataset_mean is not None and fill not in ("dataset_mean", "soft_dataset_mean"):
         raise InvalidRequest("dataset_mean", f"is only used by the dataset_mean fills, not {fill!r}")
+    if options.mask_sigma is not None and fill != "soft_dataset_mean":
+        raise InvalidRequest("mask_sigma", f"is only used by the soft_dataset_mean fill, not {fill!r}")
     faces = check_faces(model, items, need_non_mate=not classifier and (fill == "non_mate" or options.tau is None))
     height, width = faces.images[0].shape[:2]
     fractions = np.linspace(0.0, options.max_fraction, options.steps)
