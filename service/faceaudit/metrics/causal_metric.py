@@ -34,6 +34,7 @@ Defaults:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,7 +70,7 @@ class CausalOptions:
 
 
 def causal_metric(
-    model: PreparedModel, *, game: str, insert: bool, items: list[GameItem], options: CausalOptions,
+    model: PreparedModel, *, game: str, insert: bool, items: Sequence[GameItem], options: CausalOptions,
     on_point: PointSink | None, progress: Progress | None,
 ) -> GameResult:
     """Deletion (insert=False) or insertion (insert=True) over `items`, every method and the random baseline."""

@@ -6,6 +6,7 @@ See metrics.causal_metric for the protocol, the score, the normalised area and t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from faceaudit.engine.prepare import PreparedModel
@@ -21,7 +22,7 @@ class DeletionOptions(CausalOptions):
 
 
 def deletion(
-    model: PreparedModel, *, items: list[GameItem], options: DeletionOptions = DeletionOptions(),
+    model: PreparedModel, *, items: Sequence[GameItem], options: DeletionOptions = DeletionOptions(),
     on_point: PointSink | None = None, progress: Progress | None = None,
 ) -> GameResult:
     """Play deletion over `items` for every method's maps and the random baseline."""

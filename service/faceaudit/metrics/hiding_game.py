@@ -42,6 +42,7 @@ Reference:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,7 +94,7 @@ class HidingGameOptions:
 
 
 def hiding_game(
-    model: PreparedModel, *, items: list[GameItem], options: HidingGameOptions = HidingGameOptions(),
+    model: PreparedModel, *, items: Sequence[GameItem], options: HidingGameOptions = HidingGameOptions(),
     on_point: PointSink | None = None, progress: Progress | None = None,
 ) -> GameResult:
     """Play the hiding game over `items` for every method's maps and the random baseline."""

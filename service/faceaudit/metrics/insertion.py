@@ -6,6 +6,7 @@ See metrics.causal_metric for the protocol, the score, the normalised area and t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from faceaudit.engine.prepare import PreparedModel
@@ -21,7 +22,7 @@ class InsertionOptions(CausalOptions):
 
 
 def insertion(
-    model: PreparedModel, *, items: list[GameItem], options: InsertionOptions = InsertionOptions(),
+    model: PreparedModel, *, items: Sequence[GameItem], options: InsertionOptions = InsertionOptions(),
     on_point: PointSink | None = None, progress: Progress | None = None,
 ) -> GameResult:
     """Play insertion over `items` for every method's maps and the random baseline."""
