@@ -100,15 +100,7 @@ def hiding_game(
     """Play the hiding game over `items` for every method's maps and the random baseline."""
     items = check_items(items)
     classifier = model.spec.require("kind") == "classifier"
-    fill = options.fill or ("soft_dataset_mean" if classifier else "non_mate")
-    if classifier and fill == "non_mate":
-        raise InvalidRequest("fill", "non_mate fills an embedding model's probe; a classifier has no non-mate")
-    if classifier and options.tau is not None:
-        raise InvalidRequest("tau", "is a cosine threshold for embedding models; a classifier is scored by argmax")
-    if options.dataset_mean is not None and fill not in ("dataset_mean", "soft_dataset_mean"):
-        raise InvalidRequest("dataset_mean", f"is only used by the dataset_mean fills, not {fill!r}")
-    if options.mask_sigma is not None and fill != "soft_dataset_mean":
-        raise InvalidRequest("mask_sigma", f"is only used by the soft_dataset_mean fill, not {fill!r}")
+    fill = _resolved_fill(options, classifier)
     faces = check_faces(model, items, need_non_mate=not classifier and (fill == "non_mate" or options.tau is None))
     height, width = faces.images[0].shape[:2]
     fractions = np.linspace(0.0, options.max_fraction, options.steps)
@@ -118,7 +110,7 @@ def hiding_game(
                                  else np.mean([image.reshape(-1, 3).mean(axis=0) for image in faces.images], axis=0), 3)
     if fill == "non_mate":
         fills = faces.non_mates
-    else:
+    else:  # one read-only constant image shared by every probe
         constant = (np.zeros(3) if colour is None else colour).astype(np.float32)
         fills = [np.broadcast_to(constant, faces.images[0].shape)] * len(faces.images)
     sigma = (options.mask_sigma or MASK_SIGMA_OF_WIDTH * width) if fill == "soft_dataset_mean" else None
@@ -138,6 +130,20 @@ def hiding_game(
         curves=played.curves, summary=summary, options=resolved, forward_passes=played.forward_passes,
         notes=_notes(classifier, fill, options.tau),
     )
+
+
+def _resolved_fill(options: HidingGameOptions, classifier: bool) -> str:
+    """The fill to play (the default for the model kind when unset), refusing options that do not fit it."""
+    fill = options.fill or ("soft_dataset_mean" if classifier else "non_mate")
+    if classifier and fill == "non_mate":
+        raise InvalidRequest("fill", "non_mate fills an embedding model's probe; a classifier has no non-mate")
+    if classifier and options.tau is not None:
+        raise InvalidRequest("tau", "is a cosine threshold for embedding models; a classifier is scored by argmax")
+    if options.dataset_mean is not None and fill not in ("dataset_mean", "soft_dataset_mean"):
+        raise InvalidRequest("dataset_mean", f"is only used by the dataset_mean fills, not {fill!r}")
+    if options.mask_sigma is not None and fill != "soft_dataset_mean":
+        raise InvalidRequest("mask_sigma", f"is only used by the soft_dataset_mean fill, not {fill!r}")
+    return fill
 
 
 def _notes(classifier: bool, fill: str, tau: float | None) -> list[str]:
