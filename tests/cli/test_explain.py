@@ -50,7 +50,7 @@ def test_rise_of_an_embedding_model_with_non_mate_is_contrastive(files, capsys):
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--method", "lrp"], "method: unknown method 'lrp'"),
+    (["--method", "xrai"], "method: unknown method 'xrai'"),
     (["--method", "corr-rise"], "corr_rise explains embedding models, not classifiers"),
     (["--method", "occlusion", "--patch", "0"], "patch: 0 must be"),
     (["--method", "rise", "--option", "keep=2"], "keep"),

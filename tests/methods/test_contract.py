@@ -34,6 +34,8 @@ FAST = {
     "gradcam_plus_plus": {"layer": "Mul_2_out0"},  # as gradcam
     "scorecam": {"layer": "Mul_2_out0"},  # as gradcam
     "smoothgrad": {"samples": 4},
+    "lrp": {},
+    "deeplift": {},
     "integrated_gradients": {"steps": 8},
     "ebp": {},
     "cebp": {},

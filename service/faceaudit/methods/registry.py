@@ -20,6 +20,7 @@ from faceaudit.methods.cis import CisOptions, cis
 from faceaudit.methods.common import ExplainTarget, Progress, options_from
 from faceaudit.methods.corr_rise import CorrRiseOptions, corr_rise
 from faceaudit.methods.deconvnet import DeconvnetOptions, deconvnet
+from faceaudit.methods.deeplift import DeepLiftOptions, deeplift
 from faceaudit.methods.ebp import EbpOptions, ebp
 from faceaudit.methods.ecebp import EcebpOptions, ecebp
 from faceaudit.methods.eebp import EebpOptions, eebp
@@ -33,6 +34,7 @@ from faceaudit.methods.guided_gradcam import GuidedGradCamOptions, guided_gradca
 from faceaudit.methods.integrated_gradients import IntegratedGradientsOptions, integrated_gradients
 from faceaudit.methods.kernel_shap import KernelShapOptions, kernel_shap
 from faceaudit.methods.lime import LimeOptions, lime
+from faceaudit.methods.lrp import LrpOptions, lrp
 from faceaudit.methods.occlusion import OcclusionOptions, occlusion
 from faceaudit.methods.pairwise_sim import PairwiseSimOptions, pairwise_sim
 from faceaudit.methods.rise import RiseOptions, rise
@@ -74,6 +76,8 @@ METHODS: dict[str, Method] = {
         Method("gradcam_plus_plus", gradcam_plus_plus, GradCamPlusPlusOptions, BOTH, False),
         Method("scorecam", scorecam, ScoreCamOptions, BOTH, False),
         Method("smoothgrad", smoothgrad, SmoothGradOptions, BOTH, False),
+        Method("lrp", lrp, LrpOptions, BOTH, False),
+        Method("deeplift", deeplift, DeepLiftOptions, BOTH, False),
         Method("integrated_gradients", integrated_gradients, IntegratedGradientsOptions, BOTH, False),
         Method("ebp", ebp, EbpOptions, BOTH, False),
         Method("cebp", cebp, CebpOptions, BOTH, False),

@@ -57,6 +57,7 @@ def unsupported_operators(model: onnx.ModelProto) -> list[str]:
 def backward(
     graph: SignalGraph, values: Mapping[str, np.ndarray], seed: np.ndarray, signal: Signal, *,
     source: str | None = None, trace: bool = False, responses: Mapping[str, np.ndarray] | None = None,
+    reference: Mapping[str, np.ndarray] | None = None, epsilon: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """Signals (float64) from `seed` at the score down to `source` (default: the model input).
 
@@ -66,6 +67,8 @@ def backward(
     excitation kinds only, the responses that linear maps and sums weigh their inputs by (â → ã of
     gweEBP, Wang et al. 2025 eq. 6; tensors not in it keep their values) and whose sign makes a
     parent a pos- or neg-neuron for eEBP; winners (MaxPool, Max) and gates always come from `values`.
+    `reference` holds the activations of the reference input for the deeplift signal (same shapes as
+    `values`); `epsilon` is LRP-ε's stabiliser.
     """
     check_signal(signal)
     source = source or graph.input_name
@@ -76,7 +79,7 @@ def backward(
     signals = {graph.score: np.asarray(seed, dtype=np.float64).reshape(score.shape)}
     for node in reversed(nodes):
         grads = [signals.get(name) if trace else signals.pop(name, None) for name in node.output]
-        ctx = NodeContext(node, values, graph.constants, graph.opset, responses)
+        ctx = NodeContext(node, values, graph.constants, graph.opset, responses, reference=reference, epsilon=epsilon)
         sent = rule_for(node).apply(ctx, grads, signal)
         for index, name in enumerate(node.input):
             if name not in carrying:

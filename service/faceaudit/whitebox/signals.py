@@ -23,8 +23,22 @@ A signal kind names what flows from the score down to the input:
   Every term is ≥ 0, and Σ p(x) = Σ p(y) wherever the parent's D ≠ 0 (mass conserved). On
   non-negative x with p = 0 at negative parents (a ReLU network) it is ``excitation`` exactly.
 
-The kinds differ only at rectifiers (guided, deconv) and at linear maps and activations
-(excitation, extended); every rule implements all five, usually by delegating to one shared helper.
+- ``deeplift``: DeepLIFT's multipliers with the rescale rule (Shrikumar et al. 2017, §3.3–3.5): the
+  gradient, except that an elementwise nonlinearity f passes m_x = m_y · (f(x) − f(x₀)) / (x − x₀)
+  (its derivative where |x − x₀| < 1e-10), x₀ the same tensor in the reference run (backward's
+  `reference`); max pooling and Max pass m_y · (y − y₀) / (x − x₀) to the winner, as captum does.
+- ``lrp_epsilon``, ``lrp_alpha_beta``: layer-wise relevance propagation (Bach et al. 2015; Montavon
+  et al. 2019 "Layer-wise relevance propagation: an overview", §10.2). At a layer z = A x + b:
+      ε:    R_x = x ⊙ Aᵀ (R ⊘ (z + ε·sign(z)))           (z with the bias: the bias absorbs its share)
+      α1β0: R_x = x⁺ ⊙ A⁺ᵀ s + x⁻ ⊙ A⁻ᵀ s,  s = R ⊘ (A⁺x⁺ + A⁻x⁻)   (the positive contributions (x w)⁺,
+            bias left out, 0/0 := 0)
+  Like excitation, relevance passes through activations, goes to the winner at max pooling and all
+  to the signal path at gates. On x ≥ 0, α1β0 is excitation's rule: the two methods differ in their
+  start (LRP starts from R = the score's value, EBP from probability 1), at negative inputs (α1β0
+  keeps the (x w)⁺ of x < 0 through w < 0, EBP assumes no such input) and at residual sums under ε.
+
+The kinds differ only at rectifiers (guided, deconv), at nonlinearities (deeplift) and at linear maps and
+activations (excitation, extended, LRP); every rule implements them all, usually through one shared helper.
 """
 
 from __future__ import annotations
@@ -33,9 +47,12 @@ from typing import Literal
 
 import numpy as np
 
-Signal = Literal["gradient", "guided", "deconv", "excitation", "extended"]
-SIGNALS: tuple[Signal, ...] = ("gradient", "guided", "deconv", "excitation", "extended")
-EXCITATIONS: tuple[Signal, ...] = ("excitation", "extended")
+Signal = Literal["gradient", "guided", "deconv", "deeplift", "excitation", "extended", "lrp_epsilon", "lrp_alpha_beta"]
+SIGNALS: tuple[Signal, ...] = ("gradient", "guided", "deconv", "deeplift", "excitation", "extended", "lrp_epsilon",
+                               "lrp_alpha_beta")
+# Conserved quantities (winning probability, relevance): activations pass them through, winners take all,
+# gates take none.
+EXCITATIONS: tuple[Signal, ...] = ("excitation", "extended", "lrp_epsilon", "lrp_alpha_beta")
 
 
 def check_signal(signal: str) -> Signal:
@@ -46,7 +63,7 @@ def check_signal(signal: str) -> Signal:
 
 
 def is_excitation(signal: str) -> bool:
-    """Whether `signal` carries winning probabilities (EBP or eEBP) rather than a gradient."""
+    """Whether `signal` carries a conserved quantity (EBP's, eEBP's winning probability, LRP's relevance)."""
     return signal in EXCITATIONS
 
 

@@ -32,9 +32,12 @@ class NodeContext:
     """One node with read access to its inputs' and outputs' values (float64) and attributes."""
 
     def __init__(self, node: onnx.NodeProto, values: Mapping[str, np.ndarray], constants: Mapping[str, np.ndarray],
-                 opset: int, responses: Mapping[str, np.ndarray] | None = None) -> None:
+                 opset: int, responses: Mapping[str, np.ndarray] | None = None, *,
+                 reference: Mapping[str, np.ndarray] | None = None, epsilon: float = 0.0) -> None:
         self.node = node
         self._responses = responses or {}
+        self._reference = reference
+        self.epsilon = epsilon  # LRP-ε's stabiliser
         self.opset = opset
         self._values = values
         self._constants = constants
@@ -74,6 +77,20 @@ class NodeContext:
 
     def output(self, index: int = 0) -> np.ndarray:
         return self._value(self.node.output[index])
+
+    def reference_input(self, index: int) -> np.ndarray:
+        """Input `index` in the reference run (DeepLIFT's x₀); a constant is its own reference."""
+        return self._reference_value(self.node.input[index])
+
+    def reference_output(self, index: int = 0) -> np.ndarray:
+        return self._reference_value(self.node.output[index])
+
+    def _reference_value(self, name: str) -> np.ndarray:
+        if name in self._constants:
+            return np.asarray(self._constants[name], dtype=np.float64)
+        if self._reference is None or name not in self._reference:
+            raise ValueError(f"{self.label}: the deeplift signal needs the reference run's {name!r}")
+        return np.asarray(self._reference[name], dtype=np.float64)
 
     def shape(self, index: int) -> tuple[int, ...]:
         """Shape of input `index`, without converting its value."""

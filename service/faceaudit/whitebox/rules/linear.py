@@ -8,6 +8,9 @@ positive part A⁺ (negative weights set to 0). Then, for every linear operator 
     excitation:                p_x = x ⊙ A⁺ᵀ (p_y ⊘ A⁺x),  0/0 := 0       (Zhang et al. 2016, eq. 1–2)
 
     extended:                  eEBP's two streams (signals.py; Wang et al. 2025 eqs. 3–4), A⁻ = A − A⁺
+    lrp_epsilon:               R_x = x ⊙ Aᵀ (R ⊘ (z + ε·sign z)), z the node's output (bias included)
+    lrp_alpha_beta:            R_x = x⁺ ⊙ A⁺ᵀs + x⁻ ⊙ A⁻ᵀs,  s = R ⊘ (A⁺x⁺ + A⁻x⁻)
+    deeplift:                  as gradient (a linear map's multipliers are its weights)
 
 Excitation conserves mass, Σ p_x = Σ p_y, wherever A⁺x ≠ 0: Σ_j x_j Σ_i A⁺_ij p_i / (A⁺x)_i = Σ_i p_i;
 extended wherever the parent's D± ≠ 0. Rules call `linear_input(op, ctx, index, grad, signal)`, which
@@ -28,6 +31,8 @@ import numpy as np
 from faceaudit.errors import UnsupportedModel
 from faceaudit.whitebox.rules.base import NodeContext, Signals
 from faceaudit.whitebox.signals import Signal, is_excitation, safe_divide, unbroadcast
+
+LRP = ("lrp_epsilon", "lrp_alpha_beta")
 
 
 class LinearMap(Protocol):
@@ -87,7 +92,35 @@ def linear_input(op: LinearMap, ctx: NodeContext, index: int, grad: np.ndarray, 
     if signal == "extended":
         parent = None if elementwise else ctx.output_response()
         return linear_signal(op, ctx.response(index), grad, signal, parent=parent)
+    if signal == "lrp_epsilon":
+        z = ctx.output()
+        return ctx.input(index) * op.transpose(safe_divide(grad, z + ctx.epsilon * np.where(z >= 0, 1.0, -1.0)))
+    if signal == "lrp_alpha_beta":
+        return alpha_beta_signal(op, ctx.input(index), grad)
     return op.transpose(grad)
+
+
+def alpha_beta_signal(op: LinearMap, x: np.ndarray, grad: np.ndarray) -> np.ndarray:
+    """LRP-α1β0 at y = A x: R_x = x⁺ ⊙ A⁺ᵀs + x⁻ ⊙ A⁻ᵀs, s = R ⊘ Σ(x w)⁺ = R ⊘ (A⁺x⁺ + A⁻x⁻), 0/0 := 0."""
+    positive = op.positive()
+    x_pos, x_neg = np.maximum(x, 0.0), np.minimum(x, 0.0)
+    pos_neg = positive.forward(x_neg)
+    s = safe_divide(grad, positive.forward(x_pos) + (op.forward(x_neg) - pos_neg))
+    plus = positive.transpose(s)
+    return x_pos * plus + x_neg * (op.transpose(s) - plus)
+
+
+def lrp_sum(terms: list[tuple[np.ndarray, float]], grad: np.ndarray, signal: Signal, epsilon: float) -> list[np.ndarray]:
+    """LRP at y = Σ_k c_k x_k (residual sums): each term's relevance at y's shape, in proportion to its
+    contribution c_k x_k (ε) or to its positive part (α1β0)."""
+    parts = [c * np.broadcast_to(x, np.shape(grad)) for x, c in terms]
+    if signal == "lrp_epsilon":
+        z = sum(parts)
+        share = safe_divide(grad, z + epsilon * np.where(z >= 0, 1.0, -1.0))
+        return [part * share for part in parts]
+    positive = [np.maximum(part, 0.0) for part in parts]
+    share = safe_divide(grad, sum(positive))
+    return [part * share for part in positive]
 
 
 class Scale:
@@ -212,10 +245,14 @@ def add_tensors(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
     weights (1, 1). TorchRay's EltwiseSum passes p unchanged to both inputs, doubling the mass.
     Extended (eEBP): the same sum with weights (1, 1), `extended_sum`: at y ≥ 0 p is split by a⁺, b⁺,
     at y < 0 by a⁻, b⁻ — mass conserved wherever that share's denominator is non-zero.
+    LRP (`lrp_sum`): ε splits R by the contributions a, b over a + b + ε·sign; α1β0 by a⁺, b⁺ (as EBP).
     """
     a, b = ctx.input(0), ctx.input(1)
     if not is_excitation(signal):
         return {0: unbroadcast(grad, a.shape).reshape(a.shape), 1: unbroadcast(grad, b.shape).reshape(b.shape)}
+    if signal in LRP:
+        r_a, r_b = lrp_sum([(a, 1.0), (b, 1.0)], grad, signal, ctx.epsilon)
+        return {0: _back(r_a, a.shape), 1: _back(r_b, b.shape)}
     a, b = ctx.response(0), ctx.response(1)
     if signal == "extended":
         p_a, p_b = extended_sum([(a, 1.0), (b, 1.0)], grad, ctx.output_response())
@@ -249,10 +286,14 @@ def extended_sum(terms: list[tuple[np.ndarray, float]], grad: np.ndarray, parent
 def sub_tensors(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
     """y = a − b, both computed: gradient (g, −g). Excitation: the linear map with weights (1, −1), whose
     only excitatory input is a: p_a = p where a ≠ 0 (a·p/a), p_b = 0. Extended: `extended_sum` with
-    weights (1, −1), where a negative b excites a positive y and a positive b a negative y."""
+    weights (1, −1), where a negative b excites a positive y and a positive b a negative y.
+    LRP: `lrp_sum` with the contributions a and −b."""
     a, b = ctx.input(0), ctx.input(1)
     if not is_excitation(signal):
         return {0: _back(grad, a.shape), 1: _back(-grad, b.shape)}
+    if signal in LRP:
+        r_a, r_b = lrp_sum([(a, 1.0), (b, -1.0)], grad, signal, ctx.epsilon)
+        return {0: _back(r_a, a.shape), 1: _back(r_b, b.shape)}
     a, b = ctx.response(0), ctx.response(1)
     if signal == "extended":
         p_a, p_b = extended_sum([(a, 1.0), (b, -1.0)], grad, ctx.output_response())

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from faceaudit.errors import UnsupportedModel
+from faceaudit.whitebox.rules.activations import max_rescaled
 from faceaudit.whitebox.rules.base import NodeContext, Signals
 from faceaudit.whitebox.rules.linear import linear_input
 from faceaudit.whitebox.signals import Signal, safe_divide
@@ -161,15 +162,22 @@ def average_pool(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
 def max_pool(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
     """MaxPool: each output's signal goes to its window's maximum (the first one on ties).
 
-    The same for all four signals: it is the gradient, and for excitation backprop the
-    winner-takes-all rule (Zhang et al. 2016 §3: max pooling passes p to the winning neuron).
+    The same for every signal: it is the gradient, and for excitation backprop and LRP the
+    winner-takes-all rule (Zhang et al. 2016 §3: max pooling passes p to the winning neuron);
+    deeplift: activations.max_rescaled (Δy / Δx of the winner, or of the reference's winner).
     """
     x = ctx.input(0)
     geometry = window(ctx, tuple(ctx.attr("kernel_shape")))
     padded = geometry.pad(x, -np.inf)
     lead = (slice(None),) * 2
     views = list(geometry.taps())
-    winner = np.argmax(np.stack([padded[(*lead, *view)] for view in views]), axis=0)
+    candidates = np.stack([padded[(*lead, *view)] for view in views])
+    if signal == "deeplift":
+        reference = geometry.pad(ctx.reference_input(0), -np.inf)
+        references = np.stack([reference[(*lead, *view)] for view in views])
+        winner, grad = max_rescaled(candidates, references, grad, ctx.output() - ctx.reference_output())
+    else:
+        winner = np.argmax(candidates, axis=0)
     back = np.zeros(padded.shape)
     for t, view in enumerate(views):
         back[(*lead, *view)] += np.where(winner == t, grad, 0.0)
