@@ -7,6 +7,7 @@ are configured without a command line:
     --port                FACEAUDIT_PORT                 50051
     --metrics-port        FACEAUDIT_METRICS_PORT         none (no /metrics endpoint)
     --model-repository    FACEAUDIT_MODEL_REPOSITORY     none (uploads only)
+    --dataset-repository  FACEAUDIT_DATASET_REPOSITORY   none (no Audit)
     --max-batch           FACEAUDIT_MAX_BATCH            64
     --max-queue-delay-ms  FACEAUDIT_MAX_QUEUE_DELAY_MS   2
     --max-queue-images    FACEAUDIT_MAX_QUEUE_IMAGES     16 × the model's max batch
@@ -54,6 +55,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="gRPC port (default 50051; 0 picks a free one)")
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port (default: off)")
     parser.add_argument("--model-repository", help="folder of NAME.onnx (+ NAME.spec.yaml) models clients register by name")
+    parser.add_argument("--dataset-repository", help="folder of dataset folders (manifest.csv + images) Audit runs on")
     parser.add_argument("--max-batch", type=int, help="images per runtime batch (default 64)")
     parser.add_argument("--max-queue-delay-ms", type=float, help="how long a partial batch waits for more (default 2)")
     parser.add_argument("--max-queue-images", type=int, help="queued images per model before RESOURCE_EXHAUSTED")
@@ -87,6 +89,7 @@ def _read(path: str | None, field: str) -> bytes | None:
 
 def config_from(args: argparse.Namespace) -> ServerConfig:
     repository = _pick(args, "model_repository", str, None)
+    datasets = _pick(args, "dataset_repository", str, None)
     queue = _pick(args, "max_queue_images", int, None)
     message = int(_pick(args, "max_message_mib", float, 64.0) * MiB)
     runtime = RuntimeOptions(provider=_pick(args, "provider", str, "auto"), threads=_pick(args, "threads", int, None),
@@ -94,7 +97,8 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(
         host=_pick(args, "host", str, "[::]"), port=_pick(args, "port", int, 50051),
         metrics_port=_pick(args, "metrics_port", int, None),
-        model_repository=Path(repository) if repository else None, runtime=runtime,
+        model_repository=Path(repository) if repository else None,
+        dataset_repository=Path(datasets) if datasets else None, runtime=runtime,
         max_queue_delay_ms=_pick(args, "max_queue_delay_ms", float, 2.0), max_queue_images=queue,
         max_model_bytes=int(_pick(args, "max_model_mib", float, 1024.0) * MiB),
         max_receive_bytes=message, max_send_bytes=message,

@@ -30,6 +30,7 @@ from faceaudit.engine.prepare import PreparedModel
 from faceaudit.engine.runtime import RuntimeOptions
 from faceaudit.errors import InvalidRequest
 from faceaudit.models import DEFAULT_MAX_MODEL_BYTES
+from faceaudit.server.audit_service import AuditServicer
 from faceaudit.server.auth import BearerTokenInterceptor
 from faceaudit.server.evaluate_service import EvaluateServicer
 from faceaudit.server.explain_service import ExplainServicer
@@ -60,6 +61,7 @@ class ServerConfig:
     port: int = 50051  # 0: any free port (read FaceAuditServer.port)
     metrics_port: int | None = None  # None: no /metrics endpoint; 0: any free port
     model_repository: Path | None = None
+    dataset_repository: Path | None = None  # folders (manifest.csv + images) Audit names
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     max_queue_delay_ms: float = 2.0
     max_queue_images: int | None = None  # None: 16 full batches of the model
@@ -81,8 +83,10 @@ class ServerConfig:
             raise InvalidRequest("metrics_port", f"{self.metrics_port} is outside 0..65535")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise InvalidRequest("tls_cert", "TLS needs both a certificate (--tls-cert) and its key (--tls-key)")
-        if self.model_repository is not None and not Path(self.model_repository).is_dir():
-            raise InvalidRequest("model_repository", f"{self.model_repository} is not a folder")
+        for name in ("model_repository", "dataset_repository"):
+            folder = getattr(self, name)
+            if folder is not None and not Path(folder).is_dir():
+                raise InvalidRequest(name, f"{folder} is not a folder")
         if not 0 <= self.max_queue_delay_ms <= 1000:
             raise InvalidRequest("max_queue_delay_ms", f"{self.max_queue_delay_ms} is outside 0..1000 ms")
         if self.max_queue_images is not None and self.max_queue_images < self.runtime.max_batch:
@@ -117,6 +121,8 @@ class FaceAuditServer:
         rpc.add_ModelsServicer_to_server(ModelsServicer(self.store, self.telemetry), self._server)
         rpc.add_ExplainServicer_to_server(ExplainServicer(self.store, self.telemetry), self._server)
         rpc.add_EvaluateServicer_to_server(EvaluateServicer(self.store, self.telemetry), self._server)
+        rpc.add_AuditServicer_to_server(AuditServicer(self.store, self.telemetry, config.dataset_repository),
+                                        self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
             (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),

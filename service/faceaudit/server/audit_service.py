@@ -1,0 +1,64 @@
+"""The Audit service: a dataset folder of the server's dataset repository -> audit.run.run_audit.
+
+The audit writes its files into a temporary folder that is removed when the call ends; the client
+gets audit.json (numbers, options, versions) as the summary. Dataset names are names, never
+paths: the folder must lie inside the repository (symlinks leading out are refused).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from faceaudit.audit.run import run_audit
+from faceaudit.errors import InvalidRequest
+from faceaudit.server.calls import Call, Servicer, Throttle, run_streaming, streaming
+from faceaudit.server.convert import NotFound, dict_to_struct, struct_to_dict
+from faceaudit.server.model_store import ModelStore, check_name
+from faceaudit.server.telemetry import Telemetry
+from faceaudit.v1 import faceaudit_pb2 as pb
+from faceaudit.v1 import faceaudit_pb2_grpc as rpc
+
+
+def dataset_folder(repository: Path | None, name: str) -> Path:
+    if repository is None:
+        raise InvalidRequest("dataset", "this server has no dataset repository (faceaudit serve --dataset-repository DIR)")
+    check_name(name, "dataset")
+    root = repository.resolve()
+    folder = (root / name).resolve()
+    if not folder.is_relative_to(root) or not folder.is_dir():
+        raise NotFound(f"dataset: no dataset folder {name!r} in the dataset repository")
+    return folder
+
+
+class AuditServicer(Servicer, rpc.AuditServicer):
+    def __init__(self, store: ModelStore, telemetry: Telemetry, datasets: Path | None) -> None:
+        super().__init__(telemetry)
+        self._store = store
+        self._datasets = datasets
+
+    @streaming("Audit")
+    def Audit(self, request: pb.AuditRequest, call: Call) -> Iterator[pb.AuditEvent]:
+        entry = self._store.get(request.model)
+        folder = dataset_folder(self._datasets, request.dataset)
+
+        def work(emit: Callable[[pb.AuditEvent], None]) -> None:
+            throttle = Throttle(lambda done, total, phase: emit(pb.AuditEvent(
+                progress=pb.Progress(done=done, total=total, phase=phase))))
+
+            def progress(done: int, total: int, phase: str) -> None:
+                call.check()
+                throttle(done, total, phase)
+
+            with tempfile.TemporaryDirectory(prefix="faceaudit-audit-") as out:
+                path = run_audit(call.bind(entry.model), folder, out, methods=list(request.methods) or None,
+                                 games=list(request.games) or None, options=struct_to_dict(request.options) or None,
+                                 progress=progress, group_column=request.group_column or None)
+                summary = json.loads(Path(path).read_text(encoding="utf-8"))
+            summary["dataset"]["path"] = request.dataset  # the server's folder layout is not the client's business
+            summary["model"].update(name=entry.name, path=entry.info["source"])
+            emit(pb.AuditEvent(summary=dict_to_struct(summary)))
+
+        yield from run_streaming(work, call)

@@ -1,0 +1,75 @@
+"""Audit over gRPC: the streamed summary is the audit.json the same audit writes in process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import json_format
+
+from faceaudit.audit.run import run_audit
+from faceaudit.demo.dataset import write_attribute_dataset
+from faceaudit.engine.prepare import prepare
+from faceaudit.models import load_model, resolve_spec
+from faceaudit.v1 import faceaudit_pb2 as pb
+
+from tests.server.conftest import DEMO_MODELS, Client, start_server
+
+OPTIONS = {"cms": {"patch": 16, "stride": 8}, "methods": {"occlusion": {"patch": 16, "stride": 16}}}
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("datasets")
+    write_attribute_dataset(root / "faces", identities=2)
+    (root / "escape").symlink_to(tmp_path_factory.mktemp("elsewhere"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def auditing(datasets):
+    server = start_server(dataset_repository=datasets)
+    client = Client.connect(f"127.0.0.1:{server.port}")
+    client.models.RegisterFromRepository(pb.RegisterFromRepositoryRequest(name="attribute"))
+    yield client
+    client.channel.close()
+    server.stop(0)
+
+
+def audit_request(dataset: str = "faces") -> pb.AuditRequest:
+    request = pb.AuditRequest(model="attribute", dataset=dataset, methods=["occlusion"], games=["confidence"],
+                              group_column="skin")
+    request.options.update(OPTIONS)
+    return request
+
+
+def test_summary_equals_the_in_process_audit(auditing, datasets, tmp_path):
+    events = list(auditing.audit.Audit(audit_request()))
+    assert events[-1].HasField("summary") and all(e.HasField("progress") for e in events[:-1])
+    assert events[-2].progress.done == events[-2].progress.total
+    served = json_format.MessageToDict(events[-1].summary)
+    loaded = load_model(DEMO_MODELS / "attribute.onnx")
+    local = json.loads(run_audit(prepare(loaded, resolve_spec(loaded)), datasets / "faces", tmp_path, methods=["occlusion"],
+                                 games=["confidence"], options=OPTIONS, group_column="skin").read_text())
+    assert served["games"] == local["games"]
+    assert served["methods"]["occlusion"]["forward_passes"] == local["methods"]["occlusion"]["forward_passes"]
+    assert served["cms"]["groups"].keys() == local["cms"]["groups"].keys() == {"light", "dark"}
+    assert served["dataset"]["path"] == "faces" and served["model"]["path"] == "attribute.onnx"  # no server paths
+
+
+@pytest.mark.parametrize(("dataset", "code"), [("../faces", grpc.StatusCode.INVALID_ARGUMENT),
+                                               ("missing", grpc.StatusCode.NOT_FOUND),
+                                               ("escape", grpc.StatusCode.NOT_FOUND)])
+def test_dataset_names_stay_inside_the_repository(auditing, dataset, code):
+    with pytest.raises(grpc.RpcError) as info:
+        list(auditing.audit.Audit(audit_request(dataset)))
+    assert info.value.code() == code and info.value.details().startswith("dataset")
+
+
+def test_without_a_dataset_repository_audit_is_refused(client):
+    client.models.RegisterFromRepository(pb.RegisterFromRepositoryRequest(name="attribute"))
+    with pytest.raises(grpc.RpcError) as info:
+        list(client.audit.Audit(audit_request()))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and info.value.details().startswith("dataset:")
