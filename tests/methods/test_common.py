@@ -32,3 +32,16 @@ def test_bad_values_name_the_option(values, field):
     with pytest.raises(InvalidRequest) as info:
         options_from(_Options, values)
     assert info.value.field == field
+
+
+def test_text_tuples_are_split_on_commas():
+    from dataclasses import dataclass
+
+    from faceaudit.methods.common import options_from
+
+    @dataclass(frozen=True)
+    class Layers:
+        layers: tuple[str, ...] = ()
+
+    assert options_from(Layers, {"layers": "conv1, conv2"}).layers == ("conv1", "conv2")
+    assert options_from(Layers, {"layers": ["a", "b"]}).layers == ("a", "b")

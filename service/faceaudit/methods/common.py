@@ -174,6 +174,8 @@ def _coerce(name: str, raw: Any, annotation: str) -> Any:
             return float(raw)
         if base == "tuple[float, ...]":
             return tuple(float(v) for v in (raw.split(",") if isinstance(raw, str) else raw))
+        if base == "tuple[str, ...]":
+            return tuple(str(v).strip() for v in (raw.split(",") if isinstance(raw, str) else raw))
     except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidRequest(name, f"{raw!r} is not a valid {base}") from exc
     return raw
