@@ -88,13 +88,13 @@ def test_float16_pixels_are_accepted(client, identity, local_identity, faces):
 
 def test_stream_sends_growing_progress_then_the_map(client, identity, local_identity, faces):
     events = list(client.explain.ExplainStream(request(images=[pixels(faces[1])], targets=[pb.Target(class_index=2)],
-                                                       patch=4, stride=2, chunk=64)))
+                                                       patch=8, stride=4, chunk=16)))
     kinds = [e.WhichOneof("event") for e in events]
     assert kinds[-1] == "map" and kinds.count("map") == 1 and "progress" in kinds
     done = [e.progress.done for e in events if e.HasField("progress")]
     assert done == sorted(done) and events[-2].progress.done == events[-2].progress.total == events[-1].map.forward_passes
     local = explain(local_identity, "occlusion", image=faces[1], target=ExplainTarget(class_index=2),
-                    options={"patch": 4, "stride": 2, "chunk": 64})
+                    options={"patch": 8, "stride": 4, "chunk": 16})
     np.testing.assert_array_equal(array(events[-1].map.values), local.values)
 
 
@@ -177,3 +177,24 @@ def test_too_many_maps_are_resource_exhausted(client, identity, faces):
     with pytest.raises(grpc.RpcError) as info:
         client.explain.Explain(request(images=[pixels(faces[0])] * 65))
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and info.value.details().startswith("images")
+
+
+def test_an_unexpected_error_is_internal_and_the_server_keeps_serving(client, identity, faces, monkeypatch):
+    import faceaudit.server.explain_service as service
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(service, "explain", broken)
+    with pytest.raises(grpc.RpcError) as info:
+        client.explain.Explain(request(images=[pixels(faces[0])], targets=[pb.Target(class_index=0)]))
+    assert info.value.code() == grpc.StatusCode.INTERNAL and "a bug" not in info.value.details()
+    monkeypatch.undo()
+    assert len(client.explain.Explain(request(method="gradient", images=[pixels(faces[0])])).maps) == 1
+
+
+def test_inference_time_of_a_call_is_observed(server, client, identity, faces):
+    registry = server.telemetry.registry
+    before = registry.get_sample_value("faceaudit_phase_seconds_count", {"phase": "inference"})
+    client.explain.Explain(request(images=[pixels(faces[0])], targets=[pb.Target(class_index=0)], patch=16, stride=16))
+    assert registry.get_sample_value("faceaudit_phase_seconds_count", {"phase": "inference"}) == before + 1

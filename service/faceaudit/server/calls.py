@@ -36,6 +36,7 @@ class Call:
     def __init__(self, context: grpc.ServicerContext) -> None:
         self.context = context
         self.method = ""
+        self.sessions: list[BatchedSession] = []  # this call's batcher sessions, for its inference time
 
     def active(self) -> bool:
         remaining = self.context.time_remaining()
@@ -46,7 +47,9 @@ class Call:
         if not isinstance(model.session, BatchedSession):
             return model
         self.context.add_callback(lambda: model.session.cancel(self))
-        return bound(model, self)
+        served = bound(model, self)
+        self.sessions.append(served.session)
+        return served
 
     def check(self, done: int = 0, total: int = 0, phase: str = "") -> None:
         """A Progress callback that only stops the work of an ended call."""
@@ -110,6 +113,8 @@ def streaming(rpc: str) -> Callable[[Callable[..., Iterator[Any]]], Callable[...
 
 def _finish(telemetry: Telemetry, rpc: str, call: Call, started: float, code: grpc.StatusCode) -> None:
     telemetry.observe_request(rpc, call.method, code.name, time.perf_counter() - started)
+    if call.sessions:  # queue + runtime time of the call's batched forward passes (exact, from the batcher)
+        telemetry.observe_phases({"inference": sum(s.stats.queue_seconds + s.stats.run_seconds for s in call.sessions)})
 
 
 def _fail(telemetry: Telemetry, rpc: str, call: Call, started: float, error: BaseException) -> None:
