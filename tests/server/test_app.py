@@ -133,14 +133,14 @@ def test_tls(tmp_path: Path):
 
 
 def test_graceful_shutdown_reports_not_serving_and_drains_running_calls():
-    server = start_server(drain_notice_s=0.5, grace_s=30)
+    server = start_server(drain_notice_s=0.3, grace_s=30)
     client = Client.connect(f"127.0.0.1:{server.port}")
     try:
         client.models.RegisterFromRepository(pb.RegisterFromRepositoryRequest(name="identity"))
         face = np.random.default_rng(0).uniform(0, 255, (64, 64, 3)).astype(np.float32)
         request = pb.ExplainRequest(model="identity", method="rise", images=[pixels(face)],
                                     targets=[pb.Target(class_index=0)])
-        request.options.update({"masks": 1500, "chunk": 16})
+        request.options.update({"masks": 800, "chunk": 16})
         stream = client.explain.ExplainStream(request)
         assert next(stream).HasField("progress")  # the job is running
         stopper = threading.Thread(target=server.stop)
@@ -148,7 +148,7 @@ def test_graceful_shutdown_reports_not_serving_and_drains_running_calls():
         time.sleep(0.1)
         assert health_status(client.channel) == health_pb2.HealthCheckResponse.NOT_SERVING
         events = list(stream)  # the running call finishes with its map
-        assert events[-1].HasField("map") and events[-1].map.forward_passes == 1500
+        assert events[-1].HasField("map") and events[-1].map.forward_passes == 800
         stopper.join()
         with pytest.raises(grpc.RpcError) as info:
             client.models.List(pb.ListModelsRequest(), timeout=5)
