@@ -155,3 +155,21 @@ def test_graceful_shutdown_reports_not_serving_and_drains_running_calls():
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         client.channel.close()
+
+
+def test_metrics_endpoint_counts_the_calls():
+    import urllib.request
+
+    server = start_server(metrics_port=0)
+    client = Client.connect(f"127.0.0.1:{server.port}")
+    try:
+        client.models.List(pb.ListModelsRequest())
+        with pytest.raises(grpc.RpcError):
+            client.models.Get(pb.GetModelRequest(model="nobody"))
+        text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10).read().decode()
+        assert 'faceaudit_requests_total{code="OK",method="",rpc="List"} 1.0' in text
+        assert 'faceaudit_requests_total{code="NOT_FOUND",method="",rpc="Get"} 1.0' in text
+    finally:
+        client.channel.close()
+        server.stop(0)
+    assert server.metrics_port is None  # the endpoint closed with the server
