@@ -4,6 +4,7 @@ demo embedding model with demo quadruplets."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -18,7 +19,9 @@ from faceaudit.engine.runtime import RuntimeOptions
 from faceaudit.errors import InvalidRequest
 from faceaudit.methods.common import options_from
 from faceaudit.metrics.common import GamePoint
-from faceaudit.metrics.inpainting_game import InpaintingGameOptions, InpaintingItem, inpainting_game, sr_at_far
+from faceaudit.metrics.inpainting_game import (
+    InpaintingGameOptions, InpaintingItem, _plan, _Quadruplet, inpainting_game, sr_at_far,
+)
 from faceaudit.models import load_model, resolve_spec
 from faceaudit.testing import zoo
 
@@ -118,6 +121,17 @@ def test_sr_and_far_match_the_hand_count(tiny, chunk: int) -> None:
     assert 8 + 16 + 2 <= result.forward_passes <= 8 + 16 + 8
 
 
+def test_progress_counts_both_phases_and_the_result_is_json(tiny) -> None:
+    calls: list[tuple[int, int, str]] = []
+    result = inpainting_game(tiny, items=HAND, options=InpaintingGameOptions(tau=TAU, steps=4, chunk=3),
+                             progress=lambda done, total, phase: calls.append((done, total, phase)))
+    filtered = [c for c in calls if c[2] == "inpainting_game: eqs. 7–8"]
+    played = [c for c in calls if c[2] == "inpainting_game"]
+    assert len(filtered) + len(played) == len(calls) and filtered[-1][:2] == (8, 8)
+    assert played[-1][0] == played[-1][1] == result.forward_passes - 8
+    assert json.loads(json.dumps(result.to_dict()))["summary"]["m"]["sr_at_far_0.05"] == 0.5
+
+
 def test_unchanged_masks_are_not_scored_again(tiny) -> None:
     # K = 8, item 1 masks of 1, 1, 2, 2, 3, 4, 5, 5 pixels (5 changes; 2 region pixels from k = 5),
     # item 2: 1, 1, 2, 2, 2, 3, 3, 5 (4 changes; 2 region pixels from k = 3); oracle: 1, 1, 2, 2, 3, 3, 4, 4
@@ -149,6 +163,21 @@ def test_uint8_and_grey_faces_and_a_0_1_region_give_the_same_game(tiny) -> None:
                              ("original_probe", "original_mate", "inpainted_probe", "inpainted_non_mate")),
                            REGION.astype(np.int64), {"m": item.maps["m"].astype(np.float32)}, item.name) for item in HAND]
     assert inpainting_game(tiny, items=grey, options=options).curves == inpainting_game(tiny, items=HAND, options=options).curves
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_last_step_takes_exactly_the_positive_pixels(seed: int) -> None:
+    # float sums in another order (np.sum is pairwise) can exceed the running sum by an ulp: zero-mass
+    # pixels must still stay out (half of these seeds would let them in with such a total).
+    rng = np.random.default_rng(seed)
+    values = rng.random((64, 64)) * (rng.random((64, 64)) < 0.5)
+    region = np.zeros((64, 64), bool)
+    region[:8] = True
+    quad = _Quadruplet(seed, "", np.zeros((64, 64, 3), np.float32), np.zeros((64, 64, 3), np.float32), region, {})
+    plan = _plan(values, quad, InpaintingGameOptions(tau=TAU))
+    assert plan.counts[-1] == np.count_nonzero(values) and plan.counts[0] == 0
+    assert (np.diff(plan.counts) >= 0).all()
+    assert plan.false_positives[-1] == np.count_nonzero(values[8:])
 
 
 def test_a_map_without_positive_values_never_changes_the_probe(tiny) -> None:

@@ -72,7 +72,7 @@ from faceaudit.methods.common import Progress, check_int, check_passes, chunk_si
 from faceaudit.metrics.common import GamePoint, GameResult, PointSink
 from faceaudit.metrics.thresholds import Threshold, check_scores, threshold_at_fpr
 
-__all__ = ["InpaintingGameOptions", "InpaintingItem", "inpainting_game"]
+__all__ = ["InpaintingGameOptions", "InpaintingItem", "inpainting_game", "sr_at_far"]
 
 GAME = "inpainting_game"
 RANDOM, ORACLE = "random", "oracle"
@@ -328,8 +328,9 @@ def _plan(values: np.ndarray, quad: _Quadruplet, options: InpaintingGameOptions)
     ties = np.random.default_rng([options.seed, quad.index, 0]).permutation(mass.size)
     order = np.lexsort((ties, -mass))
     ordered = mass[order]
-    before = np.concatenate([[0.0], np.cumsum(ordered)[:-1]])  # mass strictly before each pixel of the order
-    total = float(ordered.sum())
+    running = np.cumsum(ordered)
+    before = np.concatenate([[0.0], running[:-1]])  # mass strictly before each pixel of the order
+    total = float(running[-1])  # the same sums: a zero-mass pixel's `before` equals it exactly, never below
     if total > 0:
         counts = np.searchsorted(before * steps, np.arange(steps + 1) * total, side="left")
     else:
