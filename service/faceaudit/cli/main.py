@@ -5,6 +5,11 @@
     faceaudit explain --model M.onnx --image FACE.png --method NAME [--target K | --mate M.png [--non-mate N.png]]
                       [method options] [--landmarks L.json | --landmark-model L.onnx] --out DIR
     faceaudit cms --model M.onnx --images DIR [--target K] [--landmarks L.json | --landmark-model L.onnx] --out DIR
+    faceaudit audit [--model M.onnx --dataset DIR [--methods a,b] [--games x,y] --out DIR]   (no arguments: the demo)
+    faceaudit gate --baseline AUDIT|M.onnx --candidate AUDIT|M.onnx --policy POLICY.yaml [--dataset DIR]
+                   [--markdown FILE] [--junit FILE]
+    faceaudit serve [--port P] [--metrics-port P] [--model-repository DIR] [--max-batch N] [--max-queue-delay-ms MS]
+                    [--token-file F] [--tls-cert C --tls-key K]   (flags fall back to FACEAUDIT_* variables)
 
 Spec flags override what a spec file next to the model (MODEL.spec.yaml|yml|json) says, which
 overrides what the graph reveals. Errors print one line naming the field and exit with status 2.
@@ -16,10 +21,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from faceaudit.cli.audit import add_audit_arguments, cmd_audit
 from faceaudit.cli.cms import add_cms_arguments, cmd_cms
 from faceaudit.cli.explain import add_explain_arguments, cmd_explain
+from faceaudit.cli.gate import add_gate_arguments, cmd_gate
 from faceaudit.cli.model_args import add_model_arguments
 from faceaudit.cli.models import cmd_inspect, cmd_score
+from faceaudit.cli.serve import add_serve_arguments, cmd_serve
 from faceaudit.errors import FaceAuditError
 
 
@@ -44,6 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(cms, positional=False)
     add_cms_arguments(cms)
     cms.set_defaults(run=cmd_cms)
+    audit = commands.add_parser("audit", help="model-level audit over a dataset (no arguments: the bundled demo)")
+    add_audit_arguments(audit)
+    audit.set_defaults(run=cmd_audit)
+    gate = commands.add_parser("gate", help="compare a candidate audit (or model) with a baseline under a policy; "
+                                            "exit 1 on a regression")
+    add_gate_arguments(gate)
+    gate.set_defaults(run=cmd_gate)
+    serve = commands.add_parser("serve", help="run the gRPC service (flags fall back to FACEAUDIT_* environment variables)")
+    add_serve_arguments(serve)
+    serve.set_defaults(run=cmd_serve)
     return parser
 
 
