@@ -155,6 +155,12 @@ def test_far_is_zero_while_a_region_map_has_region_pixels_left(tiny) -> None:
     fraction = np.array(result.curves["leaky"]["mask_fraction"])
     assert fraction[72] < 4 / 16 and fraction[73] == 4 / 16
     assert result.summary["exact"]["sr_at_far_0.01"] == 1.0
+    assert not any("differs from the original" in note for note in result.notes)
+    outside = IP.copy()
+    outside[3, 3] = 0  # IP now differs from OP outside the region too
+    result = inpainting_game(tiny, items=[InpaintingItem(OP, OP, outside, IP, REGION, name="leak")],
+                             options=InpaintingGameOptions(tau=TAU, steps=2))
+    assert any("differs from the original outside the region" in note and "leak" in note for note in result.notes)
 
 
 def test_uint8_and_grey_faces_and_a_0_1_region_give_the_same_game(tiny) -> None:

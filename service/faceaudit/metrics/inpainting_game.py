@@ -454,6 +454,11 @@ def _notes(quads: list[_Quadruplet], failed: dict[str, np.ndarray], dropped: np.
     notes.append("masks take pixels by descending positive map value until the step's share of the map's positive "
                  "mass; FAR = mask pixels outside the region / pixels outside it, pooled over quadruplets; "
                  "sr_at_far_<t> = highest SR among the points with FAR ≤ t (no interpolation)")
+    leaky = [q.name or f"items[{q.index}]" for q, drop in zip(quads, dropped, strict=True)
+             if not drop and ((q.probe != q.inpainted).any(axis=2) & ~q.region).any()]
+    if leaky:
+        notes.append(f"{len(leaky)} played quadruplet(s) have an inpainted probe that differs from the original "
+                     f"outside the region, so no mask inside it gives the inpainted probe: {', '.join(leaky[:10])}")
     for name, row in zip(series, plans, strict=True):
         empty = sum(1 for plan in row if plan.counts[-1] == 0)
         if empty:
