@@ -6,7 +6,8 @@ Items (InpaintingItem, not GameItem):
     (H, W) mask on the probe, and the compared methods' maps over OP (contrastive: OM as mate, IN as
     non-mate; larger = more important). GameItem carries one image and one target, and a quadruplet
     has two probes (OP is blended towards IP), hence a type of its own. faceaudit.demo.quadruplet
-    makes exact ones (its probe_region is the region).
+    makes exact ones (its probe_region is the region). Where IP differs from OP outside the region,
+    no mask inside it yields IP; such played quadruplets are named in the notes.
 Filter (Wang et al. 2025, §4.4, eqs. 7–8), cosines of the model's embeddings, match = cos ≥ τ:
     keep iff cos(OP, OM) ≥ τ and cos(OP, IN) < τ      (7)
          and cos(IP, IN) ≥ τ and cos(IP, OM) < τ      (8)
