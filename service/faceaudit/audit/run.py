@@ -15,7 +15,8 @@ audit.json (schema "faceaudit.audit/1"; map files are relative to the audit.json
     groups{value: count}, ignored_columns}, options{cms, methods{name: {...}}, games{name: {...}}},
     cms{overall{file, images}, groups{value: {file, images}}, group_differences{"<a>_vs_<b>":
     {file, one_minus_correlation, l1}}, region_mass (with regions)}, methods{name: {images,
-    forward_passes, seconds, region_mass (with regions)}}, games{name: GameResult.to_dict()},
+    forward_passes, seconds, region_mass (with regions)}}, games{name: GameResult.to_dict() + seconds},
+    games_skipped{name: reason} (default games that refused the data),
     images[{row, name, group, label, files{image, <method>: {npy, png}}}], cache{hits, misses},
     notes[...]
 Ground truth (datasets with a `region` column): a method's region_mass is the mean over images of
@@ -31,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import platform
+import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,6 +47,7 @@ import faceaudit
 from faceaudit.audit.cache import MapCache
 from faceaudit.audit.cms_groups import cms_section, positive_mass
 from faceaudit.audit.dataset import Dataset, load_dataset
+from faceaudit.audit.game_inputs import GameInputs, why_not
 from faceaudit.audit.inputs import Face, Inputs
 from faceaudit.engine.prepare import PreparedModel, prepare
 from faceaudit.errors import InvalidRequest
@@ -53,7 +56,6 @@ from faceaudit.methods.cms import CmsAccumulator
 from faceaudit.methods.common import Progress, options_from
 from faceaudit.methods.registry import black_box_methods, explain, get_method
 from faceaudit.methods.saliency_map import SaliencyMap
-from faceaudit.metrics.common import GameItem
 from faceaudit.metrics.registry import evaluate, games_for, get_game
 from faceaudit.models import load_model, resolve_spec
 from faceaudit.models.graph import quantised_operators
@@ -70,6 +72,7 @@ class Plan:
     cms: CisOptions
     methods: dict[str, Any]  # name → options object
     games: dict[str, Any]  # name → options object
+    explicit_games: bool  # named by the caller: a game that refuses the data is an error, not a skip
 
 
 def run_audit(model: PreparedModel | str | Path, dataset: Dataset | str | Path, out: str | Path, *,
@@ -80,7 +83,8 @@ def run_audit(model: PreparedModel | str | Path, dataset: Dataset | str | Path, 
 
     `model` is a PreparedModel, or a model path resolved with `spec` (loose spec values) and run
     with default runtime options. `methods` defaults to DEFAULT_METHODS, `games` to every game that
-    applies to the model and the dataset. `options` maps "cms" to CIS options, "methods" and
+    applies to the model and the dataset (`audit.game_inputs`); the sanity check checks the audit's
+    methods unless its options name others. `options` maps "cms" to CIS options, "methods" and
     "games" to {name: options}. `progress(done, total, phase)` counts images ("cms and maps"), then each
     game's forward passes (phase: the game's name).
     """
@@ -97,7 +101,8 @@ def run_audit(model: PreparedModel | str | Path, dataset: Dataset | str | Path, 
     stats = {name: {"images": 0, "forward_passes": 0, "seconds": 0.0} for name in plan.methods}
     region_mass: dict[str, list[float]] = {name: [] for name in plan.methods}
     canonical_region = np.zeros(inputs.shape)
-    items, images = [], []
+    played = GameInputs(model.spec.require("kind"))
+    images = []
     for done, face in enumerate(inputs.faces(), start=1):
         cis_map = _cached(cache, model, "cis", plan.cms, face, lambda f=face: cis(
             model, image=f.image, target=f.cms_target, options=plan.cms, correspondence=f.correspondence))
@@ -123,20 +128,26 @@ def run_audit(model: PreparedModel | str | Path, dataset: Dataset | str | Path, 
                 region_mass[name].append(_share_inside(result.values, face.region))
         if face.region is not None:
             canonical_region += face.correspondence.to_canonical(face.region.astype(np.float64))
-        items.append(GameItem(image=face.image, target=face.target, maps=maps, region=face.region, name=face.entry.name))
+        played.add(face, maps)
         images.append({"row": face.entry.row, "name": face.entry.name, "group": face.entry.group,
                        "label": _label(face), "files": files})
         if progress is not None:
             progress(done, len(data.entries), "cms and maps")
     cms, cms_maps = cms_section(overall, groups, out / "maps", inputs.backdrop())
-    has_regions = all(item.region is not None for item in items)
-    if has_regions:
-        cms["region_mass"] = _weighted_share(cms_maps["overall"].values, canonical_region / len(items))
+    if all(e.region is not None for e in data.entries):
+        cms["region_mass"] = _weighted_share(cms_maps["overall"].values, canonical_region / len(data.entries))
         for name in plan.methods:
             stats[name]["region_mass"] = float(np.mean(region_mass[name]))
-    results = {}
+    results, skipped = {}, {}
     for name, game_options in plan.games.items():
-        results[name] = evaluate(model, name, items=items, options=game_options, progress=progress).to_dict()
+        started = time.perf_counter()
+        try:
+            result = evaluate(model, name, options=game_options, progress=progress, **played.inputs(name))
+            results[name] = {**result.to_dict(), "seconds": time.perf_counter() - started}
+        except InvalidRequest as exc:
+            if plan.explicit_games:
+                raise
+            skipped[name] = str(exc)  # a default game the data cannot support (e.g. no impostor pair)
     document = {
         "schema": SCHEMA,
         "faceaudit_version": faceaudit.__version__,
@@ -153,6 +164,7 @@ def run_audit(model: PreparedModel | str | Path, dataset: Dataset | str | Path, 
         "cms": {**cms, "frame": "canonical" if data.has_landmarks else "input", "target": _cms_target(model)},
         "methods": stats,
         "games": results,
+        "games_skipped": skipped,
         "images": images,
         "cache": {"hits": cache.hits, "misses": cache.misses},
         "notes": _notes(model, data),
@@ -189,7 +201,7 @@ def _plan(model: PreparedModel, data: Dataset, methods: Sequence[str] | None, ga
         if kind not in get_method(name).kinds:
             raise InvalidRequest("methods", f"{name} does not explain {kind} models")
     method_options = _per_name(options.get("methods"), "methods", names)
-    applicable = [g for g in games_for(kind) if _applies(g, data)]
+    applicable = [g for g in games_for(kind) if why_not(g, kind, data) is None]
     if games is None:
         chosen = applicable
     else:
@@ -197,12 +209,19 @@ def _plan(model: PreparedModel, data: Dataset, methods: Sequence[str] | None, ga
         for name in chosen:
             if name not in applicable:
                 raise InvalidRequest("games", f"{name} cannot be played on this model and dataset "
-                                              f"({_why_not(name, kind, data)}); applicable: {', '.join(applicable) or 'none'}")
+                                              f"({why_not(name, kind, data)}); applicable: {', '.join(applicable) or 'none'}")
     game_options = _per_name(options.get("games"), "games", chosen)
+    methods_options = {n: options_from(get_method(n).options, method_options.get(n)) for n in dict.fromkeys(names)}
+    if "sanity_check" in chosen and "methods" not in game_options.get("sanity_check", {}):
+        # Check the audit's own methods, with the audit's options for them, unless told otherwise.
+        game_options["sanity_check"] = {**game_options.get("sanity_check", {}), "methods": tuple(methods_options),
+                                        "method_options": methods_options}
+    cms = options.get("cms")
     return Plan(
-        cms=options_from(CisOptions, options.get("cms")) if not isinstance(options.get("cms"), CisOptions) else options["cms"],
-        methods={n: options_from(get_method(n).options, method_options.get(n)) for n in dict.fromkeys(names)},
+        cms=cms if isinstance(cms, CisOptions) else options_from(CisOptions, cms),
+        methods=methods_options,
         games={n: options_from(get_game(n).options, game_options.get(n)) for n in dict.fromkeys(chosen)},
+        explicit_games=games is not None,
     )
 
 
@@ -216,22 +235,6 @@ def _per_name(values: Any, field: str, names: list[str]) -> dict[str, Any]:
             raise InvalidRequest(f"options.{field}", f"options given for {name!r}, which this audit does not run "
                                                      f"({', '.join(names)})")
     return dict(values)
-
-
-def _applies(game: str, data: Dataset) -> bool:
-    entry = get_game(game)
-    if entry.inputs != {"items"}:
-        return False  # games with inputs of their own (pairs, quadruplets) are not built from a manifest here
-    return "region" not in entry.needs or all(e.region is not None for e in data.entries)
-
-
-def _why_not(game: str, kind: str, data: Dataset) -> str:
-    entry = get_game(game)
-    if kind not in entry.kinds:
-        return f"it is played on {' and '.join(sorted(entry.kinds))} models"
-    if "region" in entry.needs:
-        return "it needs a 'region' column filled on every row"
-    return f"it needs {', '.join(sorted(entry.inputs))}, which an audit dataset does not give"
 
 
 def _cached(cache: MapCache, model: PreparedModel, method: str, options: Any, face: Face, compute: Any) -> SaliencyMap:

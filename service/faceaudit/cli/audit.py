@@ -32,7 +32,10 @@ from faceaudit.metrics.registry import GAMES
 DEMO_OUT = "faceaudit-demo"
 DEMO_MODELS = Path(__file__).resolve().parents[1] / "demo" / "models"
 # CIS on the 64-px demo faces: the paper's 15-px patch at 112 px scaled to 64 px, a 2-px stride.
-DEMO_CMS = {"patch": 8, "stride": 2}
+# Games with coarser sweeps than their defaults, so that the demo takes seconds, not minutes.
+DEMO_OPTIONS = {"cms": {"patch": 8, "stride": 2},
+                "games": {"hiding_game": {"steps": 25}, "deletion": {"steps": 32}, "insertion": {"steps": 32},
+                          "sanity_check": {"methods": "gradient", "every": 4}}}
 
 
 def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,7 +82,7 @@ def _demo(args: argparse.Namespace) -> int:
     written = []
     for name, write, group in (("attribute", write_attribute_dataset, "skin"), ("embedding", write_embedding_dataset, None)):
         data = write(out / "data" / name)
-        path = run_audit(DEMO_MODELS / f"{name}.onnx", data.parent, out / name, options=_options(args.option, DEMO_CMS),
+        path = run_audit(DEMO_MODELS / f"{name}.onnx", data.parent, out / name, options=_options(args.option, DEMO_OPTIONS),
                          progress=None if args.quiet else ProgressBar(f"demo {name}"), group_column=group)
         written.append((path, write_report(path)))
     _print(args, written, time.perf_counter() - started)
@@ -95,9 +98,12 @@ def _names(raw: str | None, field: str) -> list[str] | None:
     return names
 
 
-def _options(items: list[str], cms: dict[str, Any] | None = None) -> dict[str, Any]:
-    """--option NAME.KEY=VALUE as {"cms": {...}, "methods": {...}, "games": {...}}."""
-    options: dict[str, Any] = {"cms": dict(cms or {}), "methods": {}, "games": {}}
+def _options(items: list[str], defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """--option NAME.KEY=VALUE as {"cms": {...}, "methods": {...}, "games": {...}}, over `defaults`."""
+    defaults = defaults or {}
+    options: dict[str, Any] = {"cms": dict(defaults.get("cms", {})), "methods": {}, "games": {}}
+    for section in ("methods", "games"):
+        options[section] = {name: dict(values) for name, values in defaults.get(section, {}).items()}
     for item in items:
         left, sep, value = item.partition("=")
         name, dot, key = left.strip().partition(".")

@@ -18,9 +18,20 @@ from faceaudit.errors import InvalidRequest
 from faceaudit.methods.common import Progress, options_from
 from faceaudit.metrics.common import GameResult, PointSink
 from faceaudit.metrics.confidence import ConfidenceOptions, confidence
+from faceaudit.metrics.deletion import DeletionOptions, deletion
+from faceaudit.metrics.hiding_game import HidingGameOptions, hiding_game
+from faceaudit.metrics.insertion import InsertionOptions, insertion
+from faceaudit.metrics.invariance import InvarianceOptions, invariance
+from faceaudit.metrics.layer_verification import LayerVerificationOptions, layer_verification
+from faceaudit.metrics.pointing_game import PointingGameOptions, pointing_game
+from faceaudit.metrics.sanity_check import SanityCheckOptions, sanity_check
 
 BOTH = frozenset({"classifier", "embedding"})
+EMBEDDING = frozenset({"embedding"})
 ITEMS = frozenset({"items"})
+IMAGES = frozenset({"images"})
+PAIRS = frozenset({"images", "pairs", "genuine"})
+REGION = frozenset({"region"})
 
 
 @dataclass(frozen=True)
@@ -31,12 +42,20 @@ class Game:
     inputs: frozenset[str]  # keyword inputs of the game function besides model, options, on_point, progress
     kinds: frozenset[str]  # model kinds the game is played on
     needs: frozenset[str] = frozenset()  # what every item must carry besides maps, e.g. "region"
+    maps: bool = True  # whether the game judges saliency maps (False: an analysis of the model's features)
 
 
 GAMES: dict[str, Game] = {
     g.name: g
     for g in (
+        Game("hiding_game", hiding_game, HidingGameOptions, ITEMS, BOTH),
+        Game("deletion", deletion, DeletionOptions, ITEMS, BOTH),
+        Game("insertion", insertion, InsertionOptions, ITEMS, BOTH),
         Game("confidence", confidence, ConfidenceOptions, ITEMS, BOTH),
+        Game("pointing_game", pointing_game, PointingGameOptions, ITEMS, BOTH, REGION),
+        Game("sanity_check", sanity_check, SanityCheckOptions, ITEMS, BOTH),
+        Game("layer_verification", layer_verification, LayerVerificationOptions, PAIRS, BOTH, maps=False),
+        Game("invariance", invariance, InvarianceOptions, IMAGES, BOTH, maps=False),
     )
 }
 
