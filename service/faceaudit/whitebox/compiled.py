@@ -1,0 +1,591 @@
+"""The backward pass compiled to ONNX: forward and backward in one onnxruntime run, in float32.
+
+For a SignalGraph path (source → score) and a signal kind, `compile_backward` appends to the
+instrumented model one small ONNX subgraph per node, walking the path in reverse exactly as
+backward.py does, and returns a model with two inputs (the model input and the seed at the score)
+and two outputs (the score and the signal at the source). The rules mirror rules/*.py:
+
+    Conv            gradient: ConvTranspose(g, W) with the Conv's geometry (pads, strides, dilations,
+                    groups; output_padding so the result has the input's exact size)
+                    excitation: x ⊙ ConvTranspose(p ⊘ Conv(x, W⁺), W⁺), 0/0 := 0 by Where(Equal(den, 0))
+    Gemm, MatMul    g Wᵀ;  x ⊙ (p ⊘ x W⁺) W⁺ᵀ                      (constant W = α·op(B))
+    Add/Sub/Mul/Div a constant: the elementwise scale c (±1, c, 1/c), summed over broadcast axes;
+                    Add of two tensors: g to both; excitation splits p by a⁺, b⁺ (rules.linear.add_tensors)
+    BatchNorm       the per-channel scale γ/√(var + ε)
+    Relu, PRelu, LeakyRelu, Clip, Sigmoid: Where masks (gradient, guided, deconv); excitation passes p
+    MaxPool         the forward node's Indices output, ScatterElements(reduction="add") to the winners
+    Global/AveragePool  Expand of g/n; AveragePool: depthwise ConvTranspose with a ones kernel of g/count
+    Flatten, Reshape, Squeeze, Unsqueeze, Identity, Dropout, Cast: Reshape to Shape(x); Transpose: inverse
+    Concat          Slice per input;  Softmax, LpNormalization: their Jacobians (excitation passes p)
+
+Supported signals: gradient, guided, deconv, excitation. Anything else (another signal, an
+operator or attribute combination without a compiled rule, opset < 13, non-float32 tensors)
+raises NotCompilable; `run_backward` then runs the numpy engine (backward.py), the reference,
+and says which engine produced the signal. It never returns a compiled result it cannot vouch
+for: a non-finite compiled signal is recomputed by the numpy engine too.
+
+May touch: whitebox (dataflow, rules' geometry helpers, backward as the fallback), engine runtime
+options and ScoringStats; nothing outside the instrumented model it is given.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from faceaudit.engine.prepare import PreparedModel
+from faceaudit.engine.runtime import available_cpus
+from faceaudit.engine.scorer import ScoringStats
+from faceaudit.errors import FaceAuditError
+from faceaudit.whitebox.backward import backward, operator_label
+from faceaudit.whitebox.instrument import Instrumented
+from faceaudit.whitebox.rules import NodeContext
+from faceaudit.whitebox.rules.windows import WindowMean, window
+from faceaudit.whitebox.signals import Signal, is_excitation
+
+COMPILED_SIGNALS: tuple[Signal, ...] = ("gradient", "guided", "deconv", "excitation")
+SEED = "faceaudit_seed"  # (B, K) at the score: the seed, or the one-hot the softmax seed is built from
+CACHED_BACKWARDS = 8  # per model: (instrumentation, signal, source) combinations kept
+
+
+class NotCompilable(Exception):
+    """Internal: this path has no compiled backward; the caller runs the numpy engine instead."""
+
+
+class Emitter:
+    """Collects the backward nodes and initializers, with fresh names and the model's opset."""
+
+    def __init__(self, taken: set[str], opset: int) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.opset = opset
+        self._taken = taken
+        self._zero: str | None = None
+
+    def fresh(self, base: str) -> str:
+        name, i = f"bw_{base}", 1
+        while name in self._taken:
+            name, i = f"bw_{base}_{i}", i + 1
+        self._taken.add(name)
+        return name
+
+    def op(self, op_type: str, inputs: list[str], **attrs: Any) -> str:
+        out = self.fresh(op_type.lower())
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, **attrs))
+        return out
+
+    def const(self, value: np.ndarray | float, base: str = "c") -> str:
+        array = np.asarray(value)
+        array = array.astype(np.int64 if np.issubdtype(array.dtype, np.integer) else np.float32)
+        name = self.fresh(base)
+        self.initializers.append(numpy_helper.from_array(array, name))
+        return name
+
+    def zero(self) -> str:
+        if self._zero is None:
+            self._zero = self.const(np.float32(0.0), "zero")
+        return self._zero
+
+    def safe_divide(self, numerator: str, denominator: str) -> str:
+        """numerator / denominator with x/0 := 0 (EBP's 0/0 := 0), broadcasting as numpy does."""
+        is_zero = self.op("Equal", [denominator, self.zero()])
+        return self.op("Where", [is_zero, self.zero(), self.op("Div", [numerator, denominator])])
+
+    def reduce_sum(self, x: str, axes: list[int], keepdims: bool) -> str:
+        return self.op("ReduceSum", [x, self.const(np.array(axes, dtype=np.int64), "axes")], keepdims=int(keepdims))
+
+    def reduce_l2(self, x: str, axes: list[int]) -> str:
+        if self.opset >= 18:
+            return self.op("ReduceL2", [x, self.const(np.array(axes, dtype=np.int64), "axes")], keepdims=1)
+        return self.op("ReduceL2", [x], axes=axes, keepdims=1)
+
+    def reshape_like(self, g: str, like: str) -> str:
+        return self.op("Reshape", [g, self.op("Shape", [like])])
+
+    def unbroadcast(self, g: str, g_shape: tuple[int, ...], shape: tuple[int, ...]) -> str:
+        """The adjoint of broadcasting `shape` up to g_shape (signals.unbroadcast)."""
+        if tuple(g_shape) == tuple(shape):
+            return g
+        extra = len(g_shape) - len(shape)
+        if extra < 0:
+            raise NotCompilable("a signal of lower rank than its input")
+        axes = list(range(extra)) + [extra + i for i, (have, want) in enumerate(zip(g_shape[extra:], shape))
+                                     if want == 1 and have != 1]
+        if 0 in axes:  # the batch axis is never summed: a computed input always carries it
+            raise NotCompilable("an input without the batch axis")
+        reduced = self.reduce_sum(g, axes, keepdims=True) if axes else g
+        return self.op("Reshape", [reduced, self.const(np.array([0, *shape[1:]], dtype=np.int64), "shape")])
+
+
+@dataclass(frozen=True)
+class Node:
+    """What a compiled rule reads: the node, its numpy context (geometry, constants), value shapes."""
+
+    proto: onnx.NodeProto
+    ctx: NodeContext
+    shapes: Mapping[str, tuple[int, ...]]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.shapes[name]
+
+    @property
+    def x(self) -> str:
+        return self.proto.input[0]
+
+    @property
+    def y(self) -> str:
+        return self.proto.output[0]
+
+
+Compiled = dict[int, str]
+CompiledRule = Callable[[Emitter, Node, str, Signal], Compiled]
+
+
+def _geometry_attrs(node: Node, kernel: tuple[int, ...]) -> dict[str, Any]:
+    """ConvTranspose attributes that undo the window geometry of `node` onto its input's exact size."""
+    geometry = window(node.ctx, kernel)
+    pads_end, output_padding = [], []
+    for n, o, s, k, d, b in zip(geometry.in_size, geometry.out_size, geometry.strides, kernel,
+                                geometry.dilations, geometry.begin, strict=True):
+        surplus = s * (o - 1) + (k - 1) * d + 1 - b - n  # what ConvTranspose would produce beyond the input
+        if surplus >= 0:
+            pads_end.append(surplus)
+            output_padding.append(0)
+        elif -surplus < s:
+            pads_end.append(0)
+            output_padding.append(-surplus)
+        else:
+            raise NotCompilable("window geometry without a ConvTranspose equivalent")
+    return {"strides": list(geometry.strides), "dilations": list(geometry.dilations), "kernel_shape": list(kernel),
+            "pads": [*geometry.begin, *pads_end], "output_padding": output_padding}
+
+
+def _window_attrs(node: Node) -> dict[str, Any]:
+    keep = ("auto_pad", "pads", "strides", "dilations", "group", "kernel_shape")
+    return {a.name: helper.get_attribute_value(a) for a in node.proto.attribute if a.name in keep}
+
+
+def _linear(em: Emitter, node: Node, grad: str, signal: Signal, forward: Callable[[str], str],
+            transpose: Callable[[str], str], forward_pos: Callable[[str], str],
+            transpose_pos: Callable[[str], str]) -> str:
+    """The signal into x of y = A x: Aᵀg, or x ⊙ A⁺ᵀ(p ⊘ A⁺x) for excitation (rules.linear.linear_signal)."""
+    if signal == "excitation":
+        return em.op("Mul", [node.x, transpose_pos(em.safe_divide(grad, forward_pos(node.x)))])
+    return transpose(grad)
+
+
+def conv(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    weight = node.ctx.weight(1, "kernel")
+    group = int(node.ctx.attr("group", 1))
+    attrs = _geometry_attrs(node, weight.shape[2:])
+
+    def back(g: str, w: np.ndarray) -> str:
+        return em.op("ConvTranspose", [g, em.const(w, "kernel")], group=group, **attrs)
+
+    positive = np.maximum(weight, 0.0)
+    return {0: _linear(
+        em, node, grad, signal, forward=lambda x: x, transpose=lambda g: back(g, weight),
+        forward_pos=lambda x: em.op("Conv", [x, em.const(positive, "kernel_pos")], **_window_attrs(node)),
+        transpose_pos=lambda g: back(g, positive))}
+
+
+def _dense(em: Emitter, node: Node, grad: str, signal: Signal, weight: np.ndarray) -> str:
+    """y = x @ W with W (in, out) constant."""
+    positive = np.maximum(weight, 0.0)
+    return _linear(em, node, grad, signal, forward=lambda x: x,
+                   transpose=lambda g: em.op("MatMul", [g, em.const(weight.T, "weight_t")]),
+                   forward_pos=lambda x: em.op("MatMul", [x, em.const(positive, "weight_pos")]),
+                   transpose_pos=lambda g: em.op("MatMul", [g, em.const(positive.T, "weight_pos_t")]))
+
+
+def gemm(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    if node.ctx.attr("transA", 0):
+        raise NotCompilable("Gemm with transA")
+    b = node.ctx.weight(1, "B matrix")
+    weight = node.ctx.attr("alpha", 1.0) * (b.T if node.ctx.attr("transB", 0) else b)
+    return {0: _dense(em, node, grad, signal, weight)}
+
+
+def matmul(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    if not node.ctx.is_constant(1) or node.ctx.is_constant(0):
+        raise NotCompilable("MatMul other than x @ W")
+    weight = node.ctx.weight(1, "other factor")
+    if weight.ndim != 2 or len(node.shape(node.x)) < 2:
+        raise NotCompilable("MatMul with a batched or 1-D weight")
+    return {0: _dense(em, node, grad, signal, weight)}
+
+
+def _scale(em: Emitter, node: Node, index: int, grad: str, signal: Signal, factor: np.ndarray) -> str:
+    """Input `index` of y = broadcast(x · c) (rules.linear.Scale under linear_input(elementwise=True))."""
+    x = node.proto.input[index]
+    g_shape, x_shape = node.shape(node.y), node.shape(x)
+    if signal == "excitation":
+        positive = em.const(np.maximum(factor, 0.0), "scale_pos")
+        share = em.safe_divide(grad, em.op("Mul", [x, positive]))
+        return em.op("Mul", [x, em.unbroadcast(em.op("Mul", [share, positive]), g_shape, x_shape)])
+    scaled = grad if np.all(factor == 1.0) else em.op("Mul", [grad, em.const(factor, "scale")])
+    return em.unbroadcast(scaled, g_shape, x_shape)
+
+
+def arithmetic(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    op, ctx = node.proto.op_type, node.ctx
+    if not ctx.is_constant(0) and not ctx.is_constant(1):
+        if op != "Add":
+            raise NotCompilable(f"{op} of two computed tensors")
+        return add_tensors(em, node, grad, signal)
+    i = 0 if ctx.is_constant(1) else 1
+    constant = ctx.weight(1 - i, "constant operand")
+    if op == "Div" and i == 1:
+        raise NotCompilable("Div with a computed divisor")
+    if op == "Mul":
+        factor = constant
+    elif op == "Div":
+        factor = 1.0 / constant
+    else:
+        factor = np.asarray(-1.0 if op == "Sub" and i == 1 else 1.0)
+    return {i: _scale(em, node, i, grad, signal, factor)}
+
+
+def add_tensors(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    """Residual sums: g to both; excitation splits p by the positive parts (rules.linear.add_tensors)."""
+    a, b = node.proto.input[0], node.proto.input[1]
+    g_shape = node.shape(node.y)
+    if signal != "excitation":
+        return {0: em.unbroadcast(grad, g_shape, node.shape(a)), 1: em.unbroadcast(grad, g_shape, node.shape(b))}
+    a_pos, b_pos = em.op("Relu", [a]), em.op("Relu", [b])
+    share = em.safe_divide(grad, em.op("Add", [a_pos, b_pos]))
+    return {0: em.unbroadcast(em.op("Mul", [share, a_pos]), g_shape, node.shape(a)),
+            1: em.unbroadcast(em.op("Mul", [share, b_pos]), g_shape, node.shape(b))}
+
+
+def batch_normalization(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    ctx = node.ctx
+    if ctx.attr("training_mode", 0):
+        raise NotCompilable("training-mode BatchNormalization")
+    scale = ctx.weight(1, "scale") / np.sqrt(ctx.weight(4, "variance") + ctx.attr("epsilon", 1e-5))
+    factor = scale.reshape((-1,) + (1,) * (len(node.shape(node.x)) - 2))
+    return {0: _scale(em, node, 0, grad, signal, factor)}
+
+
+def _rectified(em: Emitter, node: Node, grad: str, signal: Signal, slope: str | None) -> str:
+    """activations.rectified: f(x) = x for x > 0, slope·x otherwise (slope None: Relu)."""
+    if is_excitation(signal):
+        return grad
+    other = em.zero() if slope is None else em.op("Mul", [grad, slope])
+    if signal == "deconv":
+        return em.op("Where", [em.op("Greater", [grad, em.zero()]), grad, other])
+    gradient = em.op("Where", [em.op("Greater", [node.x, em.zero()]), grad, other])
+    if signal == "guided":
+        return em.op("Where", [em.op("Greater", [grad, em.zero()]), gradient, em.zero()])
+    return gradient
+
+
+def relu(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    return {0: _rectified(em, node, grad, signal, None)}
+
+
+def leaky_relu(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    return {0: _rectified(em, node, grad, signal, em.const(np.float32(node.ctx.attr("alpha", 0.01)), "slope"))}
+
+
+def prelu(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    return {0: _rectified(em, node, grad, signal, em.const(node.ctx.weight(1, "slope"), "slope"))}
+
+
+def clip(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    ctx = node.ctx
+    low = float(ctx.weight(1, "min")) if ctx.has_input(1) else -np.inf
+    high = float(ctx.weight(2, "max")) if ctx.has_input(2) else np.inf
+    if is_excitation(signal):
+        return {0: grad}
+    inside = em.op("And", [em.op("Greater", [node.x, em.const(np.float32(low), "low")]),
+                           em.op("Less", [node.x, em.const(np.float32(high), "high")])])
+    gradient = em.op("Where", [inside, grad, em.zero()])
+    if low != 0.0 or signal == "gradient":
+        return {0: gradient}
+    if signal == "guided":
+        return {0: em.op("Where", [em.op("Greater", [grad, em.zero()]), gradient, em.zero()])}
+    return {0: em.op("Relu", [grad])}
+
+
+def sigmoid(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    if is_excitation(signal):
+        return {0: grad}
+    one_minus = em.op("Sub", [em.const(np.float32(1.0), "one"), node.y])
+    return {0: em.op("Mul", [grad, em.op("Mul", [node.y, one_minus])])}
+
+
+def max_pool(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    """Winner takes all (every signal): the forward MaxPool's Indices (flat over the whole input, the first
+    maximum on ties, as windows.max_pool) scatter the signal back, summed where windows overlap."""
+    if em.opset < 16 or node.ctx.attr("storage_order", 0):
+        raise NotCompilable("MaxPool before opset 16 (ScatterElements without reduction) or column-major")
+    if len(node.proto.output) > 1 and node.proto.output[1]:
+        indices = node.proto.output[1]
+    else:
+        indices = em.fresh("indices")
+        node.proto.output.append(indices)  # the forward node computes its winners' positions anyway
+    flat = em.const(np.array([-1], dtype=np.int64), "flat")
+    size = em.op("Reshape", [em.op("Size", [node.x]), flat])
+    zeros = em.op("ConstantOfShape", [size], value=helper.make_tensor("z", TensorProto.FLOAT, [1], [0.0]))
+    scattered = em.op("ScatterElements", [zeros, em.op("Reshape", [indices, flat]), em.op("Reshape", [grad, flat])],
+                      axis=0, reduction="add")
+    return {0: em.reshape_like(scattered, node.x)}
+
+
+def global_average_pool(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    n = float(np.prod(node.shape(node.x)[2:]))
+    share = em.safe_divide(grad, node.y) if signal == "excitation" else grad
+    back = em.op("Expand", [em.op("Mul", [share, em.const(np.float32(1.0 / n), "inverse")]), em.op("Shape", [node.x])])
+    return {0: em.op("Mul", [node.x, back]) if signal == "excitation" else back}
+
+
+def average_pool(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    """Σ_window x / count: the transpose scatters g/count with a depthwise ones kernel."""
+    kernel = tuple(node.ctx.attr("kernel_shape"))
+    geometry = window(node.ctx, kernel)
+    count = WindowMean(geometry, node.shape(node.x), bool(node.ctx.attr("count_include_pad", 0))).count
+    inverse = np.divide(1.0, count, out=np.zeros_like(count), where=count != 0)
+    channels = node.shape(node.x)[1]
+    ones = em.const(np.ones((channels, 1, *kernel)), "ones")
+    attrs = _geometry_attrs(node, kernel)
+    share = em.safe_divide(grad, node.y) if signal == "excitation" else grad
+    scaled = em.op("Mul", [share, em.const(inverse, "inverse_count")])
+    back = em.op("ConvTranspose", [scaled, ones], group=channels, **attrs)
+    return {0: em.op("Mul", [node.x, back]) if signal == "excitation" else back}
+
+
+def reshape(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    if node.proto.op_type == "Cast" and node.ctx.attr("to") != TensorProto.FLOAT:
+        raise NotCompilable("Cast to another type than float32")
+    return {0: em.reshape_like(grad, node.x)}
+
+
+def transpose(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    rank = len(node.shape(node.x))
+    perm = node.ctx.attr("perm") or list(reversed(range(rank)))
+    return {0: em.op("Transpose", [grad], perm=[int(i) for i in np.argsort(perm)])}
+
+
+def concat(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    rank = len(node.shape(node.y))
+    axis = int(node.ctx.attr("axis")) % rank
+    sizes = [node.shape(name)[axis] for name in node.proto.input]
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    axes = em.const(np.array([axis], dtype=np.int64), "axes")
+    return {i: em.op("Slice", [grad, em.const(bounds[i : i + 1], "start"), em.const(bounds[i + 1 : i + 2], "end"), axes])
+            for i in range(len(sizes))}
+
+
+def softmax(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    if is_excitation(signal):
+        return {0: grad}
+    rank = len(node.shape(node.y))
+    axis = int(node.ctx.attr("axis", -1)) % rank
+    weighted = em.reduce_sum(em.op("Mul", [node.y, grad]), [axis], keepdims=True)
+    return {0: em.op("Mul", [node.y, em.op("Sub", [grad, weighted])])}
+
+
+def lp_normalization(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    if is_excitation(signal):
+        return {0: grad}
+    if int(node.ctx.attr("p", 2)) != 2:
+        raise NotCompilable("LpNormalization with p = 1")
+    axis = int(node.ctx.attr("axis", -1)) % len(node.shape(node.y))
+    along = em.op("Mul", [node.y, em.reduce_sum(em.op("Mul", [node.y, grad]), [axis], keepdims=True)])
+    return {0: em.op("Div", [em.op("Sub", [grad, along]), em.reduce_l2(node.x, [axis])])}
+
+
+COMPILED_RULES: Mapping[str, CompiledRule] = {
+    "Conv": conv, "Gemm": gemm, "MatMul": matmul,
+    "Add": arithmetic, "Sub": arithmetic, "Mul": arithmetic, "Div": arithmetic,
+    "BatchNormalization": batch_normalization,
+    "Relu": relu, "LeakyRelu": leaky_relu, "PRelu": prelu, "Clip": clip, "Sigmoid": sigmoid,
+    "MaxPool": max_pool, "GlobalAveragePool": global_average_pool, "AveragePool": average_pool,
+    "Flatten": reshape, "Reshape": reshape, "Squeeze": reshape, "Unsqueeze": reshape, "Identity": reshape,
+    "Dropout": reshape, "Cast": reshape, "Transpose": transpose, "Concat": concat,
+    "Softmax": softmax, "LpNormalization": lp_normalization,
+}
+
+
+def compile_backward(wb: Instrumented, values: Mapping[str, np.ndarray], signal: Signal, source: str, *,
+                     softmax_seed: bool) -> onnx.ModelProto:
+    """The instrumented model plus the backward pass from its score to `source`, as one ONNX model.
+
+    Inputs: the model input and SEED (B, K). Outputs: the score and the signal at `source`.
+    `values` holds one instrumented run (only the shapes and the dtypes are read: shapes other than
+    the batch axis are fixed by the model). With `softmax_seed` SEED is the one-hot e_k and the graph
+    builds the gradient seed of softmax(z)_k itself, y_k (e_k − y) (Instrumented.seed).
+    """
+    if signal not in COMPILED_SIGNALS:
+        raise NotCompilable(f"signal {signal}")
+    graph = wb.graph
+    if graph.opset < 13:
+        raise NotCompilable("opset below 13")
+    nodes, carrying = graph.path(source)
+    if source not in carrying:
+        raise NotCompilable("the score does not depend on the source")
+    if any(name in values and values[name].dtype != np.float32 for name in carrying):
+        raise NotCompilable("a tensor on the path is not float32")
+    model = onnx.ModelProto()
+    model.CopyFrom(wb.proto)
+    taken = {t.name for t in model.graph.initializer} | {n for node in model.graph.node for n in [*node.input, *node.output]}
+    em = Emitter(taken, graph.opset)
+    shapes = {name: tuple(np.shape(value)) for name, value in {**values, **graph.constants}.items()}
+    by_output = {node.output[0]: node for node in model.graph.node if node.output}
+    seed = em.reshape_like(_seed(em, graph.score, softmax_seed), graph.score)
+    arriving: dict[str, list[str]] = {graph.score: [seed]}
+    for original in reversed(nodes):
+        proto = by_output[original.output[0]]  # the copy: MaxPool may gain its Indices output
+        rule = COMPILED_RULES.get(operator_label(proto))
+        if rule is None:
+            raise NotCompilable(f"operator {operator_label(proto)}")
+        if any(name in arriving for name in proto.output[1:] if name):
+            raise NotCompilable(f"{proto.op_type} with a used second output")
+        if proto.output[0] not in arriving:
+            raise NotCompilable(f"{proto.op_type} whose first output carries no signal")
+        grad = _accumulate(em, arriving.pop(proto.output[0]))
+        try:
+            sent = rule(em, Node(proto, NodeContext(proto, values, graph.constants, graph.opset), shapes), grad, signal)
+        except FaceAuditError as exc:  # the numpy engine reports it (or computes what this rule cannot)
+            raise NotCompilable(str(exc)) from exc
+        for index, name in enumerate(proto.input):
+            if name in carrying:
+                if index not in sent:
+                    raise NotCompilable(f"{proto.op_type} passes no signal to input {index}")
+                arriving.setdefault(name, []).append(sent[index])
+    result = em.op("Identity", [_accumulate(em, arriving[source])])
+    model.graph.node.extend(em.nodes)
+    model.graph.initializer.extend(em.initializers)
+    model.graph.input.append(helper.make_tensor_value_info(SEED, TensorProto.FLOAT, ["batch", "width"]))
+    del model.graph.output[:]
+    model.graph.output.extend([
+        helper.make_tensor_value_info(graph.score, TensorProto.FLOAT, [None] * len(shapes[graph.score])),
+        helper.make_tensor_value_info(result, TensorProto.FLOAT, [None] * len(shapes[source])),
+    ])
+    return model
+
+
+def _seed(em: Emitter, score: str, softmax_seed: bool) -> str:
+    if not softmax_seed:
+        return SEED
+    y = em.op("Softmax", [em.op("Flatten", [score], axis=1)], axis=1)
+    y_k = em.reduce_sum(em.op("Mul", [y, SEED]), [1], keepdims=True)
+    return em.op("Mul", [y_k, em.op("Sub", [SEED, y])])
+
+
+def _accumulate(em: Emitter, parts: list[str]) -> str:
+    """A tensor read by several nodes sums what each sends back (backward.py)."""
+    return parts[0] if len(parts) == 1 else em.op("Sum", parts)
+
+
+class CompiledBackward:
+    """An onnxruntime session of a compiled model: (inputs, seed) → (score, signal), batch by batch."""
+
+    def __init__(self, proto: onnx.ModelProto, wb: Instrumented, signal: Signal, softmax_seed: bool, width: int
+                 ) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = wb.session.threads or available_cpus()
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 4
+        providers = [wb.session.provider] + (["CPUExecutionProvider"] if wb.session.provider != "CPUExecutionProvider"
+                                             else [])
+        try:
+            self._session = ort.InferenceSession(proto.SerializeToString(), options, providers=providers)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises untyped errors; the numpy engine still works
+            raise NotCompilable(f"onnxruntime refused the compiled graph: {exc}") from exc
+        self._outputs = [v.name for v in proto.graph.output]
+        self.wb, self.signal, self.softmax_seed, self.width = wb, signal, softmax_seed, width
+
+    def run(self, inputs: np.ndarray, seed: np.ndarray) -> tuple[np.ndarray, np.ndarray, ScoringStats]:
+        """Score (B, ...) and signal at the source (B, ...) for model inputs (B, ...) and seeds (B, K)."""
+        started = time.perf_counter()
+        session = self.wb.session
+        step, scores, signals, batches = session.max_batch, [], [], 0
+        for i in range(0, len(inputs), step):
+            chunk, rows = inputs[i : i + step], seed[i : i + step].astype(np.float32)
+            n, size = len(chunk), session.padded_size(len(chunk)) if session.fixed_batch else len(chunk)
+            if n < size:  # a model that only runs at its fixed batch size
+                chunk = np.concatenate([chunk, np.zeros((size - n, *chunk.shape[1:]), chunk.dtype)])
+                rows = np.concatenate([rows, np.zeros((size - n, *rows.shape[1:]), rows.dtype)])
+            score, signal = self._session.run(self._outputs, {self.wb.graph.input_name: chunk, SEED: rows})
+            scores.append(score[:n])
+            signals.append(signal[:n])
+            batches += 1
+        stats = ScoringStats(images=len(inputs), batches=batches, runtime_seconds=time.perf_counter() - started,
+                             provider=session.provider)
+        return np.concatenate(scores), np.concatenate(signals), stats
+
+
+@dataclass(frozen=True)
+class BackwardRun:
+    """The signal at the source (float64), the score of each image (B, K) and which engine computed them."""
+
+    signal: np.ndarray
+    score: np.ndarray
+    stats: ScoringStats
+    engine: str  # "onnxruntime" or "numpy"
+    fallback: str = ""  # why the numpy engine ran, when it did
+
+
+def run_backward(model: PreparedModel, wb: Instrumented, inputs: np.ndarray, signal: Signal,
+                 class_index: int | np.ndarray | None, source: str | None = None) -> BackwardRun:
+    """Forward and backward for model inputs (B, ...): compiled when the path compiles, else the numpy engine.
+
+    The compiled model is built on the first call for (instrumentation, signal, source) from that
+    call's instrumented run and kept in model.derived; a path that does not compile is remembered too.
+    """
+    source = source or wb.graph.input_name
+    key = ("compiled_backward", id(wb), signal, source)
+    entry = model.derived.get(key)
+    if entry is not None and entry[0] is wb:
+        model.derived[key] = model.derived.pop(key)  # most recently used last
+        compiled, reason = entry[1], entry[2]
+        if compiled is not None:
+            result = _compiled_run(compiled, wb, inputs, class_index)
+            if result is not None:
+                return result
+            reason = "the compiled signal was not finite"
+        return _numpy_run(wb, wb.forward(inputs), signal, class_index, source, reason)
+    acts = wb.forward(inputs)
+    softmax_seed = wb.softmax and signal != "excitation" and not wb.similarity
+    try:
+        compiled: CompiledBackward | None = CompiledBackward(
+            compile_backward(wb, acts.values, signal, source, softmax_seed=softmax_seed), wb, signal, softmax_seed,
+            int(np.prod(np.shape(acts.values[wb.graph.score])[1:])))
+        reason = ""
+    except NotCompilable as exc:
+        compiled, reason = None, str(exc)
+    model.derived[key] = (wb, compiled, reason)
+    stale = [k for k in model.derived if isinstance(k, tuple) and k[0] == "compiled_backward"][:-CACHED_BACKWARDS]
+    for old in stale:
+        del model.derived[old]
+    return _numpy_run(wb, acts, signal, class_index, source, reason or "first map of this path (compiled from it)")
+
+
+def _compiled_run(compiled: CompiledBackward, wb: Instrumented, inputs: np.ndarray,
+                  class_index: int | np.ndarray | None) -> BackwardRun | None:
+    # Instrumented.seed reads only the score's shape here; the softmax seed is built in the graph from e_k.
+    seed_signal = "excitation" if compiled.softmax_seed else compiled.signal
+    seed = wb.seed({wb.graph.score: np.zeros((len(inputs), compiled.width))}, seed_signal, class_index)
+    score, signal, stats = compiled.run(inputs, seed)
+    if not (np.isfinite(signal).all() and np.isfinite(score).all()):
+        return None
+    return BackwardRun(signal.astype(np.float64), score.reshape(len(score), -1), stats, "onnxruntime")
+
+
+def _numpy_run(wb: Instrumented, acts: Any, signal: Signal, class_index: int | np.ndarray | None, source: str,
+               reason: str) -> BackwardRun:
+    values = acts.values
+    seed = wb.seed(values, signal, class_index)
+    at_source = backward(wb.graph, values, seed, signal, source=source)[source]
+    score = np.asarray(values[wb.graph.score]).reshape(len(values[wb.graph.score]), -1)
+    return BackwardRun(at_source, score, acts.stats, "numpy", reason)
