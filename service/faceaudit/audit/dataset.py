@@ -16,7 +16,8 @@ decoded later, by the audit. The manifest (`manifest.csv` by default, UTF-8, one
     region                optional mask image (non-zero = inside): a ground-truth region of the image
                           (pointing game; the inpainted region of a quadruplet)
     inpainted_probe,      optional image paths: with `image` (original probe), `mate` (original mate)
-    inpainted_non_mate    and `region` they form an inpainting-game quadruplet
+    inpainted_non_mate    and `region` they form an inpainting-game quadruplet; the row's non-mate is
+                          then its inpainted non-mate (a `non_mate` cell must be empty or the same)
 
 Landmarks are ten numeric columns rather than a JSON string so that spreadsheets and pandas write
 them without quoting. Other columns are ignored (and listed). Every error names the column and the
@@ -108,7 +109,7 @@ class Dataset:
         count = len(self.entries)
         for i, entry in enumerate(self.entries):
             following = [self.entries[(i + k) % count] for k in range(1, count)]
-            mate, non_mate = entry.mate, entry.non_mate
+            mate, non_mate = entry.mate, entry.non_mate or entry.inpainted_non_mate
             if mate is None:
                 if entry.identity is None:
                     raise InvalidRequest(self.field(entry, "mate"), "an embedding audit needs a 'mate' image or an "
@@ -216,6 +217,9 @@ def _entry(root: Path, manifest: str, row: int, cells: dict[str, str], columns: 
             if values[column] is None:
                 raise InvalidRequest(field(column), "is empty: a quadruplet row needs mate, region, inpainted_probe "
                                                     "and inpainted_non_mate")
+        if values["non_mate"] not in (None, values["inpainted_non_mate"]):
+            raise InvalidRequest(field("non_mate"), "must be empty or the inpainted_non_mate: a quadruplet's maps "
+                                                    "are contrastive against its inpainted non-mate")
     name = values["image"].relative_to(root).as_posix()  # type: ignore[union-attr]
     return Entry(row=row, name=name, **values)  # type: ignore[arg-type]
 

@@ -39,6 +39,7 @@ class Face:
     correspondence: Correspondence
     landmarks: np.ndarray | None  # (5, 2) on the model-sized image
     region: np.ndarray | None  # (H, W) bool on the model-sized image
+    inpainted: tuple[np.ndarray, np.ndarray] | None = None  # quadruplet rows: inpainted probe and non-mate
 
 
 class Inputs:
@@ -78,7 +79,11 @@ class Inputs:
             scale = np.array([image.shape[1] / original.shape[1], image.shape[0] / original.shape[0]])
             landmarks = (entry.landmarks + 0.5) * scale - 0.5
         region = None if entry.region is None else self.mask(entry.region, self.dataset.field(entry, "region"))
-        return Face(entry, image, target, cms_target, self.correspond(image, landmarks), landmarks, region)
+        inpainted = None
+        if entry.inpainted_probe is not None and entry.inpainted_non_mate is not None:
+            inpainted = (self.load(entry.inpainted_probe, self.dataset.field(entry, "inpainted_probe")),
+                         self.load(entry.inpainted_non_mate, self.dataset.field(entry, "inpainted_non_mate")))
+        return Face(entry, image, target, cms_target, self.correspond(image, landmarks), landmarks, region, inpainted)
 
     def load(self, path: Path, field: str) -> np.ndarray:
         return fit_to_model(read_image(path, field=field).astype(np.float32), self.model.spec)

@@ -142,6 +142,8 @@ def run_audit(model: PreparedModel | str | Path, dataset: Dataset | str | Path, 
     for name, game_options in plan.games.items():
         started = time.perf_counter()
         try:
+            if name == "inpainting_game":
+                game_options = plan.games[name] = played.inpainting_options(model, game_options)
             result = evaluate(model, name, options=game_options, progress=progress, **played.inputs(name))
             results[name] = {**result.to_dict(), "seconds": time.perf_counter() - started}
         except InvalidRequest as exc:

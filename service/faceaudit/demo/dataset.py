@@ -10,7 +10,8 @@ script never uses, so the same seed always writes the same files. Writes only in
   both groups hold both classes; `region` = the cue mask (where the cue is or would be drawn);
   landmarks = the renderer's exact five points.
 - embedding dataset (for embedding.onnx): inpainting-game quadruplets from doppelganger
-  identities (`demo.inpainting.quadruplet`): `image` = original probe, `mate` = original mate,
+  identities, built as `demo.inpainting.quadruplet` does (`doppelganger`, four renders, `swap_part`)
+  but with a swapped skin's tone chosen far from the original: `image` = original probe, `mate` = original mate,
   `inpainted_probe`, `inpainted_non_mate` (also the row's `non_mate`), `region` = the swapped
   part's mask in the probe, landmarks of the original probe.
 """
@@ -26,15 +27,21 @@ from PIL import Image
 
 from faceaudit.audit.dataset import LANDMARK_COLUMNS, MANIFEST
 from faceaudit.demo.faces import render
-from faceaudit.demo.inpainting import quadruplet
-from faceaudit.demo.params import SKIN_TONES, FaceParams, Part, attribute_cue, sample_identity, sample_nuisance
+from faceaudit.demo.inpainting import swap_part
+from faceaudit.demo.params import (
+    SKIN_TONES, FaceParams, Part, attribute_cue, doppelganger, sample_identity, sample_nuisance,
+)
 from faceaudit.errors import InvalidRequest
 from faceaudit.methods.common import check_int
 
 SIZE = 64  # the demo models' input size
 STREAM_ATTRIBUTE, STREAM_EMBEDDING = 100, 101  # beyond the training script's streams 0-6
 SKIN_GROUPS = {"light": SKIN_TONES[:3], "dark": SKIN_TONES[3:]}
-SWAPPED_PARTS: tuple[Part, ...] = ("eyes", "nose", "mouth", "brows")  # parts that the embedding model sees
+# Swapped parts: the ones whose change turns a face into a non-mate for the demo embedding model
+# (cosine to the original ≈ 0.4 for skin, 0.6 for hair; 0.85-0.93 for brows, eyes, nose, mouth,
+# which it still matches at any threshold below its genuine ≈ 0.93). A swapped skin takes the
+# palette tone farthest from the original's, so that the non-mate is clearly another face.
+SWAPPED_PARTS: tuple[Part, ...] = ("skin", "hair")
 
 
 def write_attribute_dataset(folder: str | Path, *, identities: int = 12, seed: int = 0) -> Path:
@@ -59,7 +66,7 @@ def write_attribute_dataset(folder: str | Path, *, identities: int = 12, seed: i
     return _manifest(root, ["image", "class", "identity", "skin", "region", *LANDMARK_COLUMNS], rows)
 
 
-def write_embedding_dataset(folder: str | Path, *, quadruplets: int = 8, seed: int = 0) -> Path:
+def write_embedding_dataset(folder: str | Path, *, quadruplets: int = 12, seed: int = 0) -> Path:
     """`quadruplets` rows of inpainting-game quadruplets; the swapped part cycles over SWAPPED_PARTS."""
     check_int("quadruplets", quadruplets, 1, 10_000)
     root = _folder(folder)
@@ -69,16 +76,21 @@ def write_embedding_dataset(folder: str | Path, *, quadruplets: int = 8, seed: i
         identity, part = sample_identity(rng), SWAPPED_PARTS[k % len(SWAPPED_PARTS)]
         probe, mate = sample_nuisance(rng), sample_nuisance(rng)
         seeds = (int(rng.integers(2**31)), int(rng.integers(2**31)))
-        quad = quadruplet(identity, part, probe, mate, rng, size=SIZE, seeds=seeds)
-        landmarks = render(FaceParams(identity, probe), SIZE, seed=seeds[0]).landmarks5
+        other = doppelganger(identity, part, rng)
+        if part == "skin":
+            far = max(SKIN_TONES, key=lambda tone: np.abs(np.subtract(tone, identity.skin.tone)).sum())
+            other = dataclasses.replace(other, skin=dataclasses.replace(other.skin, tone=far))
+        op, ip = (render(FaceParams(who, probe), SIZE, seed=seeds[0]) for who in (identity, other))
+        om, in_ = (render(FaceParams(who, mate), SIZE, seed=seeds[1]) for who in (identity, other))
+        inpainted_probe, region = swap_part(op, ip, part)
         stem = f"{k:04d}_{part}"
-        inpainted_non_mate = _png(root, f"inpainted/{stem}_non_mate.png", quad.inpainted_non_mate)
-        rows.append({"image": _png(root, f"faces/{stem}_probe.png", quad.original_probe), "identity": f"id{k:04d}",
-                     "part": part, "mate": _png(root, f"faces/{stem}_mate.png", quad.mate),
+        inpainted_non_mate = _png(root, f"inpainted/{stem}_non_mate.png", swap_part(om, in_, part)[0])
+        rows.append({"image": _png(root, f"faces/{stem}_probe.png", op.image), "identity": f"id{k:04d}",
+                     "part": part, "mate": _png(root, f"faces/{stem}_mate.png", om.image),
                      "non_mate": inpainted_non_mate,
-                     "inpainted_probe": _png(root, f"inpainted/{stem}_probe.png", quad.inpainted_probe),
+                     "inpainted_probe": _png(root, f"inpainted/{stem}_probe.png", inpainted_probe),
                      "inpainted_non_mate": inpainted_non_mate,
-                     "region": _png(root, f"masks/{stem}.png", quad.probe_region), **_landmarks(landmarks)})
+                     "region": _png(root, f"masks/{stem}.png", region), **_landmarks(op.landmarks5)})
     columns = ["image", "identity", "part", "mate", "non_mate", "inpainted_probe", "inpainted_non_mate", "region",
                *LANDMARK_COLUMNS]
     return _manifest(root, columns, rows)

@@ -20,6 +20,7 @@ from faceaudit.metrics.common import GameResult, PointSink
 from faceaudit.metrics.confidence import ConfidenceOptions, confidence
 from faceaudit.metrics.deletion import DeletionOptions, deletion
 from faceaudit.metrics.hiding_game import HidingGameOptions, hiding_game
+from faceaudit.metrics.inpainting_game import InpaintingGameOptions, inpainting_game
 from faceaudit.metrics.insertion import InsertionOptions, insertion
 from faceaudit.metrics.invariance import InvarianceOptions, invariance
 from faceaudit.metrics.layer_verification import LayerVerificationOptions, layer_verification
@@ -32,6 +33,7 @@ ITEMS = frozenset({"items"})
 IMAGES = frozenset({"images"})
 PAIRS = frozenset({"images", "pairs", "genuine"})
 REGION = frozenset({"region"})
+QUADRUPLETS = frozenset({"quadruplets"})
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ GAMES: dict[str, Game] = {
         Game("insertion", insertion, InsertionOptions, ITEMS, BOTH),
         Game("confidence", confidence, ConfidenceOptions, ITEMS, BOTH),
         Game("pointing_game", pointing_game, PointingGameOptions, ITEMS, BOTH, REGION),
+        Game("inpainting_game", inpainting_game, InpaintingGameOptions, ITEMS, EMBEDDING, QUADRUPLETS),
         Game("sanity_check", sanity_check, SanityCheckOptions, ITEMS, BOTH),
         Game("layer_verification", layer_verification, LayerVerificationOptions, PAIRS, BOTH, maps=False),
         Game("invariance", invariance, InvarianceOptions, IMAGES, BOTH, maps=False),
