@@ -1,0 +1,160 @@
+"""End-to-end audits on a planted model: audit.json schema, CMS maths per group, restart from the cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy.ndimage import binary_dilation
+
+import faceaudit.audit.run as run_module
+from faceaudit.audit.run import run_audit
+from faceaudit.errors import InvalidRequest
+from faceaudit.methods.cis import CisOptions, cis
+from faceaudit.methods.common import ExplainTarget
+from faceaudit.testing.zoo import planted_region_classifier
+from tests.conftest import prepared
+
+BOX = (8, 16, 20, 28)  # the zoo model's default planted box (top, bottom, left, right)
+CMS = {"patch": 4, "stride": 2}
+GROUPS = ["a", "b", "a", "b", "a"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return prepared(planted_region_classifier(), {"kind": "classifier", "output_type": "probabilities"})
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    folder = tmp_path / "data"
+    (folder / "faces").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    region = np.zeros((32, 32), np.uint8)
+    region[BOX[0]:BOX[1], BOX[2]:BOX[3]] = 255
+    Image.fromarray(region).save(folder / "box.png")
+    lines = ["image,class,group,region"]
+    for i, group in enumerate(GROUPS):
+        Image.fromarray(rng.integers(40, 255, (32, 32, 3), dtype=np.uint8)).save(folder / "faces" / f"{i}.png")
+        lines.append(f"faces/{i}.png,{i % 3},{group},box.png")
+    (folder / "manifest.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+def _audit(model, dataset: Path, out: Path, **kwargs) -> dict:
+    options = {"cms": CMS, **kwargs.pop("options", {})}
+    chosen = {"methods": ["gradient", "occlusion"], "games": ["pointing_game", "hiding_game"], **kwargs}
+    path = run_audit(model, dataset, out, options=options, **chosen)
+    assert path == out / "audit.json"
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_audit_json_keys_and_files(model, dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    audit = _audit(model, dataset, out)
+    assert audit["schema"] == "faceaudit.audit/1"
+    for key in ("faceaudit_version", "created", "versions", "model", "dataset", "options", "cms", "methods", "games"):
+        assert key in audit
+    assert set(audit["versions"]) >= {"python", "numpy", "onnx", "onnxruntime"}
+    assert set(audit["model"]) >= {"name", "path", "sha256", "kind", "spec"} and audit["model"]["kind"] == "classifier"
+    assert audit["model"]["sha256"] == model.loaded.sha256
+    data = audit["dataset"]
+    assert data["images"] == 5 and data["group_column"] == "group" and data["groups"] == {"a": 3, "b": 2}
+    assert len(data["manifest_sha256"]) == 64
+    cms = audit["cms"]
+    assert cms["overall"] == {"file": "maps/cms.npy", "images": 5}
+    assert cms["groups"] == {"a": {"file": "maps/cms_a.npy", "images": 3}, "b": {"file": "maps/cms_b.npy", "images": 2}}
+    assert set(cms["group_differences"]) == {"a_vs_b"}
+    assert set(cms["group_differences"]["a_vs_b"]) >= {"file", "one_minus_correlation", "l1"}
+    for name in ("gradient", "occlusion"):
+        assert set(audit["methods"][name]) >= {"images", "forward_passes", "seconds"}
+        assert audit["methods"][name]["images"] == 5
+    assert audit["methods"]["occlusion"]["forward_passes"] > audit["methods"]["gradient"]["forward_passes"] == 5
+    assert set(audit["games"]) == {"pointing_game", "hiding_game"}
+    for game in audit["games"].values():
+        assert set(game) >= {"game", "x_label", "x", "curves", "summary", "options", "forward_passes", "notes"}
+    for image in audit["images"]:
+        for files in (v for k, v in image["files"].items() if k != "image"):
+            assert (out / files["npy"]).is_file() and (out / files["png"]).is_file()
+    assert (out / cms["group_differences"]["a_vs_b"]["file"]).is_file()
+
+
+def test_cms_per_group_and_differences_as_documented(model, dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    audit = _audit(model, dataset, out, games=[])
+    # Independent: CIS maps computed here, one per image, averaged by hand.
+    maps = []
+    for i in range(len(GROUPS)):
+        image = np.asarray(Image.open(dataset / "faces" / f"{i}.png"), dtype=np.float32)
+        maps.append(cis(model, image=image, target=ExplainTarget(class_index=i % 3), options=CisOptions(**CMS)).values)
+    maps = np.array(maps, dtype=np.float64)
+    in_a = np.array([g == "a" for g in GROUPS])
+    expected = {"cms": maps.mean(0), "cms_a": maps[in_a].mean(0), "cms_b": maps[~in_a].mean(0)}
+    for stem, values in expected.items():
+        np.testing.assert_allclose(np.load(out / "maps" / f"{stem}.npy"), values, rtol=1e-5, atol=1e-7)
+    a, b = expected["cms_a"], expected["cms_b"]
+    difference = audit["cms"]["group_differences"]["a_vs_b"]
+    np.testing.assert_allclose(np.load(out / difference["file"]), a - b, rtol=1e-5, atol=1e-7)
+    assert difference["one_minus_correlation"] == pytest.approx(1 - np.corrcoef(a.ravel(), b.ravel())[0, 1], rel=1e-5)
+    pa, pb = np.maximum(a, 0) / np.maximum(a, 0).sum(), np.maximum(b, 0) / np.maximum(b, 0).sum()
+    assert difference["l1"] == pytest.approx(np.abs(pa - pb).sum(), rel=1e-5)  # maps are float32
+    # Planted ground truth: only pixels in the box move the scores, so every CIS drop is recorded in
+    # windows that overlap the box, whose pixels lie less than a patch from it; the gradient is zero outside it.
+    box = np.zeros((32, 32), bool)
+    box[BOX[0]:BOX[1], BOX[2]:BOX[3]] = True
+    near = binary_dilation(box, structure=np.ones((3, 3), bool), iterations=CMS["patch"] - 1)
+    assert near.mean() < 0.25
+    positive = np.maximum(expected["cms"], 0)
+    assert positive[near].sum() == pytest.approx(positive.sum())
+    assert audit["methods"]["gradient"]["region_mass"] == pytest.approx(1.0)
+    assert audit["cms"]["region_mass"] == pytest.approx(positive[box].sum() / positive.sum())
+
+
+def test_restart_reuses_cached_images(model, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out"
+    calls = {"cis": 0, "explain": 0}
+
+    def counting(name, function):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(run_module, "cis", counting("cis", run_module.cis))
+    monkeypatch.setattr(run_module, "explain", counting("explain", run_module.explain))
+    first = _audit(model, dataset, out, games=[])
+    assert calls == {"cis": 5, "explain": 10} and first["cache"] == {"hits": 0, "misses": 15}
+    second = _audit(model, dataset, out, games=[])
+    assert calls == {"cis": 5, "explain": 10} and second["cache"] == {"hits": 15, "misses": 0}
+    np.testing.assert_array_equal(np.load(out / "maps" / "cms.npy"), np.load(out / "maps" / "cms.npy"))
+    assert second["methods"] == first["methods"]  # costs of cached maps are their recorded costs
+    # A crash after two images: their entries survive, the rest are recomputed.
+    entries = sorted((out / "cache").rglob("*.npz"))
+    for entry in entries[2:]:
+        entry.unlink()
+    third = _audit(model, dataset, out, games=[])
+    assert third["cache"] == {"hits": 2, "misses": 13} and calls["cis"] + calls["explain"] == 15 + 13
+    # Other options are another key: nothing is reused.
+    fourth = _audit(model, dataset, out, games=[], options={"methods": {"occlusion": {"patch": 5}}})
+    assert fourth["cache"] == {"hits": 10, "misses": 5}
+
+
+def test_bad_requests_name_the_field(model, dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        _audit(model, dataset, tmp_path / "o", games=["inpainting_game"])
+    assert caught.value.field == "games"
+    with pytest.raises(InvalidRequest) as caught:
+        _audit(model, dataset, tmp_path / "o", games=[], options={"nonsense": {}})
+    assert caught.value.field == "options"
+    with pytest.raises(InvalidRequest) as caught:
+        _audit(model, dataset, tmp_path / "o", games=[], options={"methods": {"rise": {}}})
+    assert caught.value.field == "options.methods"
+    with pytest.raises(InvalidRequest) as caught:
+        _audit(model, dataset, tmp_path / "o", methods=["xface"], games=[])
+    assert caught.value.field == "methods"
+    with pytest.raises(InvalidRequest) as caught:
+        run_audit(model, dataset, tmp_path / "o", group_column="skin")
+    assert caught.value.field == "group_column"
