@@ -287,8 +287,8 @@ class Client:
         summary = None
         with self._stream(self._audit.Audit, request, timeout) as events:
             for event in events:
-                if event.HasField("summary"):
-                    summary = from_struct(event.summary, numbers=True)
+                if event.HasField("summary"):  # plain JSON already: audit.json holds no NaN or inf
+                    summary = from_struct(event.summary)
                 elif progress is not None:
                     progress(event.progress.done, event.progress.total, event.progress.phase)
         if summary is None:

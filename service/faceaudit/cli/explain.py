@@ -1,4 +1,8 @@
-"""`faceaudit explain`: one saliency map of one face, saved as .npy, .json and a PNG overlay."""
+"""`faceaudit explain`: one saliency map of one face, saved as .npy, .json and a PNG overlay.
+
+With --server HOST:PORT the map is computed by a faceaudit server (faceaudit_client) and saved
+here exactly as a local map is.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +17,15 @@ import numpy as np
 from faceaudit.cli.alignment_args import add_alignment_arguments, canonical_backdrop, correspondence_source
 from faceaudit.cli.model_args import open_model
 from faceaudit.cli.progress import ProgressBar
+from faceaudit.cli.remote import add_remote_arguments, connect, progress_bar, refuse_local_flags, remote_model
 from faceaudit.engine.prepare import PreparedModel, prepare
 from faceaudit.errors import InvalidRequest
 from faceaudit.images.io import fit_to_model, load_image, read_image
 from faceaudit.methods.common import ExplainTarget, predicted_class
 from faceaudit.methods.registry import METHODS, explain, get_method
+from faceaudit.methods.saliency_map import SaliencyMap
+from faceaudit.models.spec import ModelSpec
+from faceaudit_client import Pair
 
 # Method options that have a flag of their own; any other goes through --option KEY=VALUE.
 OPTION_FLAGS = ("patch", "stride", "fill", "masks", "cells", "keep", "seed", "mode", "chunk", "layer")
@@ -45,6 +53,7 @@ def add_explain_arguments(parser: argparse.ArgumentParser) -> None:
     add_alignment_arguments(parser)
     parser.add_argument("--out", required=True, help="folder for <image>.<method>.npy/.json/.png")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_remote_arguments(parser)
 
 
 def method_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -85,6 +94,8 @@ def output_folder(path: str) -> Path:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    if args.server is not None:
+        return explain_remotely(args)
     out = output_folder(args.out)
     loaded, spec, runtime = open_model(args)
     model = prepare(loaded, spec, runtime)
@@ -99,14 +110,44 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise InvalidRequest("landmarks", "only the canonical methods (cis, and the cms command) use landmarks")
     result = explain(model, args.method, image=image, target=target, options=method_options(args), progress=progress,
                      **context)
+    backdrop = image if result.frame == "input" else canonical_backdrop(args, result.values.shape)
+    return save_and_report(args, out, result, original, image, backdrop, spec.assumed_fields())
+
+
+def explain_remotely(args: argparse.Namespace) -> int:
+    """The same map computed by the server: the image file and targets are sent as encoded files."""
+    refuse_local_flags(args)
+    out = output_folder(args.out)
+    original = read_image(args.image, field="image")  # read here too: the backdrop and the warnings
+    with connect(args) as client:
+        model = remote_model(client, args)
+        if model.kind == "classifier":
+            if args.mate or args.non_mate:
+                raise InvalidRequest("mate", "a classifier is explained for a class (--target), not against a mate")
+            target = args.target
+        else:
+            if args.target is not None:
+                raise InvalidRequest("target", "an embedding model is explained against --mate, not a class index")
+            if not args.mate:
+                raise InvalidRequest("mate", "an embedding model needs --mate IMAGE (and optionally --non-mate IMAGE)")
+            target = Pair(Path(args.mate), Path(args.non_mate) if args.non_mate else None)
+        result = client.explain(model, Path(args.image), method=args.method, target=target,
+                                options=method_options(args), progress=progress_bar(args, Path(args.image).name))
+    image = fit_to_model(original.astype(np.float32), ModelSpec(height=model.height, width=model.width))
+    backdrop = image if result.frame == "input" else None
+    return save_and_report(args, out, result, original, image, backdrop, model.details.get("assumed_fields", []))
+
+
+def save_and_report(args: argparse.Namespace, out: Path, result: SaliencyMap, original: np.ndarray, image: np.ndarray,
+                    backdrop: np.ndarray | None, assumed_fields: list[str]) -> int:
+    """Write <image>.<method>.npy/.json/.png and print their paths (or the summary with --json)."""
     warnings = resize_warnings(original, image) + ([result.extra["warning"]] if "warning" in result.extra else [])
     result.extra["original_size"] = list(original.shape[:2])
-    backdrop = image if result.frame == "input" else canonical_backdrop(args, result.values.shape)
     paths = result.save(out, image=backdrop, stem=f"{Path(args.image).stem}.{result.method}")
     summary = {
         "method": result.method, "target": result.target, "forward_passes": result.forward_passes,
         "seconds": round(result.timings["total_s"], 3), "files": {k: str(v) for k, v in paths.items()},
-        "assumed_fields": spec.assumed_fields(), "warnings": warnings,
+        "assumed_fields": assumed_fields, "warnings": warnings,
         "extra": {k: v for k, v in result.extra.items() if k not in ("batch", "warning")},
     }
     if args.json:

@@ -1,0 +1,127 @@
+"""`--server HOST:PORT`: the CLI's commands run on a faceaudit server through faceaudit_client.
+
+Shared by `faceaudit explain` and `faceaudit audit`: connection flags, the model (a local ONNX file
+is uploaded with its spec; any other --model is a name on the server), flags that only apply
+locally, and the remote audit. Reads local files; writes only what a command's --out asks for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from faceaudit.cli.model_args import spec_values
+from faceaudit.cli.progress import ProgressBar
+from faceaudit.errors import InvalidRequest
+from faceaudit.models.spec import canonical_names, read_spec_file
+from faceaudit_client import Client, ModelInfo, NotFound
+
+
+def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("remote execution (a faceaudit server does the work)")
+    group.add_argument("--server", metavar="HOST:PORT", help="run on this faceaudit server instead of locally")
+    group.add_argument("--token-file", help="the server's bearer token (default: $FACEAUDIT_TOKEN, if set)")
+    group.add_argument("--tls-root", help="PEM root certificates of a TLS server (default: plaintext)")
+    group.add_argument("--timeout", type=float, help="seconds the remote call may take (default: no deadline)")
+
+
+def connect(args: argparse.Namespace) -> Client:
+    if ":" not in args.server or not args.server.rsplit(":", 1)[1].isdigit():
+        raise InvalidRequest("server", f"{args.server!r} is not HOST:PORT")
+    if args.timeout is not None and args.timeout <= 0:
+        raise InvalidRequest("timeout", f"{args.timeout} must be positive")
+    tls_root = None
+    if args.tls_root:
+        try:
+            tls_root = Path(args.tls_root).read_bytes()
+        except OSError as exc:
+            raise InvalidRequest("tls_root", f"cannot read {args.tls_root}: {exc.strerror or exc}") from exc
+    return Client(args.server, token=_token(args.token_file), tls_root=tls_root, timeout=args.timeout)
+
+
+def _token(path: str | None) -> str | None:
+    if not path:
+        return os.environ.get("FACEAUDIT_TOKEN", "").strip() or None
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidRequest("token_file", f"cannot read {path}: {exc}") from exc
+    if not token:
+        raise InvalidRequest("token_file", f"{path} is empty")
+    return token
+
+
+# Runtime flags choose how this machine would run the model; the server has its own (faceaudit serve).
+_LOCAL_ONLY = {"provider": "auto", "threads": None, "exact": False, "landmarks": None, "landmark_model": None}
+
+
+def refuse_local_flags(args: argparse.Namespace) -> None:
+    for name, default in _LOCAL_ONLY.items():
+        if getattr(args, name, default) != default:
+            raise InvalidRequest(name, f"--{name.replace('_', '-')} applies to local runs; with --server the server "
+                                       "decides (see faceaudit serve)")
+
+
+def remote_model(client: Client, args: argparse.Namespace) -> ModelInfo:
+    """--model as a local ONNX file (uploaded with its spec file and spec flags) or a name on the server."""
+    flags = spec_values(args)
+    path = Path(args.model)
+    if path.is_file():
+        if args.spec_file:  # --spec replaces the spec file next to the model, as locally
+            spec = {**read_spec_file(args.spec_file), **canonical_names(flags)}
+            return client.register_model(path.read_bytes(), path.stem, spec=spec)
+        return client.register_model(path, spec=flags)
+    if args.spec_file or flags:
+        spec = {**(read_spec_file(args.spec_file) if args.spec_file else {}), **canonical_names(flags)}
+        return client.register_from_repository(args.model, spec=spec)
+    try:
+        return client.get_model(args.model)
+    except NotFound:  # not registered yet: a model of the server's repository folder
+        return client.register_from_repository(args.model)
+
+
+def progress_bar(args: argparse.Namespace, label: str) -> ProgressBar | None:
+    return None if args.quiet else ProgressBar(label)
+
+
+def audit_remotely(args: argparse.Namespace, methods: list[str] | None, games: list[str] | None,
+                   options: dict[str, Any]) -> int:
+    """`faceaudit audit --server`: --dataset names a folder of the server's --dataset-repository.
+
+    Writes OUT/audit.json; the map files (and so report.html) stay on the server.
+    """
+    from faceaudit.cli.explain import output_folder  # here: cli.explain imports this module
+
+    refuse_local_flags(args)
+    if args.model is None or args.dataset is None:
+        raise InvalidRequest("model" if args.model is None else "dataset",
+                             "with --server give --model and --dataset (a folder of the server's dataset repository)")
+    if args.out is None:
+        raise InvalidRequest("out", "give the output folder with --out")
+    if args.manifest != "manifest.csv":
+        raise InvalidRequest("manifest", "with --server the dataset folder's manifest.csv is used")
+    out = output_folder(args.out)
+    started = time.perf_counter()
+    with connect(args) as client:
+        model = remote_model(client, args)
+        summary = client.audit(model, args.dataset, methods=methods or (), games=games or (), options=options,
+                               group_column=args.group_column, progress=progress_bar(args, model.name))
+    path = out / "audit.json"
+    path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    seconds = time.perf_counter() - started
+    brief = {"model": summary["model"]["name"], "images": summary["dataset"]["images"], "audit": str(path),
+             "methods": {name: m.get("forward_passes") for name, m in summary.get("methods", {}).items()},
+             "games": list(summary.get("games", {}))}
+    if args.json:
+        print(json.dumps({"seconds": round(seconds, 1), "server": args.server, "audits": [brief]}, indent=2))
+        return 0
+    print(f"{brief['model']}: {brief['images']} images (on {args.server})\n  audit:  {path}")
+    for name, passes in brief["methods"].items():
+        print(f"  {name}: {passes} forward passes")
+    print(f"  games: {', '.join(brief['games']) or 'none'}")
+    print(f"done in {seconds:.1f} s (report.html needs the map files, which stay on the server)")
+    return 0
