@@ -1,0 +1,65 @@
+"""`faceaudit audit --server`: audit.json of a server's dataset folder equals the local audit's numbers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from faceaudit.cli.main import main
+from faceaudit.demo.dataset import write_attribute_dataset
+
+from tests.clients.conftest import DEMO_MODELS
+from tests.server.conftest import start_server
+
+OPTIONS = ["--option", "cms.patch=16", "--option", "cms.stride=8", "--option", "occlusion.patch=16",
+           "--option", "occlusion.stride=16"]
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("datasets")
+    write_attribute_dataset(root / "faces", identities=2)
+    return root
+
+
+@pytest.fixture(scope="module")
+def auditing(datasets):
+    server = start_server(dataset_repository=datasets)
+    yield f"127.0.0.1:{server.port}"
+    server.stop(0)
+
+
+def test_remote_audit_writes_the_local_audit_json(auditing, datasets, tmp_path, capsys):
+    common = ["audit", "--quiet", "--methods", "occlusion", "--games", "confidence", "--group-column", "skin", *OPTIONS]
+    assert main([*common, "--model", str(DEMO_MODELS / "attribute.onnx"), "--dataset", str(datasets / "faces"),
+                 "--out", str(tmp_path / "local")]) == 0
+    capsys.readouterr()
+    assert main([*common, "--model", "attribute", "--dataset", "faces", "--out", str(tmp_path / "remote"),
+                 "--server", auditing, "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    local = json.loads((tmp_path / "local" / "audit.json").read_text())
+    remote = json.loads((tmp_path / "remote" / "audit.json").read_text())
+    assert printed["audits"][0]["audit"] == str(tmp_path / "remote" / "audit.json")
+    assert remote["dataset"]["path"] == "faces" and remote["model"]["name"] == "attribute"  # no server paths
+    for audit in (local, remote):
+        del audit["dataset"]["path"], audit["model"]["path"], audit["model"]["name"], audit["created"]
+    assert without_seconds(remote) == without_seconds(local)  # maps' numbers, CMS, games: all equal
+    assert not (tmp_path / "remote" / "report.html").exists()  # its map files stay on the server
+
+
+def test_the_demo_and_local_manifests_are_refused_remotely(auditing, tmp_path, capsys):
+    assert main(["audit", "--server", auditing, "--out", str(tmp_path)]) == 2
+    assert "model: with --server give --model and --dataset" in capsys.readouterr().err
+    assert main(["audit", "--server", auditing, "--model", "attribute", "--dataset", "missing", "--out", str(tmp_path),
+                 "--quiet"]) == 2
+    assert "NOT_FOUND: dataset" in capsys.readouterr().err
+
+
+def without_seconds(value):
+    if isinstance(value, dict):
+        return {k: without_seconds(v) for k, v in value.items() if k != "seconds"}
+    if isinstance(value, list):
+        return [without_seconds(v) for v in value]
+    return value
