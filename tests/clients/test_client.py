@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import math
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -20,8 +22,8 @@ from faceaudit.metrics.registry import evaluate
 from faceaudit.models import load_model, resolve_spec
 from faceaudit.testing import zoo
 from faceaudit_client import (
-    AlreadyExists, Client, InvalidArgument, Item, NotFound, Pair, ServiceError, Unauthenticated, array_to_tensor,
-    tensor_to_array,
+    AlreadyExists, Client, DeadlineExceeded, InvalidArgument, Item, NotFound, Pair, ServiceError, Unauthenticated,
+    Unavailable, array_to_tensor, tensor_to_array,
 )
 
 from tests.clients.conftest import DEMO_MODELS
@@ -216,5 +218,28 @@ def test_token_is_sent_as_bearer_metadata():
                 pytest.raises(Unauthenticated) as info:
             bad.list_models()
         assert info.value.code == grpc.StatusCode.UNAUTHENTICATED and isinstance(info.value, ServiceError)
+    finally:
+        server.stop(0)
+
+
+def test_a_deadline_stops_a_long_call_with_deadline_exceeded(client, identity, faces):
+    with pytest.raises(DeadlineExceeded) as info:  # 61 × 61 windows: far longer than 50 ms
+        client.explain(identity, faces[0], method="occlusion", target=0, options={"patch": 4, "stride": 1}, timeout=0.05)
+    assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert client.get_model(identity).sha256 == identity.sha256
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
+def test_tls_root_makes_the_channel_tls(tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost"], check=True, capture_output=True)
+    server = start_server(tls_cert=cert.read_bytes(), tls_key=key.read_bytes())
+    try:
+        with Client(f"localhost:{server.port}", tls_root=cert, timeout=10) as secure:
+            assert secure.list_models() == []
+        with Client(f"localhost:{server.port}", timeout=5) as plain, pytest.raises(Unavailable):
+            plain.list_models()
     finally:
         server.stop(0)
