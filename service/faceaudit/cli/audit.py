@@ -152,7 +152,7 @@ def _fixed(value: float | None) -> str:
 
 def _summary(path: Path, report: Path) -> dict[str, Any]:
     audit = json.loads(path.read_text(encoding="utf-8"))
-    return {"model": audit["model"]["name"], "images": audit["dataset"]["images"], "audit": str(path),
-            "report": str(report), "cms_region_mass": audit["cms"].get("region_mass"),
+    return {"model": audit["model"]["name"], "images": audit["dataset"]["images"], "audit": str(path.resolve()),
+            "report": str(report.resolve()), "cms_region_mass": audit["cms"].get("region_mass"),
             "group_differences": audit["cms"]["group_differences"], "methods": audit["methods"],
             "games": list(audit["games"])}
