@@ -99,7 +99,8 @@ def test_explain_all_is_image_major_and_prefixes_the_map_in_progress(client, ide
                               progress=lambda done, total, phase: phases.append(phase))
     assert [m.target["class_index"] for m in maps] == [0, 5, 0, 5]
     for k, saliency in enumerate(maps):
-        local = explain(local_identity, "gradient", image=faces[k // 2], target=ExplainTarget(class_index=[0, 5][k % 2]))
+        target = ExplainTarget(class_index=[0, 5][k % 2])
+        local = explain(local_identity, "gradient", image=faces[k // 2], target=target)
         np.testing.assert_array_equal(saliency.values, local.values)
     assert phases and phases[0].startswith("map 1/4: ") and any(p.startswith("map 4/4: ") for p in phases)
 
@@ -112,7 +113,8 @@ def test_an_exception_in_the_progress_callback_cancels_the_call_and_propagates(c
         raise Stop
 
     with pytest.raises(Stop):
-        client.explain(identity, faces[0], method="occlusion", target=0, options={"patch": 4, "stride": 1}, progress=stop)
+        client.explain(identity, faces[0], method="occlusion", target=0, options={"patch": 4, "stride": 1},
+                       progress=stop)
     assert client.get_model(identity).name == "identity"  # the server keeps serving
 
 
@@ -169,7 +171,8 @@ def test_evaluate_streams_every_point_and_returns_the_in_process_result(client):
     maps = [np.random.default_rng(i).random((32, 32)).astype(np.float32) for i in range(2)]
     points, progress = [], []
     result = client.evaluate("planted", "deletion", options={"steps": 4},
-                             items=[Item(f, target=1, maps={"mine": m}, name=str(i)) for i, (f, m) in enumerate(zip(faces, maps))],
+                             items=[Item(f, target=1, maps={"mine": m}, name=str(i))
+                                    for i, (f, m) in enumerate(zip(faces, maps))],
                              on_point=points.append, progress=lambda *a: progress.append(a))
     streamed = []
     local = evaluate(model, "deletion", options={"steps": 4}, on_point=streamed.append,
@@ -224,7 +227,8 @@ def test_token_is_sent_as_bearer_metadata():
 
 def test_a_deadline_stops_a_long_call_with_deadline_exceeded(client, identity, faces):
     with pytest.raises(DeadlineExceeded) as info:  # 61 × 61 windows: far longer than 50 ms
-        client.explain(identity, faces[0], method="occlusion", target=0, options={"patch": 4, "stride": 1}, timeout=0.05)
+        client.explain(identity, faces[0], method="occlusion", target=0, options={"patch": 4, "stride": 1},
+                       timeout=0.05)
     assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
     assert client.get_model(identity).sha256 == identity.sha256
 

@@ -42,8 +42,9 @@ TargetSource = Union[int, Pair, None]
 def array_to_tensor(array: np.ndarray) -> pb.Tensor:
     """float16 arrays travel as FLOAT16 (half the bytes), everything else as FLOAT32."""
     array = np.asarray(array)
-    dtype, code = (np.dtype("<f2"), pb.Tensor.FLOAT16) if array.dtype == np.float16 else (np.dtype("<f4"), pb.Tensor.FLOAT32)
-    values = np.ascontiguousarray(array, dtype=dtype)
+    half = array.dtype == np.float16
+    values = np.ascontiguousarray(array, dtype="<f2" if half else "<f4")
+    code = pb.Tensor.FLOAT16 if half else pb.Tensor.FLOAT32
     return pb.Tensor(dtype=code, shape=values.shape, data=values.tobytes())
 
 
@@ -63,7 +64,7 @@ def image_message(image: ImageSource, field: str = "image") -> pb.Image:
     if isinstance(image, np.ndarray):
         if image.ndim not in (2, 3):
             raise ValueError(f"{field}: an image array is (H, W, 3) or (H, W), got shape {image.shape}")
-        return pb.Image(pixels=array_to_tensor(image if image.dtype == np.float16 else image.astype(np.float32, copy=False)))
+        return pb.Image(pixels=array_to_tensor(image))
     if isinstance(image, (bytes, bytearray)):
         return pb.Image(encoded=bytes(image))
     if isinstance(image, (str, os.PathLike)):
