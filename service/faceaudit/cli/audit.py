@@ -23,6 +23,7 @@ from faceaudit.audit.run import run_audit
 from faceaudit.cli.explain import output_folder
 from faceaudit.cli.model_args import add_model_arguments, open_model
 from faceaudit.cli.progress import ProgressBar
+from faceaudit.cli.remote import add_remote_arguments, audit_remotely
 from faceaudit.demo.dataset import write_attribute_dataset, write_embedding_dataset
 from faceaudit.engine.prepare import prepare
 from faceaudit.errors import InvalidRequest
@@ -57,9 +58,12 @@ def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
                         help="an option of a method, a game, or 'cms' (the CIS maps of the CMS); repeatable")
     parser.add_argument("--out", help=f"output folder (default: ./{DEMO_OUT} for the demo; required otherwise)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_remote_arguments(parser)  # --server: --dataset then names a folder of the server's dataset repository
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    if args.server is not None:
+        return audit_remotely(args, _names(args.methods, "methods"), _names(args.games, "games"), _options(args.option))
     if args.model is None and args.dataset is None:
         return _demo(args)
     if args.model is None or args.dataset is None:
