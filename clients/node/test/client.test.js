@@ -83,6 +83,8 @@ test('an unknown method is INVALID_ARGUMENT naming the field; the server keeps s
     return true;
   });
   await assert.rejects(client.getModel('never-registered'), (error) => error.code === status.NOT_FOUND);
+  const streamed = client.explain({ model: 'never-registered', method: 'gradient', images: [face] }, { onProgress: () => {} });
+  await assert.rejects(streamed, (error) => error.code === status.NOT_FOUND); // streaming calls reject too
   assert.ok((await client.listModels()).length >= 1);
 });
 
