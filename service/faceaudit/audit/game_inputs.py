@@ -3,6 +3,8 @@
 Built from the manifest:
     items       GameItems: the row's face, target, maps of the audit's methods and `region`
     images      the faces (invariance)
+    parts       {"region": every row's region mask}: the face part occluded in every image
+                (correspondence; meaningful when the regions mark one part across identities)
     pairs       embedding models: the faces plus each row's mate and non-mate; (face, mate) pairs
                 are genuine, (face, non-mate) impostor (layer verification)
     quadruplets InpaintingItems of the rows with inpainted images (inpainting game), played on those
@@ -64,6 +66,7 @@ class GameInputs:
     def inputs(self, game: str) -> dict[str, Any]:
         """The keyword inputs of `game` (call only for games `why_not` accepts)."""
         built = {"items": self.items, "images": [item.image for item in self.items],
+                 "parts": {"region": [item.region for item in self.items]},
                  "pairs": np.array(self._pairs), "genuine": np.array(self._genuine)}
         entry = get_game(game)
         if entry.inputs == {"images", "pairs", "genuine"}:
@@ -104,6 +107,6 @@ def why_not(game: str, kind: str, data: Dataset) -> str | None:
             return "an audit builds its pairs from mates and non-mates, which only embedding models have"
         if any(e.non_mate is None and e.identity is None for e in data.entries):
             return "it needs impostor pairs: a 'non_mate' or an 'identity' on every row"
-    if not entry.inputs <= {"items", "images", "pairs", "genuine"}:
+    if not entry.inputs <= {"items", "images", "pairs", "genuine", "parts"}:
         return f"it needs {', '.join(sorted(entry.inputs))}, which an audit dataset does not give"
     return None

@@ -36,8 +36,8 @@ def write_report(audit_json: str | Path, *, sample_rows: int = SAMPLE_ROWS) -> P
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidRequest("audit", f"cannot read {path} as an audit.json ({exc})") from exc
     root = path.parent
-    parts = [_header(audit), _cms(audit, root), _methods(audit), _samples(audit, root, sample_rows),
-             _games(audit), _notes(audit)]
+    parts = [_header(audit), _cms(audit, root), _methods(audit), _ground_truth(audit),
+             _samples(audit, root, sample_rows), _games(audit, maps=True), _games(audit, maps=False), _notes(audit)]
     title = html.escape(f"faceaudit report: {audit['model']['name']}")
     document = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>"
                 f"<style>{STYLE}</style></head><body>\n<h1>{title}</h1>\n" + "\n".join(parts) + "\n</body></html>\n")
@@ -92,11 +92,33 @@ def _samples(audit: dict[str, Any], root: Path, count: int) -> str:
     return f"<h2>Maps of the first {len(rows)} images</h2>" + "".join(rows)
 
 
-def _games(audit: dict[str, Any]) -> str:
-    parts = ["<h2>Games</h2>"]
-    if not audit["games"]:
+def _ground_truth(audit: dict[str, Any]) -> str:
+    """Per method: map mass on the region, pointing-game hit rate, inpainting SR at FAR 5 % (where played)."""
+    if "region_mass" not in audit["cms"]:
+        return ""
+    games = audit["games"]
+    pointing = games.get("pointing_game", {}).get("summary", {})
+    inpainting = games.get("inpainting_game", {}).get("summary", {})
+    names = [*audit["methods"], *(s for s in ("random", "oracle") if s in pointing or s in inpainting)]
+    rows = [["CMS", _number(audit["cms"]["region_mass"]), "", ""]]
+    rows += [[name, _number(audit["methods"].get(name, {}).get("region_mass")),
+              _number(pointing.get(name, {}).get("hit_rate")), _number(inpainting.get(name, {}).get("sr_at_far_0.05"))]
+             for name in names]
+    return ("<h2>Ground truth</h2><p class=\"note\">Against the dataset's region masks: share of the map's positive "
+            "mass on the region, pointing-game hit rate, inpainting-game success rate at 5 % false alarms "
+            "(— where not played).</p>" + _table(["method", "mass on region", "pointing hit rate", "inpainting SR @ FAR 5 %"], rows))
+
+
+def _games(audit: dict[str, Any], *, maps: bool) -> str:
+    played = {name: game for name, game in audit["games"].items() if game.get("judges_maps", True) == maps}
+    parts = ["<h2>Games</h2>" if maps else "<h2>Feature analyses</h2>"]
+    if not played:
+        if not maps:
+            return ""
         parts.append("<p>No game was played.</p>")
-    for name, game in audit["games"].items():
+    for name, reason in (audit.get("games_skipped", {}).items() if maps else ()):
+        parts.append(f"<p class=\"note\">{html.escape(name)} not played: {html.escape(reason)}</p>")
+    for name, game in played.items():
         parts.append(f"<h3>{html.escape(name)}</h3>")
         quantities = sorted({q for series in game["summary"].values() for q in series})
         rows = [[series] + [_number(values.get(q)) for q in quantities] for series, values in game["summary"].items()]

@@ -15,7 +15,7 @@ audit.json (schema "faceaudit.audit/1"; map files are relative to the audit.json
     groups{value: count}, ignored_columns}, options{cms, methods{name: {...}}, games{name: {...}}},
     cms{overall{file, images}, groups{value: {file, images}}, group_differences{"<a>_vs_<b>":
     {file, one_minus_correlation, l1}}, region_mass (with regions)}, methods{name: {images,
-    forward_passes, seconds, region_mass (with regions)}}, games{name: GameResult.to_dict() + seconds},
+    forward_passes, seconds, region_mass (with regions)}}, games{name: GameResult.to_dict() + seconds, judges_maps},
     games_skipped{name: reason} (default games that refused the data),
     images[{row, name, group, label, files{image, <method>: {npy, png}}}], cache{hits, misses},
     notes[...]
@@ -145,7 +145,8 @@ def run_audit(model: PreparedModel | str | Path, dataset: Dataset | str | Path, 
             if name == "inpainting_game":
                 game_options = plan.games[name] = played.inpainting_options(model, game_options)
             result = evaluate(model, name, options=game_options, progress=progress, **played.inputs(name))
-            results[name] = {**result.to_dict(), "seconds": time.perf_counter() - started}
+            results[name] = {**result.to_dict(), "seconds": time.perf_counter() - started,
+                             "judges_maps": get_game(name).maps}
         except InvalidRequest as exc:
             if plan.explicit_games:
                 raise

@@ -18,6 +18,7 @@ from faceaudit.errors import InvalidRequest
 from faceaudit.methods.common import Progress, options_from
 from faceaudit.metrics.common import GameResult, PointSink
 from faceaudit.metrics.confidence import ConfidenceOptions, confidence
+from faceaudit.metrics.correspondence import CorrespondenceOptions, correspondence
 from faceaudit.metrics.deletion import DeletionOptions, deletion
 from faceaudit.metrics.hiding_game import HidingGameOptions, hiding_game
 from faceaudit.metrics.inpainting_game import InpaintingGameOptions, inpainting_game
@@ -32,6 +33,7 @@ EMBEDDING = frozenset({"embedding"})
 ITEMS = frozenset({"items"})
 IMAGES = frozenset({"images"})
 PAIRS = frozenset({"images", "pairs", "genuine"})
+PARTS = frozenset({"images", "parts"})
 REGION = frozenset({"region"})
 QUADRUPLETS = frozenset({"quadruplets"})
 
@@ -58,6 +60,7 @@ GAMES: dict[str, Game] = {
         Game("inpainting_game", inpainting_game, InpaintingGameOptions, ITEMS, EMBEDDING, QUADRUPLETS),
         Game("sanity_check", sanity_check, SanityCheckOptions, ITEMS, BOTH),
         Game("layer_verification", layer_verification, LayerVerificationOptions, PAIRS, BOTH, maps=False),
+        Game("correspondence", correspondence, CorrespondenceOptions, PARTS, BOTH, REGION, maps=False),
         Game("invariance", invariance, InvarianceOptions, IMAGES, BOTH, maps=False),
     )
 }
