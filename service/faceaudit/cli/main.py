@@ -3,6 +3,7 @@
     faceaudit models inspect MODEL.onnx [spec flags] [--json]
     faceaudit models score MODEL.onnx --image FACE.png [--image ...] (--target K | --reference MATE.png ...)
     faceaudit explain --model M.onnx --image FACE.png --method NAME [--target K | --mate M.png [--non-mate N.png]]
+                      [--server HOST:PORT [--token-file F] [--tls-root R.pem]]
                       [method options] [--landmarks L.json | --landmark-model L.onnx] --out DIR
     faceaudit cms --model M.onnx --images DIR [--target K] [--landmarks L.json | --landmark-model L.onnx] --out DIR
     faceaudit audit [--model M.onnx --dataset DIR [--methods a,b] [--games x,y] --out DIR]   (no arguments: the demo)
