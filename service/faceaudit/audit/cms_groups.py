@@ -56,27 +56,32 @@ def file_stems(values: list[str]) -> dict[str, str]:
     return stems
 
 
-def save_map(values: np.ndarray, folder: Path, stem: str, backdrop: np.ndarray, *, signed: bool) -> str:
-    """Write <stem>.npy and an overlay <stem>.png; return the .npy path relative to folder's parent."""
-    np.save(folder / f"{stem}.npy", values.astype(np.float32))
+def save_map(values: np.ndarray, folder: Path, stem: str, backdrop: np.ndarray, *, signed: bool) -> Path:
+    """Write <stem>.npy and <stem>.png, the map over `backdrop` (small maps enlarged, as SaliencyMap.save
+    does); return the .npy path (the .png is beside it)."""
+    path = folder / f"{stem}.npy"
+    np.save(path, values.astype(np.float32))
     picture = Image.fromarray(overlay(values, backdrop, signed=signed))
-    factor = -(-PNG_MIN_SIDE // min(values.shape))
-    picture.resize((picture.width * factor, picture.height * factor), Image.NEAREST).save(folder / f"{stem}.png")
-    return f"{folder.name}/{stem}.npy"
+    factor = max(1, -(-PNG_MIN_SIDE // min(values.shape)))
+    picture.resize((picture.width * factor, picture.height * factor), Image.NEAREST).save(path.with_suffix(".png"))
+    return path
 
 
 def cms_section(overall: CmsAccumulator, groups: dict[str, CmsAccumulator], folder: Path,
                 backdrop: np.ndarray) -> tuple[dict[str, Any], dict[str, SaliencyMap]]:
-    """audit.json's "cms" entry, writing the maps; also the CMS maps themselves, by "overall" and group."""
+    """audit.json's "cms" entry, writing the maps into `folder` (files named relative to its parent);
+    also the CMS maps themselves, by "overall" and group value."""
+
+    def save(values: np.ndarray, stem: str, *, signed: bool = False) -> str:
+        return save_map(values, folder, stem, backdrop, signed=signed).relative_to(folder.parent).as_posix()
+
     maps = {"overall": overall.result()}
-    section: dict[str, Any] = {"overall": {"file": save_map(maps["overall"].values, folder, "cms", backdrop, signed=False),
-                                           "images": overall.count}}
+    section: dict[str, Any] = {"overall": {"file": save(maps["overall"].values, "cms"), "images": overall.count}}
     stems = file_stems(list(groups))
     section["groups"] = {}
     for value, accumulator in groups.items():
         maps[value] = accumulator.result()
-        section["groups"][value] = {"file": save_map(maps[value].values, folder, f"cms_{stems[value]}", backdrop, signed=False),
-                                    "images": accumulator.count}
+        section["groups"][value] = {"file": save(maps[value].values, f"cms_{stems[value]}"), "images": accumulator.count}
     section["group_differences"] = {}
     values = list(groups)
     for i, a in enumerate(values):
@@ -84,7 +89,7 @@ def cms_section(overall: CmsAccumulator, groups: dict[str, CmsAccumulator], fold
             first, second = maps[a].values, maps[b].values
             stem = f"cms_diff_{stems[a]}_vs_{stems[b]}"
             section["group_differences"][f"{a}_vs_{b}"] = {
-                "file": save_map(first - second, folder, stem, backdrop, signed=True),
+                "file": save(first - second, stem, signed=True),
                 "one_minus_correlation": one_minus_correlation(first, second),
                 "l1": l1_distance(first, second),
             }

@@ -45,7 +45,7 @@ from PIL import Image
 
 import faceaudit
 from faceaudit.audit.cache import MapCache
-from faceaudit.audit.cms_groups import cms_section, positive_mass
+from faceaudit.audit.cms_groups import cms_section, positive_mass, save_map
 from faceaudit.audit.dataset import Dataset, load_dataset
 from faceaudit.audit.game_inputs import GameInputs, why_not
 from faceaudit.audit.inputs import Face, Inputs
@@ -93,14 +93,12 @@ def run_audit(model: PreparedModel | str | Path, dataset: Dataset | str | Path, 
     inputs = Inputs(model, data)
     plan = _plan(model, data, methods, games, options)
     out = Path(out)
-    rows_folder = out / "maps" / "rows"
-    rows_folder.mkdir(parents=True, exist_ok=True)
+    (out / "maps" / "rows").mkdir(parents=True, exist_ok=True)
     cache = MapCache(out / "cache")
     overall = CmsAccumulator()
     groups = {value: CmsAccumulator() for value in data.groups()}
-    stats = {name: {"images": 0, "forward_passes": 0, "seconds": 0.0} for name in plan.methods}
-    region_mass: dict[str, list[float]] = {name: [] for name in plan.methods}
-    canonical_region = np.zeros(inputs.shape)
+    totals = _MethodTotals(list(plan.methods))
+    canonical_region = np.zeros(inputs.shape)  # sum of the regions carried onto the canonical frame
     played = GameInputs(model.spec.require("kind"))
     images = []
     for done, face in enumerate(inputs.faces(), start=1):
@@ -109,25 +107,9 @@ def run_audit(model: PreparedModel | str | Path, dataset: Dataset | str | Path, 
         overall.add(cis_map)
         if face.entry.group is not None:
             groups[face.entry.group].add(cis_map)
-        row_folder = rows_folder / f"{face.entry.row:05d}"
-        row_folder.mkdir(exist_ok=True)
-        Image.fromarray(face.image.clip(0, 255).astype(np.uint8)).save(row_folder / "image.png")
-        files: dict[str, Any] = {"image": _relative(row_folder / "image.png", out)}
-        maps = {}
-        for name, method_options in plan.methods.items():
-            result = _cached(cache, model, name, method_options, face, lambda f=face, n=name, o=method_options: explain(
-                model, n, image=f.image, target=f.target, options=o))
-            maps[name] = result.values
-            paths = result.save(row_folder, image=face.image, stem=name)
-            (row_folder / f"{name}.json").unlink()  # the metadata lives in audit.json
-            files[name] = {"npy": _relative(paths["npy"], out), "png": _relative(paths["png"], out)}
-            stats[name]["images"] += 1
-            stats[name]["forward_passes"] += result.forward_passes
-            stats[name]["seconds"] += result.timings.get("total_s", 0.0)
-            if face.region is not None:
-                region_mass[name].append(_share_inside(result.values, face.region))
         if face.region is not None:
             canonical_region += face.correspondence.to_canonical(face.region.astype(np.float64))
+        maps, files = _method_maps(model, plan, cache, face, out, totals)
         played.add(face, maps)
         images.append({"row": face.entry.row, "name": face.entry.name, "group": face.entry.group,
                        "label": _label(face), "files": files})
@@ -136,21 +118,7 @@ def run_audit(model: PreparedModel | str | Path, dataset: Dataset | str | Path, 
     cms, cms_maps = cms_section(overall, groups, out / "maps", inputs.backdrop())
     if all(e.region is not None for e in data.entries):
         cms["region_mass"] = _weighted_share(cms_maps["overall"].values, canonical_region / len(data.entries))
-        for name in plan.methods:
-            stats[name]["region_mass"] = float(np.mean(region_mass[name]))
-    results, skipped = {}, {}
-    for name, game_options in plan.games.items():
-        started = time.perf_counter()
-        try:
-            if name == "inpainting_game":
-                game_options = plan.games[name] = played.inpainting_options(model, game_options)
-            result = evaluate(model, name, options=game_options, progress=progress, **played.inputs(name))
-            results[name] = {**result.to_dict(), "seconds": time.perf_counter() - started,
-                             "judges_maps": get_game(name).maps}
-        except InvalidRequest as exc:
-            if plan.explicit_games:
-                raise
-            skipped[name] = str(exc)  # a default game the data cannot support (e.g. no impostor pair)
+    results, skipped = _play(model, plan, played, progress)
     document = {
         "schema": SCHEMA,
         "faceaudit_version": faceaudit.__version__,
@@ -165,7 +133,7 @@ def run_audit(model: PreparedModel | str | Path, dataset: Dataset | str | Path, 
                     "methods": {n: dataclasses.asdict(o) for n, o in plan.methods.items()},
                     "games": {n: dataclasses.asdict(o) for n, o in plan.games.items()}},
         "cms": {**cms, "frame": "canonical" if data.has_landmarks else "input", "target": _cms_target(model)},
-        "methods": stats,
+        "methods": totals.section(),
         "games": results,
         "games_skipped": skipped,
         "images": images,
@@ -175,6 +143,64 @@ def run_audit(model: PreparedModel | str | Path, dataset: Dataset | str | Path, 
     path = out / "audit.json"
     path.write_text(json.dumps(_json_ready(document), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     return path
+
+
+class _MethodTotals:
+    """Per method: images, forward passes and seconds of its maps, and its shares of mass on the regions."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.stats = {name: {"images": 0, "forward_passes": 0, "seconds": 0.0} for name in names}
+        self.region_mass: dict[str, list[float]] = {name: [] for name in names}
+
+    def add(self, name: str, result: SaliencyMap, region: np.ndarray | None) -> None:
+        self.stats[name]["images"] += 1
+        self.stats[name]["forward_passes"] += result.forward_passes
+        self.stats[name]["seconds"] += result.timings.get("total_s", 0.0)
+        if region is not None:
+            self.region_mass[name].append(_share_inside(result.values, region))
+
+    def section(self) -> dict[str, dict[str, Any]]:
+        """audit.json's "methods"; region_mass only when every image had a region."""
+        return {name: {**stats, **({"region_mass": float(np.mean(self.region_mass[name]))}
+                                   if len(self.region_mass[name]) == stats["images"] else {})}
+                for name, stats in self.stats.items()}
+
+
+def _method_maps(model: PreparedModel, plan: Plan, cache: MapCache, face: Face, out: Path,
+                 totals: _MethodTotals) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Each method's map of one face (cached), saved under maps/rows/<row>/; the maps and their files."""
+    folder = out / "maps" / "rows" / f"{face.entry.row:05d}"
+    folder.mkdir(exist_ok=True)
+    Image.fromarray(face.image.clip(0, 255).astype(np.uint8)).save(folder / "image.png")
+    files: dict[str, Any] = {"image": _relative(folder / "image.png", out)}
+    maps = {}
+    for name, options in plan.methods.items():
+        result = _cached(cache, model, name, options, face, lambda n=name, o=options: explain(
+            model, n, image=face.image, target=face.target, options=o))
+        maps[name] = result.values
+        npy = save_map(result.values, folder, name, face.image, signed=result.signed)
+        files[name] = {"npy": _relative(npy, out), "png": _relative(npy.with_suffix(".png"), out)}
+        totals.add(name, result, face.region)
+    return maps, files
+
+
+def _play(model: PreparedModel, plan: Plan, played: GameInputs,
+          progress: Progress | None) -> tuple[dict[str, Any], dict[str, str]]:
+    """Each planned game's result (with its seconds), and the default games that refused the data."""
+    results, skipped = {}, {}
+    for name, options in plan.games.items():
+        started = time.perf_counter()
+        try:
+            if name == "inpainting_game":
+                options = plan.games[name] = played.inpainting_options(model, options)
+            result = evaluate(model, name, options=options, progress=progress, **played.inputs(name))
+            results[name] = {**result.to_dict(), "seconds": time.perf_counter() - started,
+                             "judges_maps": get_game(name).maps}
+        except InvalidRequest as exc:
+            if plan.explicit_games:
+                raise
+            skipped[name] = str(exc)  # a default game the data cannot support (e.g. no impostor pair)
+    return results, skipped
 
 
 def _prepared(model: PreparedModel | str | Path, spec: Mapping[str, Any] | None) -> PreparedModel:
