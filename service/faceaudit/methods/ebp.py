@@ -36,10 +36,11 @@ import numpy as np
 
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.errors import InvalidRequest
-from faceaudit.methods.common import ExplainTarget, Progress, Run
-from faceaudit.methods.gradient import instrumented_forward
+from faceaudit.images.preprocess import to_model_input
+from faceaudit.methods.common import ExplainTarget, Progress, Run, check_request
+from faceaudit.methods.gradient import instrument_for
 from faceaudit.methods.saliency_map import SaliencyMap
-from faceaudit.whitebox import backward
+from faceaudit.whitebox.compiled import engine_extra, resolve_layer, run_backward
 from faceaudit.whitebox.maps import channels_first, smooth_and_normalise, upsample_bilinear
 
 MAX_SMOOTH = 0.5  # σ as a fraction of the image width; beyond it the map is a blur of the whole image
@@ -66,16 +67,19 @@ def ebp(
 ) -> SaliencyMap:
     """Excitation backprop map (unit mass) for a class, or for the match to a mate."""
     run = Run("ebp", model, target, options)
-    target, wb, acts = instrumented_forward(model, image, target)
-    layer = wb.layer(options.layer, acts.values)
-    seed = wb.seed(acts.values, "excitation", target.class_index)
-    probability = backward(wb.graph, acts.values, seed, "excitation", source=layer)[layer]
+    image, target = check_request(model, image, target)
+    wb = instrument_for(model, target)
+    inputs = to_model_input(image[None], model.spec)
+    layer = resolve_layer(model, wb, options.layer, inputs)
+    found = run_backward(model, wb, inputs, "excitation", target.class_index, source=layer)
+    probability = found.signal
     is_input = layer == wb.graph.input_name
     per_pixel = channels_first(probability, is_input=is_input, layout=model.spec.require("layout"))[0].sum(axis=0)
     height, width = model.spec.require("height"), model.spec.require("width")
     values = smooth_and_normalise(upsample_bilinear(per_pixel, (height, width)), options.smooth * width)
     if progress is not None:
         progress(1, 1, "ebp")
-    return run.result(values, acts.stats, signed=False,
+    return run.result(values, found.stats, signed=False,
                       extra={"graph": "instrumented", "layer": layer, "layer_size": list(per_pixel.shape),
-                             "mass_at_layer": float(probability.sum()), "folded_batch_norms": wb.folded_batch_norms})
+                             "mass_at_layer": float(probability.sum()), "folded_batch_norms": wb.folded_batch_norms,
+                             **engine_extra(found)})

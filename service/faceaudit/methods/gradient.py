@@ -10,9 +10,11 @@ Math (Simonyan, Vedaldi, Zisserman 2014 §3.1):
     the gradient includes the preprocessing, ∂x_c/∂I = a_c per model channel (ModelSpec.pixel_affine),
     the BGR reordering and the greyscale luma weights (faceaudit.whitebox.maps.pixel_gradient).
 Computation:
-    One forward pass of the instrumented model (every intermediate exposed, BatchNormalization
-    folded into its Conv), then the exact vector–Jacobian product by the numpy rules of
-    faceaudit.whitebox (checked against central finite differences through onnxruntime).
+    One run of the instrumented model (BatchNormalization folded into its Conv) with the exact
+    vector–Jacobian product appended as ONNX nodes (faceaudit.whitebox.compiled, float32), or, for
+    a path that does not compile, one forward pass then the numpy rules of faceaudit.whitebox
+    (float64; checked against central finite differences through onnxruntime). The map's extra
+    says which: "engine": "onnxruntime" or "numpy".
 Reference:
     Simonyan, Vedaldi, Zisserman. Deep inside convolutional networks: visualising image
     classification models and saliency maps. ICLR workshop 2014. Castañón et al. 2018 §IV-A use
@@ -37,6 +39,7 @@ from faceaudit.images.preprocess import to_model_input
 from faceaudit.methods.common import ExplainTarget, Progress, Run, check_request, references
 from faceaudit.methods.saliency_map import SaliencyMap
 from faceaudit.whitebox import Signal, backward, instrument
+from faceaudit.whitebox.compiled import engine_extra, run_backward
 from faceaudit.whitebox.instrument import Activations, Instrumented
 from faceaudit.whitebox.maps import pixel_gradient
 
@@ -112,12 +115,12 @@ def pixel_signal_map(
 ) -> SaliencyMap:
     """The H×W map of a gradient-like signal at the pixels: gradient, guided backprop, deconvnet."""
     run = Run(method, model, target, options)
-    target, wb, acts = instrumented_forward(model, image, target)
-    seed = wb.seed(acts.values, signal, target.class_index)
-    at_input = backward(wb.graph, acts.values, seed, signal)[wb.graph.input_name]
-    pixels = pixel_gradient(at_input, model.spec)[0]
+    image, target = check_request(model, image, target)
+    wb = instrument_for(model, target)
+    found = run_backward(model, wb, to_model_input(image[None], model.spec), signal, target.class_index)
+    pixels = pixel_gradient(found.signal, model.spec)[0]
     values = np.abs(pixels).max(axis=-1) if reduce == "max_abs" else pixels.sum(axis=-1)
     if progress is not None:
         progress(1, 1, method)
-    return run.result(values, acts.stats, signed=reduce == "sum",
-                      extra={"graph": "instrumented", "folded_batch_norms": wb.folded_batch_norms})
+    return run.result(values, found.stats, signed=reduce == "sum", extra={
+        "graph": "instrumented", "folded_batch_norms": wb.folded_batch_norms, **engine_extra(found)})

@@ -52,6 +52,7 @@ from faceaudit.whitebox.signals import Signal, is_excitation
 
 COMPILED_SIGNALS: tuple[Signal, ...] = ("gradient", "guided", "deconv", "excitation")
 SEED = "faceaudit_seed"  # (B, K) at the score: the seed, or the one-hot the softmax seed is built from
+WIDE_CONV = 8  # channels from which a transposed convolution runs as a Conv (onnxruntime's NCHWc block)
 CACHED_BACKWARDS = 8  # per model: (instrumentation, signal, source) combinations kept
 
 
@@ -68,6 +69,7 @@ class Emitter:
         self.opset = opset
         self._taken = taken
         self._zero: str | None = None
+        self._one: str | None = None
 
     def fresh(self, base: str) -> str:
         name, i = f"bw_{base}", 1
@@ -93,10 +95,21 @@ class Emitter:
             self._zero = self.const(np.float32(0.0), "zero")
         return self._zero
 
+    def one(self) -> str:
+        if self._one is None:
+            self._one = self.const(np.float32(1.0), "one")
+        return self._one
+
+    def indicator(self, condition: str) -> str:
+        """A boolean tensor as 0.0/1.0: products with it select (onnxruntime's Where is many times slower)."""
+        return self.op("Cast", [condition], to=TensorProto.FLOAT)
+
     def safe_divide(self, numerator: str, denominator: str) -> str:
-        """numerator / denominator with x/0 := 0 (EBP's 0/0 := 0), broadcasting as numpy does."""
-        is_zero = self.op("Equal", [denominator, self.zero()])
-        return self.op("Where", [is_zero, self.zero(), self.op("Div", [numerator, denominator])])
+        """numerator / denominator with x/0 := 0 (EBP's 0/0 := 0), broadcasting as numpy does:
+        n / (d + [d = 0]) · (1 − [d = 0]), exact where d ≠ 0 (d + 0 = d, q · 1 = q)."""
+        is_zero = self.indicator(self.op("Equal", [denominator, self.zero()]))
+        quotient = self.op("Div", [numerator, self.op("Add", [denominator, is_zero])])
+        return self.op("Mul", [quotient, self.op("Sub", [self.one(), is_zero])])
 
     def reduce_sum(self, x: str, axes: list[int], keepdims: bool) -> str:
         return self.op("ReduceSum", [x, self.const(np.array(axes, dtype=np.int64), "axes")], keepdims=int(keepdims))
@@ -181,36 +194,54 @@ def _linear(em: Emitter, node: Node, grad: str, signal: Signal, forward: Callabl
     return transpose(grad)
 
 
+def _transposed_window(em: Emitter, node: Node, g: str, weight: np.ndarray, group: int) -> str:
+    """Wᵀ g for the window operator `node` with kernel `weight` (M, C/group, *k): a Conv with the flipped,
+    per-group transposed kernel when every stride is 1 and it has at least WIDE_CONV output channels
+    (onnxruntime's blocked Conv is faster than its ConvTranspose there, and slower on a few channels,
+    such as the gradient at an RGB input), else a ConvTranspose with the same kernel."""
+    kernel = weight.shape[2:]
+    geometry = window(node.ctx, kernel)
+    spans = [(k - 1) * d + 1 for k, d in zip(kernel, geometry.dilations, strict=True)]
+    begin = [span - 1 - b for span, b in zip(spans, geometry.begin, strict=True)]
+    end = [n - o - b + span - 1 for n, o, b, span in zip(geometry.in_size, geometry.out_size, begin, spans, strict=True)]
+    out_channels, group_in = weight.shape[:2]
+    if all(s == 1 for s in geometry.strides) and min(begin + end) >= 0 and group * group_in >= WIDE_CONV:
+        per_group = weight.reshape(group, out_channels // group, group_in, *kernel).swapaxes(1, 2)
+        flipped = per_group.reshape(group * group_in, out_channels // group, *kernel)
+        flipped = np.flip(flipped, axis=tuple(range(2, weight.ndim)))
+        return em.op("Conv", [g, em.const(np.ascontiguousarray(flipped), "kernel_t")], group=group,
+                     dilations=list(geometry.dilations), kernel_shape=list(kernel), pads=[*begin, *end])
+    return em.op("ConvTranspose", [g, em.const(weight, "kernel")], group=group, **_geometry_attrs(node, kernel))
+
+
 def conv(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
     weight = node.ctx.weight(1, "kernel")
     group = int(node.ctx.attr("group", 1))
-    attrs = _geometry_attrs(node, weight.shape[2:])
-
-    def back(g: str, w: np.ndarray) -> str:
-        return em.op("ConvTranspose", [g, em.const(w, "kernel")], group=group, **attrs)
-
     positive = np.maximum(weight, 0.0)
     return {0: _linear(
-        em, node, grad, signal, forward=lambda x: x, transpose=lambda g: back(g, weight),
+        em, node, grad, signal, forward=lambda x: x, transpose=lambda g: _transposed_window(em, node, g, weight, group),
         forward_pos=lambda x: em.op("Conv", [x, em.const(positive, "kernel_pos")], **_window_attrs(node)),
-        transpose_pos=lambda g: back(g, positive))}
+        transpose_pos=lambda g: _transposed_window(em, node, g, positive, group))}
 
 
-def _dense(em: Emitter, node: Node, grad: str, signal: Signal, weight: np.ndarray) -> str:
-    """y = x @ W with W (in, out) constant."""
-    positive = np.maximum(weight, 0.0)
+def _dense(em: Emitter, node: Node, grad: str, signal: Signal, weight: np.ndarray, transposed: str | None = None
+           ) -> str:
+    """y = x @ W with W (in, out) constant; `transposed` names an initializer holding Wᵀ already (Gemm's B)."""
+    positive = em.const(np.maximum(weight, 0.0), "weight_pos")
     return _linear(em, node, grad, signal, forward=lambda x: x,
-                   transpose=lambda g: em.op("MatMul", [g, em.const(weight.T, "weight_t")]),
-                   forward_pos=lambda x: em.op("MatMul", [x, em.const(positive, "weight_pos")]),
-                   transpose_pos=lambda g: em.op("MatMul", [g, em.const(positive.T, "weight_pos_t")]))
+                   transpose=lambda g: em.op("MatMul", [g, transposed or em.const(weight.T, "weight_t")]),
+                   forward_pos=lambda x: em.op("MatMul", [x, positive]),
+                   transpose_pos=lambda g: em.op("Gemm", [g, positive], transB=1))
 
 
 def gemm(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
     if node.ctx.attr("transA", 0):
         raise NotCompilable("Gemm with transA")
     b = node.ctx.weight(1, "B matrix")
-    weight = node.ctx.attr("alpha", 1.0) * (b.T if node.ctx.attr("transB", 0) else b)
-    return {0: _dense(em, node, grad, signal, weight)}
+    trans_b = node.ctx.attr("transB", 0)
+    weight = node.ctx.attr("alpha", 1.0) * (b.T if trans_b else b)
+    shared = trans_b and node.ctx.attr("alpha", 1.0) == 1.0 and node.ctx.shape(1) == b.shape
+    return {0: _dense(em, node, grad, signal, weight, node.proto.input[1] if shared else None)}
 
 
 def matmul(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
@@ -274,29 +305,33 @@ def batch_normalization(em: Emitter, node: Node, grad: str, signal: Signal) -> C
     return {0: _scale(em, node, 0, grad, signal, factor)}
 
 
-def _rectified(em: Emitter, node: Node, grad: str, signal: Signal, slope: str | None) -> str:
-    """activations.rectified: f(x) = x for x > 0, slope·x otherwise (slope None: Relu)."""
+def _rectified(em: Emitter, node: Node, grad: str, signal: Signal, slope: np.ndarray | float) -> str:
+    """activations.rectified: f(x) = x for x > 0, slope·x otherwise (slope 0: Relu), as products with
+    indicators: g · ([x > 0] + slope·(1 − [x > 0])) (deconv: the same of g's own sign)."""
     if is_excitation(signal):
         return grad
-    other = em.zero() if slope is None else em.op("Mul", [grad, slope])
-    if signal == "deconv":
-        return em.op("Where", [em.op("Greater", [grad, em.zero()]), grad, other])
-    gradient = em.op("Where", [em.op("Greater", [node.x, em.zero()]), grad, other])
+    positive = em.indicator(em.op("Greater", [grad if signal == "deconv" else node.x, em.zero()]))
+    if np.all(np.asarray(slope) == 0.0):
+        factor = positive
+    else:
+        slope = np.asarray(slope, dtype=np.float64)
+        factor = em.op("Add", [em.op("Mul", [positive, em.const(1.0 - slope, "one_minus_slope")]), em.const(slope, "slope")])
+    gradient = em.op("Mul", [grad, factor])
     if signal == "guided":
-        return em.op("Where", [em.op("Greater", [grad, em.zero()]), gradient, em.zero()])
+        return em.op("Mul", [gradient, em.indicator(em.op("Greater", [grad, em.zero()]))])
     return gradient
 
 
 def relu(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
-    return {0: _rectified(em, node, grad, signal, None)}
+    return {0: _rectified(em, node, grad, signal, 0.0)}
 
 
 def leaky_relu(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
-    return {0: _rectified(em, node, grad, signal, em.const(np.float32(node.ctx.attr("alpha", 0.01)), "slope"))}
+    return {0: _rectified(em, node, grad, signal, float(node.ctx.attr("alpha", 0.01)))}
 
 
 def prelu(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
-    return {0: _rectified(em, node, grad, signal, em.const(node.ctx.weight(1, "slope"), "slope"))}
+    return {0: _rectified(em, node, grad, signal, node.ctx.weight(1, "slope"))}
 
 
 def clip(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
@@ -307,37 +342,70 @@ def clip(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
         return {0: grad}
     inside = em.op("And", [em.op("Greater", [node.x, em.const(np.float32(low), "low")]),
                            em.op("Less", [node.x, em.const(np.float32(high), "high")])])
-    gradient = em.op("Where", [inside, grad, em.zero()])
+    gradient = em.op("Mul", [grad, em.indicator(inside)])
     if low != 0.0 or signal == "gradient":
         return {0: gradient}
     if signal == "guided":
-        return {0: em.op("Where", [em.op("Greater", [grad, em.zero()]), gradient, em.zero()])}
+        return {0: em.op("Mul", [gradient, em.indicator(em.op("Greater", [grad, em.zero()]))])}
     return {0: em.op("Relu", [grad])}
 
 
 def sigmoid(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
     if is_excitation(signal):
         return {0: grad}
-    one_minus = em.op("Sub", [em.const(np.float32(1.0), "one"), node.y])
+    one_minus = em.op("Sub", [em.one(), node.y])
     return {0: em.op("Mul", [grad, em.op("Mul", [node.y, one_minus])])}
 
 
 def max_pool(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
-    """Winner takes all (every signal): the forward MaxPool's Indices (flat over the whole input, the first
-    maximum on ties, as windows.max_pool) scatter the signal back, summed where windows overlap."""
-    if em.opset < 16 or node.ctx.attr("storage_order", 0):
-        raise NotCompilable("MaxPool before opset 16 (ScatterElements without reduction) or column-major")
-    if len(node.proto.output) > 1 and node.proto.output[1]:
-        indices = node.proto.output[1]
+    """Winner takes all (every signal), the first maximum in kernel order on ties (windows.max_pool).
+
+    The window's T taps are stacked (N, C, T, *out): for non-overlapping 2-D windows by a strided
+    grouped Conv with one-hot kernels (exact: each output is one input times 1 plus zeros), else by
+    Slices of x padded with −∞. The winner is the first tap equal to the pool's output: with
+    m = [tap = y], w = m · [cumsum_T(m) = 1]. The signal, placed in its winner's slot, goes back to
+    the input by a grouped ConvTranspose with the same one-hot kernels. (MaxPool's own Indices
+    output would do, but onnxruntime computes it ten times slower than the pool itself.)
+    """
+    if node.ctx.attr("storage_order", 0):
+        raise NotCompilable("column-major MaxPool")
+    kernel = tuple(int(k) for k in node.ctx.attr("kernel_shape"))
+    geometry = window(node.ctx, kernel)
+    channels, rank, taps = node.shape(node.x)[1], len(kernel), int(np.prod(kernel))
+    one_hot = np.zeros((channels * taps, 1, taps))
+    one_hot[np.arange(channels * taps), 0, np.tile(np.arange(taps), channels)] = 1.0
+    one_hot = em.const(one_hot.reshape(channels * taps, 1, *kernel), "one_hot")
+    new_axis = em.const(np.array([2], dtype=np.int64), "axis")
+    simple = (rank == 2 and geometry.strides == kernel and set(geometry.dilations) == {1}
+              and not any(geometry.begin + geometry.end + geometry.extra))
+    if simple:
+        flat = em.op("Conv", [node.x, one_hot], group=channels, kernel_shape=list(kernel), strides=list(kernel))
+        stacked = em.op("Reshape", [flat, em.const(np.array([0, channels, taps, *geometry.out_size], dtype=np.int64),
+                                                   "shape")])
     else:
-        indices = em.fresh("indices")
-        node.proto.output.append(indices)  # the forward node computes its winners' positions anyway
-    flat = em.const(np.array([-1], dtype=np.int64), "flat")
-    size = em.op("Reshape", [em.op("Size", [node.x]), flat])
-    zeros = em.op("ConstantOfShape", [size], value=helper.make_tensor("z", TensorProto.FLOAT, [1], [0.0]))
-    scattered = em.op("ScatterElements", [zeros, em.op("Reshape", [indices, flat]), em.op("Reshape", [grad, flat])],
-                      axis=0, reduction="add")
-    return {0: em.reshape_like(scattered, node.x)}
+        stacked = em.op("Concat", [em.op("Unsqueeze", [view, new_axis]) for view in _tap_views(em, node, geometry)],
+                        axis=2)
+    hits = em.indicator(em.op("Equal", [stacked, em.op("Unsqueeze", [node.y, new_axis])]))
+    first = em.indicator(em.op("Equal", [em.op("CumSum", [hits, em.const(np.array(2, dtype=np.int64), "axis")]),
+                                         em.one()]))
+    placed = em.op("Mul", [em.op("Mul", [hits, first]), em.op("Unsqueeze", [grad, new_axis])])
+    placed = em.op("Reshape", [placed, em.const(np.array([0, channels * taps, *geometry.out_size], dtype=np.int64),
+                                                "shape")])
+    return {0: em.op("ConvTranspose", [placed, one_hot], group=channels, **_geometry_attrs(node, kernel))}
+
+
+def _tap_views(em: Emitter, node: Node, geometry: Any) -> list[str]:
+    """Per kernel offset (row-major), its strided view (N, C, *out) of x padded with −∞ (windows.Window.taps)."""
+    padded = node.x
+    if any(geometry.begin) or any(geometry.end) or any(geometry.extra):
+        pads = [0, 0, *geometry.begin, 0, 0, *(e + x for e, x in zip(geometry.end, geometry.extra, strict=True))]
+        padded = em.op("Pad", [node.x, em.const(np.array(pads, dtype=np.int64), "pads"),
+                               em.const(np.float32(-np.inf), "minus_inf")])
+    axes = em.const(np.arange(2, 2 + len(geometry.kernel), dtype=np.int64), "axes")
+    return [em.op("Slice", [padded, em.const(np.array([v.start for v in view], dtype=np.int64), "start"),
+                            em.const(np.array([v.stop for v in view], dtype=np.int64), "end"), axes,
+                            em.const(np.array([v.step for v in view], dtype=np.int64), "step")])
+            for view in geometry.taps()]
 
 
 def global_average_pool(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
@@ -540,35 +608,59 @@ def run_backward(model: PreparedModel, wb: Instrumented, inputs: np.ndarray, sig
                  class_index: int | np.ndarray | None, source: str | None = None) -> BackwardRun:
     """Forward and backward for model inputs (B, ...): compiled when the path compiles, else the numpy engine.
 
-    The compiled model is built on the first call for (instrumentation, signal, source) from that
-    call's instrumented run and kept in model.derived; a path that does not compile is remembered too.
+    The compiled model is built on the first call for (instrumentation, signal, source) from the
+    shapes of one instrumented run and kept in model.derived; a path that does not compile is
+    remembered too, with the reason, which the result carries.
     """
     source = source or wb.graph.input_name
     key = ("compiled_backward", id(wb), signal, source)
     entry = model.derived.get(key)
-    if entry is not None and entry[0] is wb:
+    if entry is None or entry[0] is not wb:
+        acts = wb.forward(inputs)
+        softmax_seed = wb.softmax and signal != "excitation" and not wb.similarity
+        width = int(np.prod(np.shape(acts.values[wb.graph.score])[1:]))
+        try:
+            proto = compile_backward(wb, acts.values, signal, source, softmax_seed=softmax_seed)
+            entry = (wb, CompiledBackward(proto, wb, signal, softmax_seed, width), "")
+        except NotCompilable as exc:
+            entry = (wb, None, str(exc))
+        _remember(model, key, entry)
+        if entry[1] is None:
+            return _numpy_run(wb, acts, signal, class_index, source, entry[2])
+    else:
         model.derived[key] = model.derived.pop(key)  # most recently used last
-        compiled, reason = entry[1], entry[2]
-        if compiled is not None:
-            result = _compiled_run(compiled, wb, inputs, class_index)
-            if result is not None:
-                return result
-            reason = "the compiled signal was not finite"
-        return _numpy_run(wb, wb.forward(inputs), signal, class_index, source, reason)
-    acts = wb.forward(inputs)
-    softmax_seed = wb.softmax and signal != "excitation" and not wb.similarity
-    try:
-        compiled: CompiledBackward | None = CompiledBackward(
-            compile_backward(wb, acts.values, signal, source, softmax_seed=softmax_seed), wb, signal, softmax_seed,
-            int(np.prod(np.shape(acts.values[wb.graph.score])[1:])))
-        reason = ""
-    except NotCompilable as exc:
-        compiled, reason = None, str(exc)
-    model.derived[key] = (wb, compiled, reason)
-    stale = [k for k in model.derived if isinstance(k, tuple) and k[0] == "compiled_backward"][:-CACHED_BACKWARDS]
+    compiled, reason = entry[1], entry[2]
+    if compiled is not None:
+        result = _compiled_run(compiled, wb, inputs, class_index)
+        if result is not None:
+            return result
+        reason = "the compiled signal was not finite"
+    return _numpy_run(wb, wb.forward(inputs), signal, class_index, source, reason)
+
+
+def _remember(model: PreparedModel, key: tuple[Any, ...], entry: tuple[Any, ...]) -> None:
+    model.derived[key] = entry
+    stale = [k for k in model.derived if isinstance(k, tuple) and k[0] == key[0]][:-CACHED_BACKWARDS]
     for old in stale:
         del model.derived[old]
-    return _numpy_run(wb, acts, signal, class_index, source, reason or "first map of this path (compiled from it)")
+
+
+def resolve_layer(model: PreparedModel, wb: Instrumented, name: str, inputs: np.ndarray) -> str:
+    """Instrumented.layer without a forward pass per map: "last_conv" reads activation shapes once per
+    instrumentation (one run of `inputs`), then the answer is kept in model.derived."""
+    if name != "last_conv":
+        return wb.layer(name, {})
+    key = ("resolved_layer", id(wb), name)
+    entry = model.derived.get(key)
+    if entry is None or entry[0] is not wb:
+        entry = (wb, wb.layer(name, wb.forward(inputs).values))
+        _remember(model, key, entry)
+    return entry[1]
+
+
+def engine_extra(found: BackwardRun) -> dict[str, str]:
+    """What a map's extra says about the engine: "onnxruntime", or "numpy" and why the path did not compile."""
+    return {"engine": found.engine} | ({"engine_fallback": found.fallback} if found.fallback else {})
 
 
 def _compiled_run(compiled: CompiledBackward, wb: Instrumented, inputs: np.ndarray,
