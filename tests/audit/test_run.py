@@ -12,10 +12,10 @@ from scipy.ndimage import binary_dilation
 
 import faceaudit.audit.run as run_module
 from faceaudit.audit.run import run_audit
-from faceaudit.errors import InvalidRequest
+from faceaudit.errors import InvalidRequest, UnsupportedModel
 from faceaudit.methods.cis import CisOptions, cis
 from faceaudit.methods.common import ExplainTarget
-from faceaudit.testing.zoo import planted_region_classifier
+from faceaudit.testing.zoo import planted_region_classifier, qlinear_classifier
 from tests.conftest import prepared
 
 BOX = (8, 16, 20, 28)  # the zoo model's default planted box (top, bottom, left, right)
@@ -158,3 +158,11 @@ def test_bad_requests_name_the_field(model, dataset: Path, tmp_path: Path) -> No
     with pytest.raises(InvalidRequest) as caught:
         run_audit(model, dataset, tmp_path / "o", group_column="skin")
     assert caught.value.field == "group_column"
+
+
+def test_quantised_models_get_black_box_methods(dataset: Path, tmp_path: Path) -> None:
+    quantised = prepared(qlinear_classifier(), {"kind": "classifier"})
+    with pytest.raises(UnsupportedModel, match="gradient needs float operators"):
+        run_audit(quantised, dataset, tmp_path / "o", methods=["gradient"], games=[])
+    path = run_audit(quantised, dataset, tmp_path / "o", games=[], options={"cms": CMS})
+    assert list(json.loads(path.read_text(encoding="utf-8"))["methods"]) == ["occlusion"]

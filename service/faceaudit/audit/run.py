@@ -50,7 +50,7 @@ from faceaudit.audit.dataset import Dataset, load_dataset
 from faceaudit.audit.game_inputs import GameInputs, why_not
 from faceaudit.audit.inputs import Face, Inputs
 from faceaudit.engine.prepare import PreparedModel, prepare
-from faceaudit.errors import InvalidRequest
+from faceaudit.errors import InvalidRequest, UnsupportedModel
 from faceaudit.methods.cis import CisOptions, cis
 from faceaudit.methods.cms import CmsAccumulator
 from faceaudit.methods.common import Progress, options_from
@@ -89,7 +89,12 @@ def run_audit(model: PreparedModel | str | Path, dataset: Dataset | str | Path, 
     game's forward passes (phase: the game's name).
     """
     model = _prepared(model, spec)
-    data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, group_column=group_column)
+    if isinstance(dataset, Dataset):
+        if group_column not in (None, dataset.group_column):
+            raise InvalidRequest("group_column", f"the dataset was loaded with group column {dataset.group_column!r}")
+        data = dataset
+    else:
+        data = load_dataset(dataset, group_column=group_column)
     inputs = Inputs(model, data)
     plan = _plan(model, data, methods, games, options)
     out = Path(out)
@@ -220,15 +225,18 @@ def _plan(model: PreparedModel, data: Dataset, methods: Sequence[str] | None, ga
     for key in options.keys() - set(OPTION_KEYS):
         raise InvalidRequest("options", f"unknown key {key!r}; keys: {', '.join(OPTION_KEYS)}")
     kind = model.spec.require("kind")
+    quantised = quantised_operators(model.loaded.proto)  # white-box methods refuse quantised models
     if methods is None:
-        quantised = bool(quantised_operators(model.loaded.proto))
-        methods = [m for m in DEFAULT_METHODS if not quantised or m in black_box_methods()]
+        methods = [m for m in DEFAULT_METHODS if not quantised or get_method(m).black_box]
     names = [get_method(m).name for m in methods]
     if not names:
         raise InvalidRequest("methods", "an audit needs at least one method")
     for name in names:
         if kind not in get_method(name).kinds:
             raise InvalidRequest("methods", f"{name} does not explain {kind} models")
+        if quantised and not get_method(name).black_box:
+            raise UnsupportedModel(f"{name} needs float operators; the model has quantised {', '.join(quantised)}: "
+                                   f"use black-box methods ({', '.join(black_box_methods())})")
     method_options = _per_name(options.get("methods"), "methods", names)
     applicable = [g for g in games_for(kind) if why_not(g, kind, data) is None]
     if games is None:
