@@ -12,10 +12,11 @@
 audit.json (schema "faceaudit.audit/1"; map files are relative to the audit.json folder):
     schema, faceaudit_version, created, versions{python, numpy, onnx, onnxruntime},
     model{name, path, sha256, kind, spec}, dataset{path, manifest_sha256, images, group_column,
-    groups{value: count}, ignored_columns}, options{cms, methods{name: {...}}, games{name: {...}}},
-    cms{overall{file, images}, groups{value: {file, images}}, group_differences{"<a>_vs_<b>":
-    {file, one_minus_correlation, l1}}, region_mass (with regions)}, methods{name: {images,
-    forward_passes, seconds, region_mass (with regions)}}, games{name: GameResult.to_dict() + seconds, judges_maps},
+    groups{value: count}, ignored_columns, landmarks}, options{cms, methods{name: {...}},
+    games{name: {...}}}, cms{overall{file, images}, groups{value: {file, images}},
+    group_differences{"<a>_vs_<b>": {file, one_minus_correlation, l1}}, region_mass (with regions),
+    frame, target}, methods{name: {images, forward_passes, seconds, region_mass (with regions)}},
+    games{name: GameResult.to_dict() plus seconds and judges_maps (False for feature analyses)},
     games_skipped{name: reason} (default games that refused the data),
     images[{row, name, group, label, files{image, <method>: {npy, png}}}], cache{hits, misses},
     notes[...]
