@@ -166,3 +166,11 @@ def test_quantised_models_get_black_box_methods(dataset: Path, tmp_path: Path) -
         run_audit(quantised, dataset, tmp_path / "o", methods=["gradient"], games=[])
     path = run_audit(quantised, dataset, tmp_path / "o", games=[], options={"cms": CMS})
     assert list(json.loads(path.read_text(encoding="utf-8"))["methods"]) == ["occlusion"]
+
+
+def test_another_spec_of_the_same_file_is_not_served_from_the_cache(model, dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _audit(model, dataset, out, games=[])
+    rescaled = prepared(planted_region_classifier(), {"kind": "classifier", "output_type": "probabilities", "scale": 0.002})
+    assert rescaled.loaded.sha256 == model.loaded.sha256
+    assert _audit(rescaled, dataset, out, games=[])["cache"] == {"hits": 0, "misses": 15}

@@ -1,7 +1,8 @@
 """On-disk cache of per-image saliency maps, so that a restarted audit skips finished images.
 
-An entry is keyed by the sha256 of everything the map depends on: the model's sha256, the method,
-its options, the model-sized image and target pixels, and the correspondence (landmarks). Entries
+An entry is keyed by the sha256 of everything the map depends on: the model's sha256 and spec
+(preprocessing, output read), the method, its options, the model-sized image and target pixels,
+and the correspondence (landmarks). Entries
 are written to a temporary file and renamed, so a crash never leaves a half-written entry; an
 unreadable entry is treated as missing and recomputed. Touches only files under its folder.
 """
@@ -30,10 +31,11 @@ class MapCache:
         self.misses = 0
 
     @staticmethod
-    def key(model_sha256: str, method: str, options: Any, arrays: list[np.ndarray | None]) -> str:
-        """sha256 over the model, method, options (a dataclass) and the arrays (None marks an absent one)."""
+    def key(model_sha256: str, spec: dict[str, Any], method: str, options: Any, arrays: list[np.ndarray | None]) -> str:
+        """sha256 over the model and its spec, the method, its options (a dataclass) and the arrays
+        (None marks an absent one)."""
         digest = hashlib.sha256()
-        header = {"version": CACHE_VERSION, "model": model_sha256, "method": method,
+        header = {"version": CACHE_VERSION, "model": model_sha256, "spec": spec, "method": method,
                   "options": dataclasses.asdict(options)}
         digest.update(json.dumps(header, sort_keys=True, default=str).encode())
         for array in arrays:

@@ -277,7 +277,7 @@ def _per_name(values: Any, field: str, names: list[str]) -> dict[str, Any]:
 
 def _cached(cache: MapCache, model: PreparedModel, method: str, options: Any, face: Face, compute: Any) -> SaliencyMap:
     target = face.cms_target if method == "cis" else face.target
-    key = MapCache.key(model.loaded.sha256, method, options,
+    key = MapCache.key(model.loaded.sha256, model.spec.to_dict(), method, options,
                        [face.image, None if target.class_index is None else np.array([target.class_index]),
                         target.mate, target.non_mate, face.landmarks])
     return cache.get_or_compute(key, options, compute)
