@@ -174,3 +174,15 @@ def test_another_spec_of_the_same_file_is_not_served_from_the_cache(model, datas
     rescaled = prepared(planted_region_classifier(), {"kind": "classifier", "output_type": "probabilities", "scale": 0.002})
     assert rescaled.loaded.sha256 == model.loaded.sha256
     assert _audit(rescaled, dataset, out, games=[])["cache"] == {"hits": 0, "misses": 15}
+
+
+def test_bad_landmarks_name_the_row(model, tmp_path: Path) -> None:
+    for i in range(2):
+        Image.fromarray(np.full((32, 32, 3), 90 + i, np.uint8)).save(tmp_path / f"{i}.png")
+    good = "10,12,22,12,16,18,11,24,21,24"
+    flipped = "22,12,10,12,16,18,21,24,11,24"  # eyes and mouth corners swapped: flipped triangles
+    header = "image,class,x1,y1,x2,y2,x3,y3,x4,y4,x5,y5"
+    (tmp_path / "manifest.csv").write_text(f"{header}\n0.png,0,{good}\n1.png,0,{flipped}\n", encoding="utf-8")
+    with pytest.raises(InvalidRequest) as caught:
+        run_audit(model, tmp_path, tmp_path / "out", methods=["gradient"], games=[], options={"cms": CMS})
+    assert caught.value.field == "manifest.csv[row 2].x1..y5" and "flipped" in str(caught.value)

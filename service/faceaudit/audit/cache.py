@@ -71,9 +71,9 @@ class MapCache:
             with np.load(path, allow_pickle=False) as data:
                 values = data["values"]
                 meta = json.loads(str(data["metadata"]))
-        except (OSError, ValueError, KeyError, json.JSONDecodeError):
+            meta.pop("shape", None)
+            # JSON turns tuples into lists: the options are the key's, so restore them as the run's own.
+            meta["options"] = dataclasses.asdict(options)
+            return SaliencyMap(values=values, **meta)
+        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
             return None  # a damaged entry is recomputed
-        meta.pop("shape", None)
-        # JSON turns tuples into lists: the options are the key's, so restore them as the run's own.
-        meta["options"] = dataclasses.asdict(options)
-        return SaliencyMap(values=values, **meta)

@@ -24,6 +24,7 @@ from faceaudit.alignment import ARCFACE_112, Correspondence, LandmarkAligner, Pr
 from faceaudit.alignment import mean_face_68_on, neutral_face
 from faceaudit.audit.dataset import Dataset, Entry
 from faceaudit.engine.prepare import PreparedModel
+from faceaudit.errors import InvalidRequest
 from faceaudit.images.io import fit_to_model, read_image
 from faceaudit.methods.common import ExplainTarget
 
@@ -83,7 +84,11 @@ class Inputs:
         if entry.inpainted_probe is not None and entry.inpainted_non_mate is not None:
             inpainted = (self.load(entry.inpainted_probe, self.dataset.field(entry, "inpainted_probe")),
                          self.load(entry.inpainted_non_mate, self.dataset.field(entry, "inpainted_non_mate")))
-        return Face(entry, image, target, cms_target, self.correspond(image, landmarks), landmarks, region, inpainted)
+        try:
+            correspondence = self.correspond(image, landmarks)
+        except InvalidRequest as exc:  # name the row: the aligner only knows "landmarks"
+            raise InvalidRequest(self.dataset.field(entry, "x1..y5"), str(exc).split(": ", 1)[-1]) from exc
+        return Face(entry, image, target, cms_target, correspondence, landmarks, region, inpainted)
 
     def load(self, path: Path, field: str) -> np.ndarray:
         return fit_to_model(read_image(path, field=field).astype(np.float32), self.model.spec)
