@@ -31,6 +31,7 @@ options and ScoringStats; nothing outside the instrumented model it is given.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -70,6 +71,9 @@ class Emitter:
         self._taken = taken
         self._zero: str | None = None
         self._one: str | None = None
+        self.one_hot: set[str] = set()  # signals with at most one non-zero per row (B, K)
+        self.pooled_relus: set[str] = set()  # Relu outputs whose rule the MaxPool reading them applied
+        self.relu_before: set[str] = set()  # Relu outputs on the path that only a MaxPool reads
 
     def fresh(self, base: str) -> str:
         name, i = f"bw_{base}", 1
@@ -227,11 +231,30 @@ def conv(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
 def _dense(em: Emitter, node: Node, grad: str, signal: Signal, weight: np.ndarray, transposed: str | None = None
            ) -> str:
     """y = x @ W with W (in, out) constant; `transposed` names an initializer holding Wᵀ already (Gemm's B)."""
+    if grad in em.one_hot:
+        return _dense_one_hot(em, node, grad, signal, weight, transposed)
     positive = em.const(np.maximum(weight, 0.0), "weight_pos")
     return _linear(em, node, grad, signal, forward=lambda x: x,
                    transpose=lambda g: em.op("MatMul", [g, transposed or em.const(weight.T, "weight_t")]),
                    forward_pos=lambda x: em.op("MatMul", [x, positive]),
                    transpose_pos=lambda g: em.op("Gemm", [g, positive], transB=1))
+
+
+def _dense_one_hot(em: Emitter, node: Node, grad: str, signal: Signal, weight: np.ndarray, transposed: str | None
+                   ) -> str:
+    """`_dense` for a signal with at most one non-zero per row (the seed at a classifier's top layer):
+    with k its column and v its value, g_x = v·W[:, k] and p_x = x ⊙ W⁺[:, k] · (v ⊘ x·W⁺[:, k]), so only
+    row k of Wᵀ is read (Gather) instead of all of W, which at a wide top layer costs as much as its
+    forward product."""
+    if len(node.shape(node.x)) != 2:
+        raise NotCompilable("a one-hot signal into a batched MatMul")
+    k = em.op("ArgMax", [em.op("Abs", [grad])], axis=1, keepdims=0)
+    value = em.reduce_sum(grad, [1], keepdims=True)
+    if signal != "excitation":
+        return em.op("Mul", [value, em.op("Gather", [transposed or em.const(weight.T, "weight_t"), k], axis=0)])
+    column = em.op("Gather", [em.const(np.maximum(weight, 0.0).T, "weight_pos_t"), k], axis=0)
+    weighted = em.op("Mul", [node.x, column])
+    return em.op("Mul", [weighted, em.safe_divide(value, em.reduce_sum(weighted, [1], keepdims=True))])
 
 
 def gemm(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
@@ -240,7 +263,7 @@ def gemm(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
     b = node.ctx.weight(1, "B matrix")
     trans_b = node.ctx.attr("transB", 0)
     weight = node.ctx.attr("alpha", 1.0) * (b.T if trans_b else b)
-    shared = trans_b and node.ctx.attr("alpha", 1.0) == 1.0 and node.ctx.shape(1) == b.shape
+    shared = trans_b and node.ctx.attr("alpha", 1.0) == 1.0
     return {0: _dense(em, node, grad, signal, weight, node.proto.input[1] if shared else None)}
 
 
@@ -310,7 +333,10 @@ def _rectified(em: Emitter, node: Node, grad: str, signal: Signal, slope: np.nda
     indicators: g · ([x > 0] + slope·(1 − [x > 0])) (deconv: the same of g's own sign)."""
     if is_excitation(signal):
         return grad
-    positive = em.indicator(em.op("Greater", [grad if signal == "deconv" else node.x, em.zero()]))
+    # y > 0 exactly where x > 0 for a non-negative slope; reading y leaves the Conv before the rectifier
+    # to its only reader, so onnxruntime can still fuse the two in the forward pass.
+    sign_of = node.y if np.all(np.asarray(slope) >= 0.0) else node.x
+    positive = em.indicator(em.op("Greater", [grad if signal == "deconv" else sign_of, em.zero()]))
     if np.all(np.asarray(slope) == 0.0):
         factor = positive
     else:
@@ -323,6 +349,8 @@ def _rectified(em: Emitter, node: Node, grad: str, signal: Signal, slope: np.nda
 
 
 def relu(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    if node.y in em.pooled_relus:
+        return {0: grad}
     return {0: _rectified(em, node, grad, signal, 0.0)}
 
 
@@ -369,6 +397,11 @@ def max_pool(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
     """
     if node.ctx.attr("storage_order", 0):
         raise NotCompilable("column-major MaxPool")
+    if node.x in em.relu_before and not is_excitation(signal):
+        # MaxPool(Relu(v)): the winner's v > 0 exactly where the pool's output y > 0, so the Relu's rule is
+        # applied here, on the pooled grid, with y for its input: a quarter of the work at 2×2 windows.
+        grad = _rectified(em, node, grad, signal, 0.0)  # reads the sign of node.y, the pool's output
+        em.pooled_relus.add(node.x)
     kernel = tuple(int(k) for k in node.ctx.attr("kernel_shape"))
     geometry = window(node.ctx, kernel)
     channels, rank, taps = node.shape(node.x)[1], len(kernel), int(np.prod(kernel))
@@ -484,13 +517,15 @@ COMPILED_RULES: Mapping[str, CompiledRule] = {
 
 
 def compile_backward(wb: Instrumented, values: Mapping[str, np.ndarray], signal: Signal, source: str, *,
-                     softmax_seed: bool) -> onnx.ModelProto:
+                     softmax_seed: bool, one_hot_seed: bool = False) -> onnx.ModelProto:
     """The instrumented model plus the backward pass from its score to `source`, as one ONNX model.
 
     Inputs: the model input and SEED (B, K). Outputs: the score and the signal at `source`.
     `values` holds one instrumented run (only the shapes and the dtypes are read: shapes other than
     the batch axis are fixed by the model). With `softmax_seed` SEED is the one-hot e_k and the graph
-    builds the gradient seed of softmax(z)_k itself, y_k (e_k − y) (Instrumented.seed).
+    builds the gradient seed of softmax(z)_k itself, y_k (e_k − y) (Instrumented.seed). With
+    `one_hot_seed` every row of SEED has at most one non-zero (CompiledBackward.run checks it), which
+    lets the top layer read one row of its weights (`_dense_one_hot`).
     """
     if signal not in COMPILED_SIGNALS:
         raise NotCompilable(f"signal {signal}")
@@ -509,7 +544,14 @@ def compile_backward(wb: Instrumented, values: Mapping[str, np.ndarray], signal:
     shapes = {name: tuple(np.shape(value)) for name, value in {**values, **graph.constants}.items()}
     by_output = {node.output[0]: node for node in model.graph.node if node.output}
     seed = em.reshape_like(_seed(em, graph.score, softmax_seed), graph.score)
+    if one_hot_seed and not softmax_seed and len(shapes[graph.score]) == 2:
+        em.one_hot.add(seed)
     arriving: dict[str, list[str]] = {graph.score: [seed]}
+    readers = Counter(name for node in model.graph.node for name in node.input)
+    em.relu_before = {node.output[0] for node in model.graph.node
+                      if node.op_type == "Relu" and readers[node.output[0]] == 1 and node.output[0] != source
+                      and node.input[0] in carrying
+                      and any(r.op_type == "MaxPool" and r.input[0] == node.output[0] for r in model.graph.node)}
     for original in reversed(nodes):
         proto = by_output[original.output[0]]  # the copy: MaxPool may gain its Indices output
         rule = COMPILED_RULES.get(operator_label(proto))
@@ -557,8 +599,8 @@ def _accumulate(em: Emitter, parts: list[str]) -> str:
 class CompiledBackward:
     """An onnxruntime session of a compiled model: (inputs, seed) → (score, signal), batch by batch."""
 
-    def __init__(self, proto: onnx.ModelProto, wb: Instrumented, signal: Signal, softmax_seed: bool, width: int
-                 ) -> None:
+    def __init__(self, proto: onnx.ModelProto, wb: Instrumented, signal: Signal, softmax_seed: bool, width: int,
+                 one_hot_seed: bool = False) -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = wb.session.threads or available_cpus()
         options.inter_op_num_threads = 1
@@ -572,9 +614,12 @@ class CompiledBackward:
             raise NotCompilable(f"onnxruntime refused the compiled graph: {exc}") from exc
         self._outputs = [v.name for v in proto.graph.output]
         self.wb, self.signal, self.softmax_seed, self.width = wb, signal, softmax_seed, width
+        self.one_hot_seed = one_hot_seed
 
     def run(self, inputs: np.ndarray, seed: np.ndarray) -> tuple[np.ndarray, np.ndarray, ScoringStats]:
         """Score (B, ...) and signal at the source (B, ...) for model inputs (B, ...) and seeds (B, K)."""
+        if self.one_hot_seed and (np.count_nonzero(seed, axis=1) > 1).any():
+            raise ValueError("this compiled backward was built for seeds with one non-zero per row")
         started = time.perf_counter()
         session = self.wb.session
         step, scores, signals, batches = session.max_batch, [], [], 0
@@ -618,10 +663,12 @@ def run_backward(model: PreparedModel, wb: Instrumented, inputs: np.ndarray, sig
     if entry is None or entry[0] is not wb:
         acts = wb.forward(inputs)
         softmax_seed = wb.softmax and signal != "excitation" and not wb.similarity
+        # Instrumented.seed: one-hot at a class, or (1, 0) at the similarity head for excitation
+        one_hot = not softmax_seed and (signal == "excitation" or not wb.similarity)
         width = int(np.prod(np.shape(acts.values[wb.graph.score])[1:]))
         try:
-            proto = compile_backward(wb, acts.values, signal, source, softmax_seed=softmax_seed)
-            entry = (wb, CompiledBackward(proto, wb, signal, softmax_seed, width), "")
+            proto = compile_backward(wb, acts.values, signal, source, softmax_seed=softmax_seed, one_hot_seed=one_hot)
+            entry = (wb, CompiledBackward(proto, wb, signal, softmax_seed, width, one_hot), "")
         except NotCompilable as exc:
             entry = (wb, None, str(exc))
         _remember(model, key, entry)
@@ -646,14 +693,13 @@ def _remember(model: PreparedModel, key: tuple[Any, ...], entry: tuple[Any, ...]
 
 
 def resolve_layer(model: PreparedModel, wb: Instrumented, name: str, inputs: np.ndarray) -> str:
-    """Instrumented.layer without a forward pass per map: "last_conv" reads activation shapes once per
-    instrumentation (one run of `inputs`), then the answer is kept in model.derived."""
-    if name != "last_conv":
-        return wb.layer(name, {})
+    """Instrumented.layer, kept in model.derived per instrumentation and name: "last_conv" reads the
+    activations' shapes (one run of `inputs`, once), and every name costs a walk of the graph."""
     key = ("resolved_layer", id(wb), name)
     entry = model.derived.get(key)
     if entry is None or entry[0] is not wb:
-        entry = (wb, wb.layer(name, wb.forward(inputs).values))
+        values = wb.forward(inputs).values if name == "last_conv" else {}
+        entry = (wb, wb.layer(name, values))
         _remember(model, key, entry)
     return entry[1]
 
