@@ -5,10 +5,14 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 
+import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from faceaudit.engine.batcher import Batcher
 from faceaudit.server.telemetry import PHASES, Telemetry
+from faceaudit.testing import zoo
+from tests.conftest import prepared
 
 ALLOWED_LABELS = {"rpc", "method", "code", "phase", "model", "le"}
 
@@ -135,3 +139,19 @@ def test_http_endpoint_serves_metrics_then_closes() -> None:
     assert [(s.labels, s.value) for s in forward] == [({"model": "arcface"}, 48.0)]
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(url, timeout=2)
+
+
+def test_a_batcher_reports_into_the_telemetry(rng) -> None:
+    t = Telemetry()
+    model = prepared(zoo.linear_classifier(), max_batch=8)
+    batcher = Batcher(model.session, model="linear", max_queue_delay=0.0, observer=t)
+    try:
+        for n in (3, 8):
+            batcher.submit(rng.uniform(0, 1, (n, 3, 8, 8)).astype(np.float32)).result(5)
+    finally:
+        batcher.close()
+    assert value(t, "faceaudit_forward_passes_total", model="linear") == 11
+    assert value(t, "faceaudit_batch_size_count", model="linear") == 2
+    assert value(t, "faceaudit_batch_size_bucket", model="linear", le="4.0") == 1
+    assert value(t, "faceaudit_queue_seconds_count", model="linear") == 2
+    assert value(t, "faceaudit_queue_depth", model="linear") == 0
