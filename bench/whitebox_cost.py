@@ -1,21 +1,30 @@
-"""Cost of a white-box map against one forward pass of the same model, in the same run.
+"""Cost of a white-box map against one forward pass of the same model, in the same run, for both engines.
 
-For each model: the time of one forward pass (the prepared session, batch 1, best of many), the
-time of one map per white-box method once the model's instrumented session exists (it is built
-on the first map and reused: `whitebox.instrument` caches it on the model), and the first map's
-time including that build. Issue 4's target: an EBP map costs at most 2.5× one forward pass.
+For each model: the time of one forward pass (the prepared session, batch 1) and of one map per
+white-box method once the model's instrumented session exists (it is built on the first map and
+reused: `whitebox.instrument` caches it on the model), with the backward pass compiled to ONNX
+(engine "onnxruntime", whitebox/compiled.py) and with the numpy engine (the same maps with
+compilation switched off, on a second copy of the model). Every time is a median over --repeats
+calls, and the whole measurement is repeated --rounds times (forward included, so each ratio
+compares numbers taken seconds apart); the table shows the medians over rounds. The machine is
+shared: single wall-clock timings vary by tens of percent (and by several times when other jobs
+load its two cores), medians less; `--threads 1 --clock cpu` measures the process's CPU time with
+one onnxruntime thread, which other jobs hardly disturb. Issue 4's target: an EBP map costs at most
+2.5× one forward pass.
 
     python bench/whitebox_cost.py
-    python bench/whitebox_cost.py --models vgg --repeats 3
+    python bench/whitebox_cost.py --models vgg --repeats 20 --rounds 5 --threads 1 --clock cpu
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -23,66 +32,113 @@ from faceaudit.engine.prepare import PreparedModel
 from faceaudit.engine.runtime import RuntimeOptions
 from faceaudit.errors import FaceAuditError
 from faceaudit.images.preprocess import to_model_input
-from faceaudit.methods.common import ExplainTarget
+from faceaudit.methods.common import ExplainTarget, references
 from faceaudit.methods.registry import explain
+from faceaudit.whitebox import compiled, instrument
 
 sys.path.insert(0, str(Path(__file__).parent))
 from scorer_throughput import MODELS, build_prepared  # noqa: E402  (a sibling script)
 
 METHODS = ("gradient", "guided_backprop", "gradcam", "ebp", "cebp", "tcebp")
+SIGNALS = ("gradient", "excitation")  # timed alone too: one run_backward, without the map's own work
+ENGINES = ("onnxruntime", "numpy")
 
 
-def best_of(repeats: int, run: Callable[[], object]) -> float:
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = CLOCKS["wall"]
+
+
+def median_of(repeats: int, run: Callable[[], object]) -> float:
     times = []
     for _ in range(repeats):
-        started = time.perf_counter()
+        started = clock()
         run()
-        times.append(time.perf_counter() - started)
-    return min(times)
+        times.append(clock() - started)
+    return statistics.median(times)
 
 
-def forward_seconds(model: PreparedModel, image: np.ndarray, repeats: int) -> float:
-    batch = to_model_input(image[None], model.spec)
-    model.session.run_raw(batch)
-    return best_of(max(repeats, 20), lambda: model.session.run_raw(batch))
+def refuse(*args: object, **kwargs: object) -> None:
+    raise compiled.NotCompilable("switched off by the benchmark")
 
 
-def bench(name: str, repeats: int) -> list[tuple[str, float, float, float]]:
-    model = build_prepared(name, RuntimeOptions())
+def request(model: PreparedModel) -> tuple[np.ndarray, ExplainTarget]:
     spec = model.spec
     rng = np.random.default_rng(0)
     image = rng.uniform(0, 255, (spec.require("height"), spec.require("width"), 3)).astype(np.float32)
     if spec.require("kind") == "classifier":
-        target = ExplainTarget(class_index=0)
-    else:
-        target = ExplainTarget(mate=rng.uniform(0, 255, image.shape).astype(np.float32),
-                               non_mate=rng.uniform(0, 255, image.shape).astype(np.float32))
-    forward = forward_seconds(model, image, repeats)
-    rows = []
+        return image, ExplainTarget(class_index=0)
+    return image, ExplainTarget(mate=rng.uniform(0, 255, image.shape).astype(np.float32),
+                                non_mate=rng.uniform(0, 255, image.shape).astype(np.float32))
+
+
+def bench(name: str, repeats: int, rounds: int, threads: int | None
+          ) -> tuple[list[float], dict[tuple[str, str], dict[str, list[float]]]]:
+    """Forward times per round, and per (method, engine): first-map time, map times and ratios per round."""
+    models = {engine: build_prepared(name, RuntimeOptions(threads=threads)) for engine in ENGINES}
+    image, target = request(models["numpy"])
+    batch = to_model_input(image[None], models["numpy"].spec)
+    session = models["numpy"].session
+    session.run_raw(batch)
+    results: dict[tuple[str, str], dict[str, list[float]]] = {}
+    forwards = []
     for method in METHODS:
-        run = lambda method=method: explain(model, method, image=image, target=target)  # noqa: E731
-        try:
-            first = best_of(1, run)
-        except FaceAuditError as exc:  # e.g. EBP losing all mass on a random-weight network
-            print(f"  {name} {method}: {exc}")
-            continue
-        rows.append((method, forward, first, best_of(repeats, run)))
-    return rows
+        for engine, model in models.items():
+            with mock.patch.object(compiled, "compile_backward", refuse) if engine == "numpy" else mock.MagicMock():
+                try:
+                    first = median_of(1, lambda: explain(model, method, image=image, target=target))
+                except FaceAuditError as exc:  # e.g. EBP losing all mass on a random-weight network
+                    print(f"  {name} {method}: {exc}")
+                    continue
+            results[(method, engine)] = {"first": [first], "map": [], "ratio": []}
+    signal_runs = {}
+    for engine, model in models.items():
+        refs = None if target.class_index is not None else references(model, target)
+        wb = instrument(model, references=refs)
+        for signal in SIGNALS:
+            with mock.patch.object(compiled, "compile_backward", refuse) if engine == "numpy" else mock.MagicMock():
+                run = (lambda model=model, wb=wb, signal=signal:
+                       compiled.run_backward(model, wb, batch, signal, target.class_index))
+                first = median_of(1, run)
+            signal_runs[(f"[{signal}]", engine)] = run
+            results[(f"[{signal}]", engine)] = {"first": [first], "map": [], "ratio": []}
+    for _ in range(rounds):
+        forward = median_of(max(repeats, 50), lambda: session.run_raw(batch))
+        forwards.append(forward)
+        for (method, engine), entry in results.items():
+            model = models[engine]
+            with mock.patch.object(compiled, "compile_backward", refuse) if engine == "numpy" else mock.MagicMock():
+                run = signal_runs.get((method, engine)) or (lambda: explain(model, method, image=image, target=target))
+                seconds = median_of(repeats, run)
+            entry["map"].append(seconds)
+            entry["ratio"].append(seconds / forward)
+    return forwards, results
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="vgg,vgg-wide,iresnet", help="comma-separated, from scorer_throughput")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--models", default="vgg,iresnet", help="comma-separated, from scorer_throughput")
+    parser.add_argument("--repeats", type=int, default=10, help="calls per timing (median)")
+    parser.add_argument("--rounds", type=int, default=3, help="times the whole measurement is repeated (median)")
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all cores)")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall time, or this process's CPU time (with --threads 1: the work itself, "
+                             "whatever else the machine runs)")
     args = parser.parse_args(argv)
+    global clock
+    clock = CLOCKS[args.clock]
     for name in args.models.split(","):
-        rows = bench(name, args.repeats)
+        forwards, results = bench(name, args.repeats, args.rounds, args.threads)
         print(f"\n{name}: {MODELS[name].description}")
-        print(f"  one forward pass (batch 1): {1000 * rows[0][1]:.2f} ms")
-        print("  method            first map ms   map ms (cached session)   map / forward")
-        for method, forward, first, cached in rows:
-            print(f"  {method:<16} {1000 * first:>12.1f} {1000 * cached:>24.1f} {cached / forward:>15.1f}x")
-    print("\ntarget (issue 4): an EBP map ≤ 2.5× one forward pass")
+        print(f"  one forward pass (batch 1): {1000 * statistics.median(forwards):.2f} ms "
+              f"(rounds: {', '.join(f'{1000 * f:.2f}' for f in forwards)})")
+        print("  method           engine        first map ms   map ms   map / forward (rounds)")
+        for (method, engine), entry in results.items():
+            ratios = ", ".join(f"{r:.1f}" for r in entry["ratio"])
+            print(f"  {method:<16} {engine:<12} {1000 * entry['first'][0]:>13.1f} {1000 * statistics.median(entry['map']):>8.2f}"
+                  f" {statistics.median(entry['ratio']):>8.1f}x ({ratios})")
+    print("\n[gradient], [excitation]: one forward + backward run (compiled.run_backward) for the same image,\n"
+          "without the method's own work (validation, embedding the mate and non-mate, smoothing, the map)")
+    print("target (issue 4): an EBP map ≤ 2.5× one forward pass")
     return 0
 
 

@@ -222,3 +222,23 @@ def test_signals_without_compiled_rules_are_refused():
     values = wb.forward(np.zeros((1, 3, 12, 12), np.float32)).values
     with pytest.raises(NotCompilable, match="signal extended"):
         compile_backward(wb, values, "extended", "x", softmax_seed=False)
+
+
+@pytest.mark.parametrize(("build", "signal"), [(nets.mlp_classifier, "gradient"), (nets.relu_net, "excitation")])
+def test_a_graph_built_for_one_hot_seeds_scales_by_the_value_and_refuses_other_seeds(build, signal):
+    """The top Gemm (behind a Softmax, which excitation passes) reads one row of its weights, scaled by the
+    seed's value; a dense seed would be silently wrong, so it is refused."""
+    model = build()
+    wb = instrument_graph(model, "x", "y")
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]]
+    x = np.abs(np.random.default_rng(0).normal(size=(2, *shape))).astype(np.float32)
+    values = wb.forward(x).values
+    width = values["y"].shape[1]
+    proto = compile_backward(wb, values, signal, "x", softmax_seed=False, one_hot_seed=True)
+    assert any(node.op_type == "Gather" for node in proto.graph.node)
+    engine = CompiledBackward(proto, wb, signal, False, width, one_hot_seed=True)
+    seed = np.eye(width)[[2, 0]] * 3.0
+    _, actual, _ = engine.run(x, seed)
+    _assert_close(actual, backward(wb.graph, values, seed, signal)["x"])
+    with pytest.raises(ValueError, match="one non-zero per row"):
+        engine.run(x, np.full((2, width), 0.25))

@@ -5,18 +5,25 @@ instrumented model one small ONNX subgraph per node, walking the path in reverse
 backward.py does, and returns a model with two inputs (the model input and the seed at the score)
 and two outputs (the score and the signal at the source). The rules mirror rules/*.py:
 
-    Conv            gradient: ConvTranspose(g, W) with the Conv's geometry (pads, strides, dilations,
-                    groups; output_padding so the result has the input's exact size)
-                    excitation: x ⊙ ConvTranspose(p ⊘ Conv(x, W⁺), W⁺), 0/0 := 0 by Where(Equal(den, 0))
-    Gemm, MatMul    g Wᵀ;  x ⊙ (p ⊘ x W⁺) W⁺ᵀ                      (constant W = α·op(B))
+    Conv            gradient: Wᵀg as a Conv with the flipped, transposed kernel (stride 1, ≥ 8 channels:
+                    onnxruntime's blocked Conv is the fast kernel) or a ConvTranspose with the Conv's
+                    geometry (pads, strides, dilations, groups; output_padding for the exact input size)
+                    excitation: x ⊙ W⁺ᵀ(p ⊘ Conv(x, W⁺)), 0/0 := 0
+    Gemm, MatMul    g Wᵀ;  x ⊙ (p ⊘ x W⁺) W⁺ᵀ   (constant W = α·op(B)); a one-hot seed at the top layer
+                    reads only its row of Wᵀ (Gather)
     Add/Sub/Mul/Div a constant: the elementwise scale c (±1, c, 1/c), summed over broadcast axes;
                     Add of two tensors: g to both; excitation splits p by a⁺, b⁺ (rules.linear.add_tensors)
-    BatchNorm       the per-channel scale γ/√(var + ε)
-    Relu, PRelu, LeakyRelu, Clip, Sigmoid: Where masks (gradient, guided, deconv); excitation passes p
-    MaxPool         the forward node's Indices output, ScatterElements(reduction="add") to the winners
+    BatchNorm       the per-channel scale γ/√(var + ε) (most are folded into their Conv already)
+    Relu, PRelu, LeakyRelu, Clip, Sigmoid: products with 0/1 indicators (gradient, guided, deconv);
+                    excitation passes p. A Relu read only by a MaxPool is applied on the pooled grid.
+    MaxPool         taps stacked (N, C, T, *out), the first tap equal to the output wins (CumSum), the
+                    signal goes back by a grouped ConvTranspose with one-hot kernels
     Global/AveragePool  Expand of g/n; AveragePool: depthwise ConvTranspose with a ones kernel of g/count
     Flatten, Reshape, Squeeze, Unsqueeze, Identity, Dropout, Cast: Reshape to Shape(x); Transpose: inverse
     Concat          Slice per input;  Softmax, LpNormalization: their Jacobians (excitation passes p)
+
+onnxruntime's Where, Sign, DepthToSpace and MaxPool's Indices output are several times slower than
+a Conv of the same size on CPU; the rules avoid them (0/0 := 0 is n / (d + [d = 0]) · [d ≠ 0]).
 
 Supported signals: gradient, guided, deconv, excitation. Anything else (another signal, an
 operator or attribute combination without a compiled rule, opset < 13, non-float32 tensors)
@@ -32,7 +39,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +79,7 @@ class Emitter:
         self._zero: str | None = None
         self._one: str | None = None
         self.one_hot: set[str] = set()  # signals with at most one non-zero per row (B, K)
+        self.nonnegative: set[str] = set()  # tensors that are ≥ 0 by construction (`nonnegative_tensors`)
         self.pooled_relus: set[str] = set()  # Relu outputs whose rule the MaxPool reading them applied
         self.relu_before: set[str] = set()  # Relu outputs on the path that only a MaxPool reads
 
@@ -108,12 +116,16 @@ class Emitter:
         """A boolean tensor as 0.0/1.0: products with it select (onnxruntime's Where is many times slower)."""
         return self.op("Cast", [condition], to=TensorProto.FLOAT)
 
-    def safe_divide(self, numerator: str, denominator: str) -> str:
+    def safe_divide(self, numerator: str, denominator: str, *, vanishing: bool = False) -> str:
         """numerator / denominator with x/0 := 0 (EBP's 0/0 := 0), broadcasting as numpy does:
-        n / (d + [d = 0]) · (1 − [d = 0]), exact where d ≠ 0 (d + 0 = d, q · 1 = q)."""
+        n / (d + [d = 0]) · (1 − [d = 0]), exact where d ≠ 0 (d + 0 = d, q · 1 = q).
+
+        `vanishing`: the caller multiplies each quotient only by terms that are 0 wherever its d is
+        (d = W⁺x with x ≥ 0: d = 0 makes every w⁺x in it 0), so the value there does not matter as
+        long as it is finite, and n / (d + [d = 0]) suffices."""
         is_zero = self.indicator(self.op("Equal", [denominator, self.zero()]))
         quotient = self.op("Div", [numerator, self.op("Add", [denominator, is_zero])])
-        return self.op("Mul", [quotient, self.op("Sub", [self.one(), is_zero])])
+        return quotient if vanishing else self.op("Mul", [quotient, self.op("Sub", [self.one(), is_zero])])
 
     def reduce_sum(self, x: str, axes: list[int], keepdims: bool) -> str:
         return self.op("ReduceSum", [x, self.const(np.array(axes, dtype=np.int64), "axes")], keepdims=int(keepdims))
@@ -194,7 +206,8 @@ def _linear(em: Emitter, node: Node, grad: str, signal: Signal, forward: Callabl
             transpose_pos: Callable[[str], str]) -> str:
     """The signal into x of y = A x: Aᵀg, or x ⊙ A⁺ᵀ(p ⊘ A⁺x) for excitation (rules.linear.linear_signal)."""
     if signal == "excitation":
-        return em.op("Mul", [node.x, transpose_pos(em.safe_divide(grad, forward_pos(node.x)))])
+        share = em.safe_divide(grad, forward_pos(node.x), vanishing=node.x in em.nonnegative)
+        return em.op("Mul", [node.x, transpose_pos(share)])
     return transpose(grad)
 
 
@@ -282,7 +295,7 @@ def _scale(em: Emitter, node: Node, index: int, grad: str, signal: Signal, facto
     g_shape, x_shape = node.shape(node.y), node.shape(x)
     if signal == "excitation":
         positive = em.const(np.maximum(factor, 0.0), "scale_pos")
-        share = em.safe_divide(grad, em.op("Mul", [x, positive]))
+        share = em.safe_divide(grad, em.op("Mul", [x, positive]), vanishing=True)  # c⁺x = 0: c⁺ = 0 or x = 0
         return em.op("Mul", [x, em.unbroadcast(em.op("Mul", [share, positive]), g_shape, x_shape)])
     scaled = grad if np.all(factor == 1.0) else em.op("Mul", [grad, em.const(factor, "scale")])
     return em.unbroadcast(scaled, g_shape, x_shape)
@@ -314,7 +327,7 @@ def add_tensors(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
     if signal != "excitation":
         return {0: em.unbroadcast(grad, g_shape, node.shape(a)), 1: em.unbroadcast(grad, g_shape, node.shape(b))}
     a_pos, b_pos = em.op("Relu", [a]), em.op("Relu", [b])
-    share = em.safe_divide(grad, em.op("Add", [a_pos, b_pos]))
+    share = em.safe_divide(grad, em.op("Add", [a_pos, b_pos]), vanishing=True)  # a⁺ + b⁺ = 0: both are 0
     return {0: em.unbroadcast(em.op("Mul", [share, a_pos]), g_shape, node.shape(a)),
             1: em.unbroadcast(em.op("Mul", [share, b_pos]), g_shape, node.shape(b))}
 
@@ -552,6 +565,7 @@ def compile_backward(wb: Instrumented, values: Mapping[str, np.ndarray], signal:
                       if node.op_type == "Relu" and readers[node.output[0]] == 1 and node.output[0] != source
                       and node.input[0] in carrying
                       and any(r.op_type == "MaxPool" and r.input[0] == node.output[0] for r in model.graph.node)}
+    em.nonnegative = nonnegative_tensors(model.graph.node, graph.constants)
     for original in reversed(nodes):
         proto = by_output[original.output[0]]  # the copy: MaxPool may gain its Indices output
         rule = COMPILED_RULES.get(operator_label(proto))
@@ -581,6 +595,28 @@ def compile_backward(wb: Instrumented, values: Mapping[str, np.ndarray], signal:
         helper.make_tensor_value_info(result, TensorProto.FLOAT, [None] * len(shapes[source])),
     ])
     return model
+
+
+NONNEGATIVE_OUTPUTS = frozenset({"Relu", "Sigmoid", "Softmax"})
+KEEP_SIGN = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Reshape", "Identity", "Dropout",
+                       "Squeeze", "Unsqueeze", "Transpose", "Concat", "Add", "Cast"})
+
+
+def nonnegative_tensors(nodes: Sequence[onnx.NodeProto], constants: Mapping[str, np.ndarray]) -> set[str]:
+    """Tensors ≥ 0 by construction: outputs of Relu, Sigmoid, Softmax, Clip with a min ≥ 0, and of pools,
+    moves and sums of such tensors (their data inputs; shape inputs are constants)."""
+    found: set[str] = set()
+    for node in nodes:
+        if node.op_type in NONNEGATIVE_OUTPUTS:
+            found.add(node.output[0])
+        elif node.op_type == "Clip" and len(node.input) > 1 and node.input[1] in constants:
+            if float(constants[node.input[1]]) >= 0:
+                found.add(node.output[0])
+        elif node.op_type in KEEP_SIGN:
+            data = node.input if node.op_type in ("Concat", "Add") else node.input[:1]
+            if all(name in found for name in data):
+                found.add(node.output[0])
+    return found
 
 
 def _seed(em: Emitter, score: str, softmax_seed: bool) -> str:
