@@ -12,7 +12,7 @@ from scipy.ndimage import binary_dilation
 
 import faceaudit.audit.run as run_module
 from faceaudit.audit.run import run_audit
-from faceaudit.errors import InvalidRequest, UnsupportedModel
+from faceaudit.errors import FaceAuditError, InvalidRequest, UnsupportedModel
 from faceaudit.methods.cis import CisOptions, cis
 from faceaudit.methods.common import ExplainTarget
 from faceaudit.testing.zoo import planted_region_classifier, qlinear_classifier
@@ -186,3 +186,20 @@ def test_bad_landmarks_name_the_row(model, tmp_path: Path) -> None:
     with pytest.raises(InvalidRequest) as caught:
         run_audit(model, tmp_path, tmp_path / "out", methods=["gradient"], games=[], options={"cms": CMS})
     assert caught.value.field == "manifest.csv[row 2].x1..y5" and "flipped" in str(caught.value)
+
+
+def test_all_methods_leave_out_those_that_refuse(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import faceaudit.methods.registry as registry
+
+    kept = {name: registry.METHODS[name] for name in ("gradient", "gradcam", "xface")}
+    monkeypatch.setattr(run_module, "METHODS", kept)  # a short catalogue: gradcam refuses this model
+    quantised_free = prepared(planted_region_classifier(), {"kind": "classifier", "output_type": "probabilities"})
+    path = run_audit(quantised_free, dataset, tmp_path / "out", methods=["all"], games=["sanity_check"],
+                     options={"cms": CMS})
+    audit = json.loads(path.read_text(encoding="utf-8"))
+    assert list(audit["methods"]) == ["gradient"]  # xface explains embedding models only
+    assert set(audit["methods_skipped"]) == {"gradcam"}
+    assert audit["games"]["sanity_check"]["options"]["methods"] == ["gradient"]
+    with pytest.raises(FaceAuditError):
+        run_audit(quantised_free, dataset, tmp_path / "out2", methods=["gradient", "gradcam"], games=[],
+                  options={"cms": CMS})

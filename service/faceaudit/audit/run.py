@@ -17,7 +17,8 @@ audit.json (schema "faceaudit.audit/1"; map files are relative to the audit.json
     group_differences{"<a>_vs_<b>": {file, one_minus_correlation, l1}}, region_mass (with regions),
     frame, target}, methods{name: {images, forward_passes, seconds, region_mass (with regions)}},
     games{name: GameResult.to_dict() plus seconds and judges_maps (False for feature analyses)},
-    games_skipped{name: reason} (default games that refused the data),
+    games_skipped{name: reason} (default games that refused the data), methods_skipped{name: reason}
+    (methods=["all"]: methods that refused the first image, left out),
     images[{row, name, group, label, files{image, <method>: {npy, png}}}], cache{hits, misses},
     notes[...]
 Ground truth (datasets with a `region` column): a method's region_mass is the mean over images of
@@ -51,11 +52,11 @@ from faceaudit.audit.dataset import Dataset, load_dataset
 from faceaudit.audit.game_inputs import GameInputs, why_not
 from faceaudit.audit.inputs import Face, Inputs
 from faceaudit.engine.prepare import PreparedModel, prepare
-from faceaudit.errors import InvalidRequest, UnsupportedModel
+from faceaudit.errors import FaceAuditError, InvalidRequest, UnsupportedModel
 from faceaudit.methods.cis import CisOptions, cis
 from faceaudit.methods.cms import CmsAccumulator
 from faceaudit.methods.common import Progress, options_from
-from faceaudit.methods.registry import black_box_methods, explain, get_method
+from faceaudit.methods.registry import METHODS, black_box_methods, explain, get_method
 from faceaudit.methods.saliency_map import SaliencyMap
 from faceaudit.metrics.registry import evaluate, games_for, get_game
 from faceaudit.models import load_model, resolve_spec
@@ -64,6 +65,7 @@ from faceaudit.models.graph import quantised_operators
 SCHEMA = "faceaudit.audit/1"
 DEFAULT_METHODS = ("gradient", "occlusion")  # one white-box, one black-box map; quantised models: black-box only
 OPTION_KEYS = ("cms", "methods", "games")
+ALL = "all"  # methods=["all"]: every method that explains the model's kind
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +76,7 @@ class Plan:
     methods: dict[str, Any]  # name → options object
     games: dict[str, Any]  # name → options object
     explicit_games: bool  # named by the caller: a game that refuses the data is an error, not a skip
+    explicit_methods: bool  # False for "all": a method that refuses the first image is left out
 
 
 def run_audit(model: PreparedModel | str | Path, dataset: Dataset | str | Path, out: str | Path, *,
@@ -83,7 +86,8 @@ def run_audit(model: PreparedModel | str | Path, dataset: Dataset | str | Path, 
     """Audit `model` over `dataset` into folder `out`; returns the path of audit.json.
 
     `model` is a PreparedModel, or a model path resolved with `spec` (loose spec values) and run
-    with default runtime options. `methods` defaults to DEFAULT_METHODS, `games` to every game that
+    with default runtime options. `methods` defaults to DEFAULT_METHODS; ["all"] runs every method
+    that explains the model's kind, leaving out those that refuse the first image; `games` to every game that
     applies to the model and the dataset (`audit.game_inputs`); the sanity check checks the audit's
     methods unless its options name others. `options` maps "cms" to CIS options, "methods" and
     "games" to {name: options}. `progress(done, total, phase)` counts images ("cms and maps"), then each
@@ -124,7 +128,7 @@ def run_audit(model: PreparedModel | str | Path, dataset: Dataset | str | Path, 
     cms, cms_maps = cms_section(overall, groups, out / "maps", inputs.backdrop())
     if all(e.region is not None for e in data.entries):
         cms["region_mass"] = _weighted_share(cms_maps["overall"].values, canonical_region / len(data.entries))
-    results, skipped = _play(model, plan, played, progress)
+    results, skipped = _play(model, plan, played, progress, totals.skipped)
     document = {
         "schema": SCHEMA,
         "faceaudit_version": faceaudit.__version__,
@@ -140,6 +144,7 @@ def run_audit(model: PreparedModel | str | Path, dataset: Dataset | str | Path, 
                     "games": {n: dataclasses.asdict(o) for n, o in plan.games.items()}},
         "cms": {**cms, "frame": "canonical" if data.has_landmarks else "input", "target": _cms_target(model)},
         "methods": totals.section(),
+        "methods_skipped": totals.skipped,
         "games": results,
         "games_skipped": skipped,
         "images": images,
@@ -157,6 +162,7 @@ class _MethodTotals:
     def __init__(self, names: list[str]) -> None:
         self.stats = {name: {"images": 0, "forward_passes": 0, "seconds": 0.0} for name in names}
         self.region_mass: dict[str, list[float]] = {name: [] for name in names}
+        self.skipped: dict[str, str] = {}  # methods=["all"]: methods that refused the first image, and why
 
     def add(self, name: str, result: SaliencyMap, region: np.ndarray | None) -> None:
         self.stats[name]["images"] += 1
@@ -169,7 +175,7 @@ class _MethodTotals:
         """audit.json's "methods"; region_mass only when every image had a region."""
         return {name: {**stats, **({"region_mass": float(np.mean(self.region_mass[name]))}
                                    if len(self.region_mass[name]) == stats["images"] else {})}
-                for name, stats in self.stats.items()}
+                for name, stats in self.stats.items() if name not in self.skipped}
 
 
 def _method_maps(model: PreparedModel, plan: Plan, cache: MapCache, face: Face, out: Path,
@@ -180,9 +186,16 @@ def _method_maps(model: PreparedModel, plan: Plan, cache: MapCache, face: Face, 
     Image.fromarray(face.image.clip(0, 255).astype(np.uint8)).save(folder / "image.png")
     files: dict[str, Any] = {"image": _relative(folder / "image.png", out)}
     maps = {}
-    for name, options in plan.methods.items():
-        result = _cached(cache, model, name, options, face, lambda n=name, o=options: explain(
-            model, n, image=face.image, target=face.target, options=o))
+    for name, options in list(plan.methods.items()):
+        try:
+            result = _cached(cache, model, name, options, face, lambda n=name, o=options: explain(
+                model, n, image=face.image, target=face.target, options=o))
+        except FaceAuditError as exc:
+            if plan.explicit_methods or totals.stats[name]["images"]:
+                raise
+            del plan.methods[name]  # "all": a method that cannot explain this model is left out
+            totals.skipped[name] = str(exc)
+            continue
         maps[name] = result.values
         npy = save_map(result.values, folder, name, face.image, signed=result.signed)
         files[name] = {"npy": _relative(npy, out), "png": _relative(npy.with_suffix(".png"), out)}
@@ -190,12 +203,17 @@ def _method_maps(model: PreparedModel, plan: Plan, cache: MapCache, face: Face, 
     return maps, files
 
 
-def _play(model: PreparedModel, plan: Plan, played: GameInputs,
-          progress: Progress | None) -> tuple[dict[str, Any], dict[str, str]]:
-    """Each planned game's result (with its seconds), and the default games that refused the data."""
+def _play(model: PreparedModel, plan: Plan, played: GameInputs, progress: Progress | None,
+          left_out: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Each planned game's result (with its seconds), and the default games that refused the data.
+    The sanity check does not check methods that were `left_out` of the audit."""
     results, skipped = {}, {}
     for name, options in plan.games.items():
         started = time.perf_counter()
+        if name == "sanity_check" and left_out:
+            options = plan.games[name] = dataclasses.replace(
+                options, methods=tuple(m for m in options.methods if m not in left_out),
+                method_options={m: o for m, o in options.method_options.items() if m not in left_out})
         try:
             if name == "inpainting_game":
                 options = plan.games[name] = played.inpainting_options(model, options)
@@ -227,8 +245,11 @@ def _plan(model: PreparedModel, data: Dataset, methods: Sequence[str] | None, ga
         raise InvalidRequest("options", f"unknown key {key!r}; keys: {', '.join(OPTION_KEYS)}")
     kind = model.spec.require("kind")
     quantised = quantised_operators(model.loaded.proto)  # white-box methods refuse quantised models
+    everything = methods is not None and list(methods) == [ALL]
     if methods is None:
         methods = [m for m in DEFAULT_METHODS if not quantised or get_method(m).black_box]
+    elif everything:
+        methods = [n for n, m in METHODS.items() if kind in m.kinds and (not quantised or m.black_box)]
     names = [get_method(m).name for m in methods]
     if not names:
         raise InvalidRequest("methods", "an audit needs at least one method")
@@ -260,6 +281,7 @@ def _plan(model: PreparedModel, data: Dataset, methods: Sequence[str] | None, ga
         methods=methods_options,
         games={n: options_from(get_game(n).options, game_options.get(n)) for n in dict.fromkeys(chosen)},
         explicit_games=games is not None,
+        explicit_methods=not everything,
     )
 
 

@@ -28,19 +28,26 @@ from faceaudit.demo.dataset import write_attribute_dataset, write_embedding_data
 from faceaudit.engine.prepare import prepare
 from faceaudit.errors import InvalidRequest
 from faceaudit.methods.registry import METHODS
-from faceaudit.metrics.registry import GAMES
+from faceaudit.metrics.registry import GAMES, games_for, get_game
 
 DEMO_OUT = "faceaudit-demo"
 DEMO_MODELS = Path(__file__).resolve().parents[1] / "demo" / "models"
-# CIS on the 64-px demo faces: the paper's 15-px patch at 112 px scaled to 64 px, a 2-px stride.
+# CIS on the 64-px demo faces: the paper's 15-px patch at 112 px scaled to 64 px, half-patch stride.
 # Games with coarser sweeps than their defaults, so that the demo takes seconds, not minutes.
 # Inpainting τ: on the demo faces the embedding model's genuine cosines lie above 0.85 and its
 # impostors' below 0.45 (demo/models/manifest.json: AUC 0.99999), so τ = 0.7 has FPR 0 and TPR 1
 # there while refusing the doppelgangers, which the lowest τ at FPR 1 % (≈ 0.4) would still match.
-DEMO_OPTIONS = {"cms": {"patch": 8, "stride": 2},
+DEMO_OPTIONS = {"cms": {"patch": 8, "stride": 4},
                 "games": {"hiding_game": {"steps": 25}, "deletion": {"steps": 32}, "insertion": {"steps": 32},
-                          "sanity_check": {"methods": "gradient", "every": 4}}}
-DEMO_GAMES = {"embedding": {"inpainting_game": {"tau": 0.7}}}
+                          "sanity_check": {"methods": "gradient", "every": 6}}}
+DEMO_GAMES = {"embedding": {"inpainting_game": {"tau": 0.7, "steps": 50}}}
+# A few methods of each family (gradients, CAM, excitation backprop, perturbation); `--methods all`
+# runs every one on a dataset of your own.
+# (The EBP family costs about a second per image on the embedding model: a fresh reference set per probe.)
+DEMO_METHODS = {"attribute": ["gradient", "gradcam", "ebp", "lrp", "occlusion", "rise"],
+                "embedding": ["gradient", "gradcam", "lrp", "occlusion", "xface"]}
+DEMO_METHOD_OPTIONS = {"rise": {"masks": 500}}
+DEMO_KINDS = {"attribute": "classifier", "embedding": "embedding"}
 
 
 def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +59,8 @@ def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", help="folder with the face images and manifest.csv")
     parser.add_argument("--manifest", default="manifest.csv", help="manifest file name inside the dataset folder")
     parser.add_argument("--group-column", help="manifest column holding the group attribute (default: 'group' if present)")
-    parser.add_argument("--methods", help="comma-separated saliency methods (default: gradient,occlusion)")
+    parser.add_argument("--methods", help="comma-separated saliency methods, or 'all' (default: gradient,occlusion; "
+                                          "the demo: a few of each family)")
     parser.add_argument("--games", help="comma-separated games (default: every game that applies)")
     parser.add_argument("--option", action="append", default=[], metavar="NAME.KEY=VALUE",
                         help="an option of a method, a game, or 'cms' (the CIS maps of the CMS); repeatable")
@@ -90,8 +98,16 @@ def _demo(args: argparse.Namespace) -> int:
     written = []
     for name, write, group in (("attribute", write_attribute_dataset, "skin"), ("embedding", write_embedding_dataset, None)):
         data = write(out / "data" / name)
-        defaults = {**DEMO_OPTIONS, "games": {**DEMO_OPTIONS["games"], **DEMO_GAMES.get(name, {})}}
-        path = run_audit(DEMO_MODELS / f"{name}.onnx", data.parent, out / name, options=_options(args.option, defaults),
+        methods = _names(args.methods, "methods") or DEMO_METHODS[name]
+        defaults = {**DEMO_OPTIONS, "games": {**DEMO_OPTIONS["games"], **DEMO_GAMES.get(name, {})},
+                    "methods": {m: o for m, o in DEMO_METHOD_OPTIONS.items() if m in methods}}
+        options = _options(args.option, defaults)
+        # Both demo audits get the same --option flags: each keeps those of the games it plays.
+        options["games"] = {g: o for g, o in options["games"].items() if g in games_for(DEMO_KINDS[name])}
+        games = None if args.games is None else [g for g in _names(args.games, "games") or []
+                                                 if get_game(g).name in games_for(DEMO_KINDS[name])]
+        path = run_audit(DEMO_MODELS / f"{name}.onnx", data.parent, out / name, methods=methods, games=games,
+                         options=options,
                          progress=None if args.quiet else ProgressBar(f"demo {name}"), group_column=group)
         written.append((path, write_report(path)))
     _print(args, written, time.perf_counter() - started)
