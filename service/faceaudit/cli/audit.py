@@ -1,8 +1,9 @@
 """`faceaudit audit`: a model-level audit over a dataset, or, with no arguments, the bundled demo.
 
-    faceaudit audit --model M.onnx --dataset DIR [--group-column C] [--methods a,b] [--games x,y]
-                    [--option NAME.KEY=VALUE ...] [--out DIR]
-    faceaudit audit [--out DIR]        the demo: renders demo faces, audits the bundled models
+    faceaudit audit --model M.onnx --dataset DIR [--group-column C] [--methods a,b|all] [--games x,y]
+                    [--option NAME.KEY=VALUE ...] --out DIR
+    faceaudit audit [--out DIR] [--methods ...] [--option ...]
+                    the demo: renders demo faces, audits the bundled attribute and embedding models
 
 Writes OUT/audit.json and OUT/report.html (the demo: OUT/attribute/ and OUT/embedding/, with the
 rendered datasets under OUT/data/). `--option` sets an option of a method, a game or the CMS's
