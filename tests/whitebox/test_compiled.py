@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from faceaudit.images.preprocess import to_model_input
+from faceaudit.methods.cebp import CebpOptions, cebp
 from faceaudit.methods.common import ExplainTarget, references
 from faceaudit.methods.ebp import EbpOptions, ebp
 from faceaudit.methods.gradient import gradient
+from faceaudit.methods.tcebp import TcebpOptions, tcebp
 from faceaudit.testing import zoo
 from faceaudit.whitebox import backward, instrument, instrument_graph
 from faceaudit.whitebox import compiled as compiled_module
@@ -29,8 +31,7 @@ TOLERANCE = 1e-4  # of the reference signal's largest magnitude: float32 against
 
 def _compiled(wb, values, signal, source=None):
     source = source or wb.graph.input_name
-    width = int(np.prod(values[wb.graph.score].shape[1:]))
-    return CompiledBackward(compile_backward(wb, values, signal, source, softmax_seed=False), wb, signal, False, width)
+    return CompiledBackward(compile_backward(wb, values, signal, source, softmax_seed=False), wb, signal, False)
 
 
 def _assert_close(actual: np.ndarray, expected: np.ndarray) -> None:
@@ -236,9 +237,29 @@ def test_a_graph_built_for_one_hot_seeds_scales_by_the_value_and_refuses_other_s
     width = values["y"].shape[1]
     proto = compile_backward(wb, values, signal, "x", softmax_seed=False, one_hot_seed=True)
     assert any(node.op_type == "Gather" for node in proto.graph.node)
-    engine = CompiledBackward(proto, wb, signal, False, width, one_hot_seed=True)
+    engine = CompiledBackward(proto, wb, signal, False, one_hot_seed=True)
     seed = np.eye(width)[[2, 0]] * 3.0
     _, actual, _ = engine.run(x, seed)
     _assert_close(actual, backward(wb.graph, values, seed, signal)["x"])
     with pytest.raises(ValueError, match="one non-zero per row"):
         engine.run(x, np.full((2, width), 0.25))
+
+
+@pytest.mark.parametrize(("method", "options"), [
+    (cebp, CebpOptions(contrast="dual")), (cebp, CebpOptions(form="zhang", contrast="others", layer="last_conv")),
+    (cebp, CebpOptions(form="zhang", contrast=4, contrast_layer="last_conv")), (tcebp, TcebpOptions(contrast="dual")),
+])
+def test_contrastive_maps_agree_with_the_numpy_engine(monkeypatch, method, options):
+    """cEBP (difference and Zhang's forms, the dual unit's negated weights, a seed at an intermediate
+    tensor) and tcEBP from the compiled engine equal the same maps with compilation switched off."""
+    image = np.random.default_rng(3).uniform(0, 255, (32, 32, 3)).astype(np.float32)
+    target = ExplainTarget(class_index=2)
+    fast = method(_model("vgg"), image=image, target=target, options=options)
+
+    def refuse(*args, **kwargs):
+        raise NotCompilable("refused by the test")
+
+    monkeypatch.setattr(compiled_module, "compile_backward", refuse)
+    slow = method(_model("vgg"), image=image, target=target, options=options)
+    assert fast.extra["engine"] == "onnxruntime" and slow.extra["engine"] == "numpy"
+    _assert_close(fast.values, slow.values)

@@ -49,9 +49,9 @@ from faceaudit.methods.common import ExplainTarget, Progress, Run
 from faceaudit.methods.ebp import MAX_SMOOTH
 from faceaudit.methods.gradient import instrumented_forward
 from faceaudit.methods.saliency_map import SaliencyMap
-from faceaudit.whitebox import backward
 from faceaudit.whitebox.dataflow import SignalGraph
 from faceaudit.whitebox.instrument import Activations, Instrumented
+from faceaudit.whitebox.compiled import BackwardRun, engine_extra, seeded_backward
 from faceaudit.whitebox.maps import channels_first, smooth_and_normalise, upsample_bilinear
 
 FORMS = ("difference", "zhang")
@@ -167,27 +167,10 @@ def contrast_layer(wb: Instrumented, name: str, values: dict) -> str:
     return layer
 
 
-def continue_down(graph: SignalGraph, values: dict, signal: np.ndarray, start: str, layer: str) -> np.ndarray:
-    """EBP of `signal` at tensor `start` down to `layer` (the same tensor: unchanged)."""
-    if layer == start:
-        return signal
-    try:
-        return backward(dataclasses.replace(graph, score=start), values, signal, "excitation", source=layer)[layer]
-    except ValueError as exc:
-        raise InvalidRequest("layer", f"{layer!r} is not below the contrast layer {start!r}") from exc
-
-
 # pair(wb, acts, units, layer): the target's and the contrast's signals at `layer` (EBP or eEBP).
 Pair = Callable[[Instrumented, Activations, "Units", str], tuple[np.ndarray, np.ndarray]]
 # down(wb, acts, signal, start, layer): a signal at `start` carried on down to `layer`.
 Down = Callable[[Instrumented, Activations, np.ndarray, str, str], np.ndarray]
-
-
-def pair_at_layer(wb: Instrumented, acts: Activations, found: Units, layer: str) -> tuple[np.ndarray, np.ndarray]:
-    """The target's and the contrast's EBP signals at `layer`."""
-    p = backward(wb.graph, acts.values, found.target, "excitation", source=layer)[layer]
-    n = backward(found.contrast_graph, acts.values, found.contrast, "excitation", source=layer)[layer]
-    return p, n
 
 
 def per_pixel(signal: np.ndarray, layer: str, wb: Instrumented, model: PreparedModel) -> np.ndarray:
@@ -205,23 +188,54 @@ def finish(values: np.ndarray, model: PreparedModel, smooth: float, method: str)
     return smooth_and_normalise(upsample_bilinear(values, (height, width)), smooth * width)
 
 
+def compiled_pair(model: PreparedModel, runs: list[BackwardRun]) -> Pair:
+    """The target's and the contrast's EBP signals at `layer` (the contrast on its own graph: the dual's),
+    by whitebox.compiled (the numpy engine where a path does not compile); each pass is appended to `runs`."""
+
+    def pair(wb: Instrumented, acts: Activations, found: Units, layer: str) -> tuple[np.ndarray, np.ndarray]:
+        inputs = acts.values[wb.graph.input_name]
+        dual = found.contrast_graph is not wb.graph
+        runs.append(seeded_backward(model, wb, inputs, found.target, "excitation", source=layer))
+        runs.append(seeded_backward(model, wb, inputs, found.contrast, "excitation", source=layer,
+                                    graph=found.contrast_graph, variant="dual" if dual else ""))
+        return runs[-2].signal, runs[-1].signal
+
+    return pair
+
+
+def compiled_down(model: PreparedModel, runs: list[BackwardRun]) -> Down:
+    """EBP of a signal at tensor `start` down to `layer` (the same tensor: unchanged), appended to `runs`."""
+
+    def down(wb: Instrumented, acts: Activations, signal: np.ndarray, start: str, layer: str) -> np.ndarray:
+        if layer == start:
+            return signal
+        graph = dataclasses.replace(wb.graph, score=start)
+        try:
+            runs.append(seeded_backward(model, wb, acts.values[wb.graph.input_name], signal, "excitation",
+                                        source=layer, graph=graph))
+        except ValueError as exc:
+            raise InvalidRequest("layer", f"{layer!r} is not below the contrast layer {start!r}") from exc
+        return runs[-1].signal
+
+    return down
+
+
 def cebp(
     model: PreparedModel, *, image: np.ndarray, target: ExplainTarget,
     options: CebpOptions = CebpOptions(), progress: Progress | None = None,
 ) -> SaliencyMap:
     """Contrastive EBP map (unit mass) of a class against a contrast, or of a mate against a non-mate."""
-    return contrastive_map("cebp", pair_at_layer, _excitation_down, model, image, target, options, progress)
-
-
-def _excitation_down(wb: Instrumented, acts: Activations, signal: np.ndarray, start: str, layer: str) -> np.ndarray:
-    return continue_down(wb.graph, acts.values, signal, start, layer)
+    runs: list[BackwardRun] = []
+    return contrastive_map("cebp", compiled_pair(model, runs), compiled_down(model, runs), model, image, target,
+                           options, progress, runs=runs)
 
 
 def contrastive_map(
     method: str, pair: Pair, down: Down, model: PreparedModel, image: np.ndarray, target: ExplainTarget,
-    options: CebpOptions, progress: Progress | None,
+    options: CebpOptions, progress: Progress | None, *, runs: list[BackwardRun] | None = None,
 ) -> SaliencyMap:
-    """The cEBP map with `pair` and `down` propagating the signals (EBP here, eEBP in ecebp)."""
+    """The cEBP map with `pair` and `down` propagating the signals (EBP here, eEBP in ecebp); `runs` collects
+    the backward passes of compiled `pair` and `down` (their forward passes and engines are reported)."""
     run = Run(method, model, target, options)
     target, wb, acts = instrumented_forward(model, image, target)
     layer = wb.layer(options.layer, acts.values)
@@ -240,6 +254,8 @@ def contrastive_map(
     values = finish(contrast, model, options.smooth, method)
     if progress is not None:
         progress(1, 1, method)
-    return run.result(values, acts.stats, signed=False,
+    if runs:
+        extra.update(engine_extra(*runs))
+    return run.result(values, [acts.stats, *(r.stats for r in runs or [])], signed=False,
                       extra={"graph": "instrumented", "layer": layer, "layer_size": list(contrast.shape),
                              "folded_batch_norms": wb.folded_batch_norms, **extra})

@@ -36,11 +36,12 @@ import numpy as np
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.errors import InvalidRequest, ModelOutputError
 from faceaudit.methods.cebp import (
-    Contrast, Pair, check_contrast, check_map_options, finish, pair_at_layer, per_pixel, units,
+    Contrast, Pair, check_contrast, check_map_options, compiled_pair, finish, per_pixel, units,
 )
 from faceaudit.methods.common import ExplainTarget, Progress, Run
 from faceaudit.methods.gradient import instrumented_forward
 from faceaudit.methods.saliency_map import SaliencyMap
+from faceaudit.whitebox.compiled import BackwardRun, engine_extra
 
 TRUNCATIONS = ("percentile", "mass")
 
@@ -98,14 +99,17 @@ def tcebp(
     options: TcebpOptions = TcebpOptions(), progress: Progress | None = None,
 ) -> SaliencyMap:
     """Truncated contrastive EBP map (unit mass) of a class against a contrast, or of a mate against a non-mate."""
-    return truncated_contrastive_map("tcebp", pair_at_layer, model, image, target, options, progress)
+    runs: list[BackwardRun] = []
+    return truncated_contrastive_map("tcebp", compiled_pair(model, runs), model, image, target, options, progress,
+                                     runs=runs)
 
 
 def truncated_contrastive_map(
     method: str, pair: Pair, model: PreparedModel, image: np.ndarray, target: ExplainTarget, options: TcebpOptions,
-    progress: Progress | None,
+    progress: Progress | None, *, runs: list[BackwardRun] | None = None,
 ) -> SaliencyMap:
-    """The tcEBP map with `pair` computing the target and contrast signals (EBP here, eEBP in etcebp)."""
+    """The tcEBP map with `pair` computing the target and contrast signals (EBP here, eEBP in etcebp); `runs`
+    collects the backward passes of a compiled `pair` (their forward passes and engines are reported)."""
     run = Run(method, model, target, options)
     target, wb, acts = instrumented_forward(model, image, target)
     layer = wb.layer(options.layer, acts.values)
@@ -123,7 +127,7 @@ def truncated_contrastive_map(
     values = finish(contrast, model, options.smooth, method)
     if progress is not None:
         progress(1, 1, method)
-    return run.result(values, acts.stats, signed=False,
+    return run.result(values, [acts.stats, *(r.stats for r in runs or [])], signed=False,
                       extra={"graph": "instrumented", "layer": layer, "layer_size": list(contrast.shape),
                              "contrast": found.description, "epsilon": eps_p, "epsilon_contrast": eps_n,
-                             "folded_batch_norms": wb.folded_batch_norms})
+                             "folded_batch_norms": wb.folded_batch_norms, **(engine_extra(*runs) if runs else {})})

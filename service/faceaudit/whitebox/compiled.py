@@ -41,7 +41,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import onnx
@@ -53,6 +53,7 @@ from faceaudit.engine.runtime import available_cpus
 from faceaudit.engine.scorer import ScoringStats
 from faceaudit.errors import FaceAuditError
 from faceaudit.whitebox.backward import backward, operator_label
+from faceaudit.whitebox.dataflow import SignalGraph
 from faceaudit.whitebox.instrument import Instrumented
 from faceaudit.whitebox.rules import NodeContext
 from faceaudit.whitebox.rules.windows import WindowMean, window
@@ -79,6 +80,7 @@ class Emitter:
         self._zero: str | None = None
         self._one: str | None = None
         self.one_hot: set[str] = set()  # signals with at most one non-zero per row (B, K)
+        self.share_weights = True  # the rules' constants are the model's initializers (no dual unit)
         self.nonnegative: set[str] = set()  # tensors that are ≥ 0 by construction (`nonnegative_tensors`)
         self.pooled_relus: set[str] = set()  # Relu outputs whose rule the MaxPool reading them applied
         self.relu_before: set[str] = set()  # Relu outputs on the path that only a MaxPool reads
@@ -276,7 +278,7 @@ def gemm(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
     b = node.ctx.weight(1, "B matrix")
     trans_b = node.ctx.attr("transB", 0)
     weight = node.ctx.attr("alpha", 1.0) * (b.T if trans_b else b)
-    shared = trans_b and node.ctx.attr("alpha", 1.0) == 1.0
+    shared = trans_b and node.ctx.attr("alpha", 1.0) == 1.0 and em.share_weights
     return {0: _dense(em, node, grad, signal, weight, node.proto.input[1] if shared else None)}
 
 
@@ -530,7 +532,8 @@ COMPILED_RULES: Mapping[str, CompiledRule] = {
 
 
 def compile_backward(wb: Instrumented, values: Mapping[str, np.ndarray], signal: Signal, source: str, *,
-                     softmax_seed: bool, one_hot_seed: bool = False) -> onnx.ModelProto:
+                     softmax_seed: bool, one_hot_seed: bool = False, graph: SignalGraph | None = None
+                     ) -> onnx.ModelProto:
     """The instrumented model plus the backward pass from its score to `source`, as one ONNX model.
 
     Inputs: the model input and SEED (B, K). Outputs: the score and the signal at `source`.
@@ -538,11 +541,14 @@ def compile_backward(wb: Instrumented, values: Mapping[str, np.ndarray], signal:
     the batch axis are fixed by the model). With `softmax_seed` SEED is the one-hot e_k and the graph
     builds the gradient seed of softmax(z)_k itself, y_k (e_k − y) (Instrumented.seed). With
     `one_hot_seed` every row of SEED has at most one non-zero (CompiledBackward.run checks it), which
-    lets the top layer read one row of its weights (`_dense_one_hot`).
+    lets the top layer read one row of its weights (`_dense_one_hot`). `graph` replaces wb.graph: the
+    same nodes with another score (a seed at an intermediate tensor, SEED then has its shape) or other
+    constants (cEBP's dual unit), which the rules read instead of the model's initializers.
     """
     if signal not in COMPILED_SIGNALS:
         raise NotCompilable(f"signal {signal}")
-    graph = wb.graph
+    own = graph is None or graph.constants is wb.graph.constants
+    graph = graph or wb.graph
     if graph.opset < 13:
         raise NotCompilable("opset below 13")
     nodes, carrying = graph.path(source)
@@ -554,6 +560,7 @@ def compile_backward(wb: Instrumented, values: Mapping[str, np.ndarray], signal:
     model.CopyFrom(wb.proto)
     taken = {t.name for t in model.graph.initializer} | {n for node in model.graph.node for n in [*node.input, *node.output]}
     em = Emitter(taken, graph.opset)
+    em.share_weights = own
     shapes = {name: tuple(np.shape(value)) for name, value in {**values, **graph.constants}.items()}
     by_output = {node.output[0]: node for node in model.graph.node if node.output}
     seed = em.reshape_like(_seed(em, graph.score, softmax_seed), graph.score)
@@ -588,7 +595,7 @@ def compile_backward(wb: Instrumented, values: Mapping[str, np.ndarray], signal:
     result = em.op("Identity", [_accumulate(em, arriving[source])])
     model.graph.node.extend(em.nodes)
     model.graph.initializer.extend(em.initializers)
-    model.graph.input.append(helper.make_tensor_value_info(SEED, TensorProto.FLOAT, ["batch", "width"]))
+    model.graph.input.append(helper.make_tensor_value_info(SEED, TensorProto.FLOAT, [None] * len(shapes[graph.score])))
     del model.graph.output[:]
     model.graph.output.extend([
         helper.make_tensor_value_info(graph.score, TensorProto.FLOAT, [None] * len(shapes[graph.score])),
@@ -635,7 +642,7 @@ def _accumulate(em: Emitter, parts: list[str]) -> str:
 class CompiledBackward:
     """An onnxruntime session of a compiled model: (inputs, seed) → (score, signal), batch by batch."""
 
-    def __init__(self, proto: onnx.ModelProto, wb: Instrumented, signal: Signal, softmax_seed: bool, width: int,
+    def __init__(self, proto: onnx.ModelProto, wb: Instrumented, signal: Signal, softmax_seed: bool,
                  one_hot_seed: bool = False) -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = wb.session.threads or available_cpus()
@@ -649,8 +656,7 @@ class CompiledBackward:
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises untyped errors; the numpy engine still works
             raise NotCompilable(f"onnxruntime refused the compiled graph: {exc}") from exc
         self._outputs = [v.name for v in proto.graph.output]
-        self.wb, self.signal, self.softmax_seed, self.width = wb, signal, softmax_seed, width
-        self.one_hot_seed = one_hot_seed
+        self.wb, self.signal, self.softmax_seed, self.one_hot_seed = wb, signal, softmax_seed, one_hot_seed
 
     def run(self, inputs: np.ndarray, seed: np.ndarray) -> tuple[np.ndarray, np.ndarray, ScoringStats]:
         """Score (B, ...) and signal at the source (B, ...) for model inputs (B, ...) and seeds (B, K)."""
@@ -676,7 +682,7 @@ class CompiledBackward:
 
 @dataclass(frozen=True)
 class BackwardRun:
-    """The signal at the source (float64), the score of each image (B, K) and which engine computed them."""
+    """The signal at the source (float64), the score (B, ...) and which engine computed them."""
 
     signal: np.ndarray
     score: np.ndarray
@@ -685,40 +691,77 @@ class BackwardRun:
     fallback: str = ""  # why the numpy engine ran, when it did
 
 
+SeedKind = Literal["dense", "one_hot", "softmax"]
+
+
 def run_backward(model: PreparedModel, wb: Instrumented, inputs: np.ndarray, signal: Signal,
                  class_index: int | np.ndarray | None, source: str | None = None) -> BackwardRun:
-    """Forward and backward for model inputs (B, ...): compiled when the path compiles, else the numpy engine.
+    """Forward and backward for model inputs (B, ...) from Instrumented.seed at the score: compiled when
+    the path compiles, else the numpy engine. Gradients of softmax(z)_k get their seed built in the graph."""
+    softmax_seed = wb.softmax and signal != "excitation" and not wb.similarity
+    scores = {wb.graph.score: np.zeros((len(inputs), _score_width(model, wb, inputs)))}
+    if softmax_seed:  # e_k here; y_k (e_k − y) in the graph (the numpy engine reads y from its run)
+        seed, kind = wb.seed(scores, "excitation", class_index), "softmax"
+    else:  # one-hot at a class, or (1, 0) at the similarity head for excitation; (1, −1) for its gradient
+        seed = wb.seed(scores, signal, class_index)
+        kind = "one_hot" if (np.count_nonzero(seed, axis=1) <= 1).all() else "dense"
 
-    The compiled model is built on the first call for (instrumentation, signal, source) from the
-    shapes of one instrumented run and kept in model.derived; a path that does not compile is
-    remembered too, with the reason, which the result carries.
+    def numpy_seed(values: Mapping[str, np.ndarray]) -> np.ndarray:
+        return wb.seed(values, signal, class_index)
+
+    return seeded_backward(model, wb, inputs, seed, signal, source=source, kind=kind, numpy_seed=numpy_seed)
+
+
+def seeded_backward(model: PreparedModel, wb: Instrumented, inputs: np.ndarray, seed: np.ndarray, signal: Signal,
+                    *, source: str | None = None, graph: SignalGraph | None = None, variant: str = "",
+                    kind: SeedKind | None = None,
+                    numpy_seed: Callable[[Mapping[str, np.ndarray]], np.ndarray] | None = None) -> BackwardRun:
+    """Forward and backward from an explicit `seed` (B, ...) at graph.score (default wb.graph's).
+
+    The compiled model is built on the first call for (instrumentation, signal, source, score,
+    `variant`, seed kind) from the shapes of one instrumented run and kept in model.derived; a path
+    that does not compile is remembered too, with the reason, which the result carries. `variant`
+    names what distinguishes `graph`'s constants from the model's (cEBP's "dual"): graphs with equal
+    names must be equal. `kind` defaults to "one_hot" when every row of a 2-D seed has at most one
+    non-zero, else "dense"; `numpy_seed` gives the fallback its seed from its own run (softmax seeds).
     """
-    source = source or wb.graph.input_name
-    key = ("compiled_backward", id(wb), signal, source)
+    graph = graph or wb.graph
+    source = source or graph.input_name
+    if kind is None:
+        kind = "one_hot" if seed.ndim == 2 and (np.count_nonzero(seed, axis=1) <= 1).all() else "dense"
+    key = ("compiled_backward", id(wb), signal, source, graph.score, variant, kind)
     entry = model.derived.get(key)
     if entry is None or entry[0] is not wb:
         acts = wb.forward(inputs)
-        softmax_seed = wb.softmax and signal != "excitation" and not wb.similarity
-        # Instrumented.seed: one-hot at a class, or (1, 0) at the similarity head for excitation
-        one_hot = not softmax_seed and (signal == "excitation" or not wb.similarity)
-        width = int(np.prod(np.shape(acts.values[wb.graph.score])[1:]))
         try:
-            proto = compile_backward(wb, acts.values, signal, source, softmax_seed=softmax_seed, one_hot_seed=one_hot)
-            entry = (wb, CompiledBackward(proto, wb, signal, softmax_seed, width, one_hot), "")
+            proto = compile_backward(wb, acts.values, signal, source, softmax_seed=kind == "softmax",
+                                     one_hot_seed=kind == "one_hot", graph=graph)
+            entry = (wb, CompiledBackward(proto, wb, signal, kind == "softmax", kind == "one_hot"), "")
         except NotCompilable as exc:
             entry = (wb, None, str(exc))
         _remember(model, key, entry)
         if entry[1] is None:
-            return _numpy_run(wb, acts, signal, class_index, source, entry[2])
+            return _numpy_run(wb, graph, acts, seed, numpy_seed, signal, source, entry[2])
     else:
         model.derived[key] = model.derived.pop(key)  # most recently used last
     compiled, reason = entry[1], entry[2]
     if compiled is not None:
-        result = _compiled_run(compiled, wb, inputs, class_index)
-        if result is not None:
-            return result
+        score, at_source, stats = compiled.run(inputs, seed)
+        if np.isfinite(at_source).all() and np.isfinite(score).all():
+            return BackwardRun(at_source.astype(np.float64), score, stats, "onnxruntime")
         reason = "the compiled signal was not finite"
-    return _numpy_run(wb, wb.forward(inputs), signal, class_index, source, reason)
+    return _numpy_run(wb, graph, wb.forward(inputs), seed, numpy_seed, signal, source, reason)
+
+
+def _score_width(model: PreparedModel, wb: Instrumented, inputs: np.ndarray) -> int:
+    """Columns K of the score (B, K), read from one instrumented run of `inputs` once per instrumentation."""
+    key = ("score_width", id(wb))
+    entry = model.derived.get(key)
+    if entry is None or entry[0] is not wb:
+        score = wb.forward(inputs[:1]).values[wb.graph.score]
+        entry = (wb, int(np.prod(np.shape(score)[1:])))
+        _remember(model, key, entry)
+    return entry[1]
 
 
 def _remember(model: PreparedModel, key: tuple[Any, ...], entry: tuple[Any, ...]) -> None:
@@ -740,26 +783,18 @@ def resolve_layer(model: PreparedModel, wb: Instrumented, name: str, inputs: np.
     return entry[1]
 
 
-def engine_extra(found: BackwardRun) -> dict[str, str]:
-    """What a map's extra says about the engine: "onnxruntime", or "numpy" and why the path did not compile."""
-    return {"engine": found.engine} | ({"engine_fallback": found.fallback} if found.fallback else {})
+def engine_extra(*runs: BackwardRun) -> dict[str, str]:
+    """What a map's extra says about the engine of its backward passes: "onnxruntime", "numpy" (and why
+    a path did not compile), or both when its passes differ ("numpy, onnxruntime")."""
+    reasons = sorted({run.fallback for run in runs if run.fallback})
+    return {"engine": ", ".join(sorted({run.engine for run in runs}))} | (
+        {"engine_fallback": "; ".join(reasons)} if reasons else {})
 
 
-def _compiled_run(compiled: CompiledBackward, wb: Instrumented, inputs: np.ndarray,
-                  class_index: int | np.ndarray | None) -> BackwardRun | None:
-    # Instrumented.seed reads only the score's shape here; the softmax seed is built in the graph from e_k.
-    seed_signal = "excitation" if compiled.softmax_seed else compiled.signal
-    seed = wb.seed({wb.graph.score: np.zeros((len(inputs), compiled.width))}, seed_signal, class_index)
-    score, signal, stats = compiled.run(inputs, seed)
-    if not (np.isfinite(signal).all() and np.isfinite(score).all()):
-        return None
-    return BackwardRun(signal.astype(np.float64), score.reshape(len(score), -1), stats, "onnxruntime")
-
-
-def _numpy_run(wb: Instrumented, acts: Any, signal: Signal, class_index: int | np.ndarray | None, source: str,
+def _numpy_run(wb: Instrumented, graph: SignalGraph, acts: Any, seed: np.ndarray,
+               numpy_seed: Callable[[Mapping[str, np.ndarray]], np.ndarray] | None, signal: Signal, source: str,
                reason: str) -> BackwardRun:
     values = acts.values
-    seed = wb.seed(values, signal, class_index)
-    at_source = backward(wb.graph, values, seed, signal, source=source)[source]
-    score = np.asarray(values[wb.graph.score]).reshape(len(values[wb.graph.score]), -1)
-    return BackwardRun(at_source, score, acts.stats, "numpy", reason)
+    seed = numpy_seed(values) if numpy_seed is not None else seed
+    at_source = backward(graph, values, seed, signal, source=source)[source]
+    return BackwardRun(at_source, np.asarray(values[graph.score]), acts.stats, "numpy", reason)
