@@ -141,7 +141,8 @@ def report(args: argparse.Namespace) -> None:
         print("  method           engine        first map ms   map ms   map / forward (rounds)")
         for (method, engine), entry in results.items():
             ratios = ", ".join(f"{r:.1f}" for r in entry["ratio"])
-            print(f"  {method:<16} {engine:<12} {1000 * entry['first'][0]:>13.1f} {1000 * statistics.median(entry['map']):>8.2f}"
+            first, seconds = 1000 * entry["first"][0], 1000 * statistics.median(entry["map"])
+            print(f"  {method:<16} {engine:<12} {first:>13.1f} {seconds:>8.2f}"
                   f" {statistics.median(entry['ratio']):>8.1f}x ({ratios})")
     print("\n[gradient], [excitation]: one forward + backward run (compiled.run_backward) for the same image,\n"
           "without the method's own work (validation, embedding the mate and non-mate, smoothing, the map)")

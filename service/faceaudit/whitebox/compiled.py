@@ -206,7 +206,7 @@ def _window_attrs(node: Node) -> dict[str, Any]:
 def _linear(em: Emitter, node: Node, grad: str, signal: Signal, forward: Callable[[str], str],
             transpose: Callable[[str], str], forward_pos: Callable[[str], str],
             transpose_pos: Callable[[str], str]) -> str:
-    """The signal into x of y = A x: Aᵀg, or x ⊙ A⁺ᵀ(p ⊘ A⁺x) for excitation (rules.linear.linear_signal)."""
+    """The signal into x of y = A x: Aᵀg, or x ⊙ A⁺ᵀ(p ⊘ A⁺x) for excitation (linear_signal)."""
     if signal == "excitation":
         share = em.safe_divide(grad, forward_pos(node.x), vanishing=node.x in em.nonnegative)
         return em.op("Mul", [node.x, transpose_pos(share)])
@@ -222,7 +222,8 @@ def _transposed_window(em: Emitter, node: Node, g: str, weight: np.ndarray, grou
     geometry = window(node.ctx, kernel)
     spans = [(k - 1) * d + 1 for k, d in zip(kernel, geometry.dilations, strict=True)]
     begin = [span - 1 - b for span, b in zip(spans, geometry.begin, strict=True)]
-    end = [n - o - b + span - 1 for n, o, b, span in zip(geometry.in_size, geometry.out_size, begin, spans, strict=True)]
+    sizes = zip(geometry.in_size, geometry.out_size, begin, spans, strict=True)
+    end = [n - o - b + span - 1 for n, o, b, span in sizes]
     out_channels, group_in = weight.shape[:2]
     if all(s == 1 for s in geometry.strides) and min(begin + end) >= 0 and group * group_in >= WIDE_CONV:
         per_group = weight.reshape(group, out_channels // group, group_in, *kernel).swapaxes(1, 2)
@@ -356,7 +357,8 @@ def _rectified(em: Emitter, node: Node, grad: str, signal: Signal, slope: np.nda
         factor = positive
     else:
         slope = np.asarray(slope, dtype=np.float64)
-        factor = em.op("Add", [em.op("Mul", [positive, em.const(1.0 - slope, "one_minus_slope")]), em.const(slope, "slope")])
+        factor = em.op("Add", [em.op("Mul", [positive, em.const(1.0 - slope, "one_minus_slope")]),
+                               em.const(slope, "slope")])
     gradient = em.op("Mul", [grad, factor])
     if signal == "guided":
         return em.op("Mul", [gradient, em.indicator(em.op("Greater", [grad, em.zero()]))])
@@ -496,7 +498,8 @@ def concat(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
     sizes = [node.shape(name)[axis] for name in node.proto.input]
     bounds = np.concatenate([[0], np.cumsum(sizes)])
     axes = em.const(np.array([axis], dtype=np.int64), "axes")
-    return {i: em.op("Slice", [grad, em.const(bounds[i : i + 1], "start"), em.const(bounds[i + 1 : i + 2], "end"), axes])
+    return {i: em.op("Slice", [grad, em.const(bounds[i : i + 1], "start"), em.const(bounds[i + 1 : i + 2], "end"),
+                               axes])
             for i in range(len(sizes))}
 
 
@@ -558,7 +561,8 @@ def compile_backward(wb: Instrumented, values: Mapping[str, np.ndarray], signal:
         raise NotCompilable("a tensor on the path is not float32")
     model = onnx.ModelProto()
     model.CopyFrom(wb.proto)
-    taken = {t.name for t in model.graph.initializer} | {n for node in model.graph.node for n in [*node.input, *node.output]}
+    taken = {t.name for t in model.graph.initializer}
+    taken.update(name for node in model.graph.node for name in [*node.input, *node.output])
     em = Emitter(taken, graph.opset)
     em.share_weights = own
     shapes = {name: tuple(np.shape(value)) for name, value in {**values, **graph.constants}.items()}
@@ -574,7 +578,7 @@ def compile_backward(wb: Instrumented, values: Mapping[str, np.ndarray], signal:
                       and any(r.op_type == "MaxPool" and r.input[0] == node.output[0] for r in model.graph.node)}
     em.nonnegative = nonnegative_tensors(model.graph.node, graph.constants)
     for original in reversed(nodes):
-        proto = by_output[original.output[0]]  # the copy: MaxPool may gain its Indices output
+        proto = by_output[original.output[0]]  # the node in the model being extended
         rule = COMPILED_RULES.get(operator_label(proto))
         if rule is None:
             raise NotCompilable(f"operator {operator_label(proto)}")
@@ -739,6 +743,8 @@ def seeded_backward(model: PreparedModel, wb: Instrumented, inputs: np.ndarray, 
             entry = (wb, CompiledBackward(proto, wb, signal, kind == "softmax", kind == "one_hot"), "")
         except NotCompilable as exc:
             entry = (wb, None, str(exc))
+        except Exception as exc:  # noqa: BLE001 - a compiler bug: the reference engine answers, and the map says why
+            entry = (wb, None, f"internal error of the compiler: {exc!r}")
         _remember(model, key, entry)
         if entry[1] is None:
             return _numpy_run(wb, graph, acts, seed, numpy_seed, signal, source, entry[2])
