@@ -38,7 +38,7 @@ from faceaudit.errors import InvalidRequest
 from faceaudit.images.preprocess import to_model_input
 from faceaudit.methods.common import ExplainTarget, Progress, Run, check_request, references
 from faceaudit.methods.saliency_map import SaliencyMap
-from faceaudit.whitebox import Signal, backward, instrument
+from faceaudit.whitebox import Signal, instrument
 from faceaudit.whitebox.compiled import engine_extra, run_backward
 from faceaudit.whitebox.instrument import Activations, Instrumented
 from faceaudit.whitebox.maps import pixel_gradient
@@ -99,14 +99,13 @@ def pixel_gradients(
 ) -> Iterator[tuple[np.ndarray, np.ndarray, ScoringStats]]:
     """For each chunk of images (B, H, W, 3) in pixel space: ∂s/∂pixel (B, H, W, 3), the scores (B,), stats.
 
-    One instrumented run and one backward pass per chunk, B rows at once (SmoothGrad, Integrated
-    Gradients); `target` must be one that check_request returned.
+    One forward and backward run per chunk, B rows at once (SmoothGrad, Integrated Gradients), on the
+    compiled engine where the model's path compiles; `target` must be one that check_request returned.
     """
     for chunk in images:
-        acts = wb.forward(to_model_input(chunk, model.spec))
-        seed = wb.seed(acts.values, "gradient", target.class_index)
-        at_input = backward(wb.graph, acts.values, seed, "gradient")[wb.graph.input_name]
-        yield pixel_gradient(at_input, model.spec), target_scores(wb, acts.values, target), acts.stats
+        found = run_backward(model, wb, to_model_input(chunk, model.spec), "gradient", target.class_index)
+        scores = target_scores(wb, {wb.graph.score: found.score}, target)
+        yield pixel_gradient(found.signal, model.spec), scores, found.stats
 
 
 def pixel_signal_map(
