@@ -116,3 +116,19 @@ def test_sixteen_concurrent_clients_share_batches(server, identity):
     assert batches < 16 * 5  # alone, each map takes 5 runtime batches: the unoccluded face, then 4 chunks of 4
     assert sample(server, "faceaudit_batch_size_bucket", {"model": "identity", "le": "4.0"}) < \
         sample(server, "faceaudit_batch_size_count", {"model": "identity"})  # some batch held > 4 images
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_every_phase_of_a_served_explanation_is_timed(server, client, identity, streaming):
+    """Perturbation and aggregation come from the scorer's clock in the thread doing the work, inference
+    from the batcher."""
+    before = {phase: sample(server, "faceaudit_phase_seconds_count", {"phase": phase})
+              for phase in ("perturbation", "inference", "aggregation")}
+    request = rise_request()
+    request.options.update({"masks": 64})
+    if streaming:
+        list(client.explain.ExplainStream(request))
+    else:
+        client.explain.Explain(request)
+    for phase, count in before.items():
+        assert sample(server, "faceaudit_phase_seconds_count", {"phase": phase}) == count + 1, phase

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from faceaudit.engine.phases import PhaseClock, current_clock
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.engine.threads import single_threaded_blas
 from faceaudit.errors import FaceAuditError, InvalidRequest, ModelOutputError
@@ -115,6 +116,7 @@ class Scorer:
         chunk whether to go on (early stopping) then never pays for perturbations it did not want.
         """
         runner = self._runner
+        clock = current_clock()
         capacity = len(runner.buffers[0])
         filled = 0
         sizes: deque[int] = deque()  # chunks not yet yielded
@@ -128,18 +130,22 @@ class Scorer:
             def submit(count: int) -> None:
                 nonlocal in_flight, ready, batches, sent, current
                 if in_flight is not None:
+                    waited = time.perf_counter()
                     scored.append(in_flight.result())
+                    clock.inference += time.perf_counter() - waited
                     ready += len(scored[-1])
                 in_flight = pool.submit(self._score_buffer, current, count, batches, sent)
                 batches, sent, current = batches + 1, sent + count, 1 - current
 
-            for chunk in chunks:
+            for chunk in _timed(chunks, clock):
                 _check_chunk(chunk)
                 sizes.append(len(chunk))
                 start = 0
                 while start < len(chunk):
                     take = min(capacity - filled, len(chunk) - start)
+                    converting = time.perf_counter()
                     to_model_input(chunk[start : start + take], self.spec, out=runner.buffers[current][filled : filled + take])
+                    clock.perturbation += time.perf_counter() - converting
                     filled += take
                     start += take
                     if filled == capacity:
@@ -150,18 +156,26 @@ class Scorer:
                         submit(filled)
                         filled = 0
                     if in_flight is not None:
+                        waited = time.perf_counter()
                         scored.append(in_flight.result())
+                        clock.inference += time.perf_counter() - waited
                         ready += len(scored[-1])
                         in_flight = None
                 while sizes and ready >= sizes[0]:
                     ready -= sizes[0]
+                    handed = time.perf_counter()
                     yield _take(scored, sizes.popleft())
+                    clock.aggregation += time.perf_counter() - handed
+            waited = time.perf_counter()
             if in_flight is not None:
                 scored.append(in_flight.result())
             if filled:
                 scored.append(self._score_buffer(current, filled, batches, sent))
+            clock.inference += time.perf_counter() - waited
         while sizes:
+            handed = time.perf_counter()
             yield _take(scored, sizes.popleft())
+            clock.aggregation += time.perf_counter() - handed
 
     def _score_buffer(self, buffer: int, n: int, batch: int, first: int) -> np.ndarray:
         """Scores of the first n images in a buffer: the stream's `batch`-th batch, from image `first` on."""
@@ -239,6 +253,20 @@ def embed(model: PreparedModel, images: np.ndarray) -> np.ndarray:
         to_model_input(part, model.spec, out=runner.buffers[0][: len(part)])
         rows.append(runner.run(0, len(part), f"images {start}..{start + len(part) - 1}"))
     return np.concatenate(rows) if rows else np.zeros((0, model.output_size), dtype=np.float32)
+
+
+def _timed(chunks: Iterable[np.ndarray], clock: PhaseClock) -> Iterator[np.ndarray]:
+    """The chunks, with the time spent making each one added to the clock's perturbation phase."""
+    iterator = iter(chunks)
+    while True:
+        started = time.perf_counter()
+        try:
+            chunk = next(iterator)
+        except StopIteration:
+            return
+        finally:
+            clock.perturbation += time.perf_counter() - started
+        yield chunk
 
 
 def _take(scored: deque[np.ndarray], n: int) -> np.ndarray:

@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 
 from faceaudit.engine.batcher import BatchedSession, bound
+from faceaudit.engine.phases import PhaseClock, measure_phases
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.errors import FaceAuditError
 from faceaudit.server.convert import CallEnded, status_of
@@ -37,6 +38,7 @@ class Call:
         self.context = context
         self.method = ""
         self.sessions: list[BatchedSession] = []  # this call's batcher sessions, for its inference time
+        self.clock = PhaseClock()  # the scorers' perturbation / aggregation time in the thread doing the work
 
     def active(self) -> bool:
         remaining = self.context.time_remaining()
@@ -78,7 +80,8 @@ def unary(rpc: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
             call, started = Call(context), time.perf_counter()
             with servicer.telemetry.in_flight(rpc):
                 try:
-                    response = handler(servicer, request, call)
+                    with measure_phases(call.clock):
+                        response = handler(servicer, request, call)
                 except BaseException as error:  # noqa: BLE001 - every failure becomes a status
                     _fail(servicer.telemetry, rpc, call, started, error)
             _finish(servicer.telemetry, rpc, call, started, grpc.StatusCode.OK)
@@ -113,8 +116,11 @@ def streaming(rpc: str) -> Callable[[Callable[..., Iterator[Any]]], Callable[...
 
 def _finish(telemetry: Telemetry, rpc: str, call: Call, started: float, code: grpc.StatusCode) -> None:
     telemetry.observe_request(rpc, call.method, code.name, time.perf_counter() - started)
+    phases = call.clock.seconds()
     if call.sessions:  # queue + runtime time of the call's batched forward passes (exact, from the batcher)
-        telemetry.observe_phases({"inference": sum(s.stats.queue_seconds + s.stats.run_seconds for s in call.sessions)})
+        phases["inference"] = sum(s.stats.queue_seconds + s.stats.run_seconds for s in call.sessions)
+    if any(phases.values()):
+        telemetry.observe_phases(phases)
 
 
 def _fail(telemetry: Telemetry, rpc: str, call: Call, started: float, error: BaseException) -> None:
@@ -145,7 +151,8 @@ def run_streaming(work: Callable[[Callable[[Any], None]], None], call: Call) -> 
 
     def target() -> None:
         try:
-            work(emit)
+            with measure_phases(call.clock):
+                work(emit)
             events.put(("done", None))
         except BaseException as error:  # noqa: BLE001 - handed to the RPC's thread
             events.put(("error", error))

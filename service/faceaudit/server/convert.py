@@ -130,9 +130,9 @@ STATUS: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (UnsupportedModel, grpc.StatusCode.FAILED_PRECONDITION),
     (RuntimeUnavailable, grpc.StatusCode.FAILED_PRECONDITION),
-    (ModelOutputError, grpc.StatusCode.FAILED_PRECONDITION),
+    (ModelOutputError, grpc.StatusCode.FAILED_PRECONDITION),  # the model yields NaN/inf: it cannot be explained
     (RequestCancelled, grpc.StatusCode.CANCELLED),
-    (BatcherClosed, grpc.StatusCode.UNAVAILABLE),  # the model yields NaN/inf: it cannot be explained
+    (BatcherClosed, grpc.StatusCode.UNAVAILABLE),  # the server is shutting down
     (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
 )
 
