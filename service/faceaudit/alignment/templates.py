@@ -79,6 +79,16 @@ def arcface_template(size: int = 112) -> np.ndarray:
     raise InvalidRequest("size", f"{size} is not a multiple of 112 or 128, the sizes the ArcFace layout is defined for")
 
 
+
+def arcface_for_frame(shape: Shape) -> np.ndarray:
+    """The five-point ArcFace layout for a height×width frame: insightface's for square crops of a
+    multiple of 112 or 128 pixels (`arcface_template`), otherwise the 112 layout scaled to the frame
+    (pixel centres kept). The CLI's --template arcface5 and the audit's canonical frame use it."""
+    height, width = check_shape(shape, "shape")
+    if height == width and (height % 112 == 0 or height % 128 == 0):
+        return arcface_template(height)
+    return (ARCFACE_112 + 0.5) * [width / 112.0, height / 112.0] - 0.5
+
 def mean_face_68(shape: Shape = (112, 112), *, padding: float = 0.1) -> np.ndarray:
     """The 68-point mean face (68, 2) scaled uniformly and centred so that its bounding box fills
     the frame less `padding` (a fraction of each side) all round."""

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from faceaudit.alignment import ARCFACE_112, Correspondence, LandmarkAligner, PreAligned, arcface_template
+from faceaudit.alignment import Correspondence, LandmarkAligner, PreAligned
+from faceaudit.alignment.templates import arcface_for_frame
 from faceaudit.alignment import mean_face_68_on, neutral_face
 from faceaudit.audit.dataset import Dataset, Entry
 from faceaudit.engine.prepare import PreparedModel
@@ -56,7 +57,7 @@ class Inputs:
             self._pairs: list[tuple[Path, Path | None]] = []
         else:
             self._pairs = dataset.pairs()
-        self.template = _arcface(self.shape)
+        self.template = arcface_for_frame(self.shape)
         self._aligner = LandmarkAligner(self.template, self.shape, margin=LANDMARK_MARGIN) if dataset.has_landmarks else None
         self._pre_aligned = PreAligned(self.shape)
 
@@ -110,11 +111,3 @@ class Inputs:
             return neutral_face(self.shape, mean_face_68_on(self.template))
         return neutral_face(self.shape)
 
-
-def _arcface(shape: tuple[int, int]) -> np.ndarray:
-    """insightface's layout for square 112/128-multiple crops; otherwise the 112 layout scaled to the frame
-    (the same rule as the CLI's --template arcface5)."""
-    height, width = shape
-    if height == width and (height % 112 == 0 or height % 128 == 0):
-        return arcface_template(height)
-    return (ARCFACE_112 + 0.5) * [width / 112.0, height / 112.0] - 0.5

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from faceaudit.audit.ground_truth import ground_truth
 from faceaudit.errors import InvalidRequest
 
 REPORT = "report.html"
@@ -53,7 +54,7 @@ def _header(audit: dict[str, Any]) -> str:
             ("groups", ", ".join(f"{k}: {v}" for k, v in data["groups"].items()) or "none"),
             ("created", audit["created"]), ("faceaudit", audit["faceaudit_version"]),
             ("versions", ", ".join(f"{k} {v}" for k, v in audit["versions"].items()))]
-    return "<h2>Audit</h2>" + _table(["", ""], [[k, v] for k, v in rows], show_header=False)
+    return "<h2>Audit</h2>" + html_table(["", ""], [[k, v] for k, v in rows], show_header=False)
 
 
 def _cms(audit: dict[str, Any], root: Path) -> str:
@@ -64,10 +65,10 @@ def _cms(audit: dict[str, Any], root: Path) -> str:
             f"frame; target: {html.escape(cms['target'])}. Red = occluding there lowers the score most.</p>"
             + "".join(figures))
     if "region_mass" in cms:
-        text += f"<p>Share of the CMS's positive mass on the ground-truth region: <b>{_number(cms['region_mass'])}</b></p>"
+        text += f"<p>Share of the CMS's positive mass on the ground-truth region: <b>{format_number(cms['region_mass'])}</b></p>"
     if cms["group_differences"]:
-        rows = [[pair, _number(d["one_minus_correlation"]), _number(d["l1"])] for pair, d in cms["group_differences"].items()]
-        text += ("<h3>Differences between groups</h3>" + _table(["groups", "1 − correlation", "L1 of mass"], rows)
+        rows = [[pair, format_number(d["one_minus_correlation"]), format_number(d["l1"])] for pair, d in cms["group_differences"].items()]
+        text += ("<h3>Differences between groups</h3>" + html_table(["groups", "1 − correlation", "L1 of mass"], rows)
                  + "".join(_figure(root, d["file"], f"{pair} (red: more in the first)")
                            for pair, d in cms["group_differences"].items()))
     return text
@@ -77,14 +78,14 @@ def _methods(audit: dict[str, Any]) -> str:
     methods = audit["methods"]
     with_regions = any("region_mass" in m for m in methods.values())
     header = ["method", "images", "forward passes", "seconds"] + (["mass on region"] if with_regions else [])
-    rows = [[name, m["images"], m["forward_passes"], _number(m["seconds"])] + ([_number(m.get("region_mass"))] if with_regions else [])
+    rows = [[name, m["images"], m["forward_passes"], format_number(m["seconds"])] + ([format_number(m.get("region_mass"))] if with_regions else [])
             for name, m in methods.items()]
-    return "<h2>Methods</h2>" + _table(header, rows)
+    return "<h2>Methods</h2>" + html_table(header, rows)
 
 
 def _samples(audit: dict[str, Any], root: Path, count: int) -> str:
-    rows = []
-    for image in audit["images"][:count]:
+    rows = []  # an audit from the Audit RPC has local map files only for the images it fetched
+    for image in [i for i in audit["images"] if i["files"]][:count]:
         caption = f"{image['name']} · label {image['label']}" + (f" · {image['group']}" if image["group"] is not None else "")
         figures = [_figure(root, image["files"]["image"], caption)]
         figures += [_figure(root, files["png"], method) for method, files in image["files"].items() if method != "image"]
@@ -96,17 +97,13 @@ def _ground_truth(audit: dict[str, Any]) -> str:
     """Per method: map mass on the region, pointing-game hit rate, inpainting SR at FAR 5 % (where played)."""
     if "region_mass" not in audit["cms"]:
         return ""
-    games = audit["games"]
-    pointing = games.get("pointing_game", {}).get("summary", {})
-    inpainting = games.get("inpainting_game", {}).get("summary", {})
-    names = [*audit["methods"], *(s for s in ("random", "oracle") if s in pointing or s in inpainting)]
-    rows = [["CMS", _number(audit["cms"]["region_mass"]), "", ""]]
-    rows += [[name, _number(audit["methods"].get(name, {}).get("region_mass")),
-              _number(pointing.get(name, {}).get("hit_rate")), _number(inpainting.get(name, {}).get("sr_at_far_0.05"))]
-             for name in names]
+    rows = [["CMS", format_number(audit["cms"]["region_mass"]), "", "", ""]]
+    rows += [[r["method"], format_number(r["region_mass"]), format_number(r["pointing_hit_rate"]), format_number(r["inpainting_sr"]),
+              "" if r["skipped"] is None else f"skipped: {r['skipped']}"] for r in ground_truth(audit)]
     return ("<h2>Ground truth</h2><p class=\"note\">Against the dataset's region masks: share of the map's positive "
             "mass on the region, pointing-game hit rate, inpainting-game success rate at 5 % false alarms "
-            "(— where not played).</p>" + _table(["method", "mass on region", "pointing hit rate", "inpainting SR @ FAR 5 %"], rows))
+            "(— where not played).</p>"
+            + html_table(["method", "mass on region", "pointing hit rate", "inpainting SR @ FAR 5 %", ""], rows))
 
 
 def _games(audit: dict[str, Any], *, maps: bool) -> str:
@@ -121,8 +118,8 @@ def _games(audit: dict[str, Any], *, maps: bool) -> str:
     for name, game in played.items():
         parts.append(f"<h3>{html.escape(name)}</h3>")
         quantities = sorted({q for series in game["summary"].values() for q in series})
-        rows = [[series] + [_number(values.get(q)) for q in quantities] for series, values in game["summary"].items()]
-        parts.append(_table(["series", *quantities], rows))
+        rows = [[series] + [format_number(values.get(q)) for q in quantities] for series, values in game["summary"].items()]
+        parts.append(html_table(["series", *quantities], rows))
         if game["x"] and game["curves"] and game["x_label"] != PER_IMAGE:
             parts.append(f"<img alt=\"{html.escape(name)} curves\" src=\"data:image/png;base64,{_curves(game)}\">")
         parts += [f"<p class=\"note\">{html.escape(note)}</p>" for note in game.get("notes", [])]
@@ -165,13 +162,13 @@ def _figure(root: Path, relative: str, caption: str) -> str:
             f"<figcaption>{text}</figcaption></figure>")
 
 
-def _table(columns: list[str], rows: list[list[Any]], *, show_header: bool = True) -> str:
+def html_table(columns: list[str], rows: list[list[Any]], *, show_header: bool = True) -> str:
     head = "<tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in columns) + "</tr>" if show_header else ""
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
     return f"<table>{head}{body}</table>"
 
 
-def _number(value: Any) -> str:
+def format_number(value: Any) -> str:
     if value is None:
         return "—"
     if isinstance(value, float):

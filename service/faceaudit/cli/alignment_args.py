@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from faceaudit.alignment import (
-    ARCFACE_112, Correspondence, LandmarkAligner, OnnxLandmarkAligner, PreAligned, arcface_template, mean_face_68, mean_face_68_on,
-    neutral_face,
+    Correspondence, LandmarkAligner, OnnxLandmarkAligner, PreAligned, mean_face_68, mean_face_68_on, neutral_face,
 )
+from faceaudit.alignment.templates import arcface_for_frame
 from faceaudit.errors import InvalidRequest
 from faceaudit.models import ModelSpec
 
@@ -46,7 +46,7 @@ def correspondence_source(args: argparse.Namespace, spec: ModelSpec, *, per_imag
         aligner = PreAligned(shape)
         return lambda name, original, image: aligner.correspond(image)
     if args.template == "arcface5":
-        template = _arcface(shape)
+        template = arcface_for_frame(shape)
     else:
         template = mean_face_68(shape)
     landmark_aligner = LandmarkAligner(template, shape, margin=args.margin)
@@ -69,13 +69,6 @@ def correspondence_source(args: argparse.Namespace, spec: ModelSpec, *, per_imag
 
     return correspond
 
-
-def _arcface(shape: tuple[int, int]) -> np.ndarray:
-    """insightface's layout for square 112/128-multiple crops; otherwise the 112 layout scaled to the frame."""
-    height, width = shape
-    if height == width and (height % 112 == 0 or height % 128 == 0):
-        return arcface_template(height)
-    return (ARCFACE_112 + 0.5) * [width / 112.0, height / 112.0] - 0.5
 
 
 def _read_landmarks(path: Path, count: int) -> dict[str, np.ndarray]:
@@ -101,5 +94,5 @@ def _read_landmarks(path: Path, count: int) -> dict[str, np.ndarray]:
 def canonical_backdrop(args: argparse.Namespace, shape: tuple[int, int]) -> np.ndarray:
     """The neutral face that canonical maps are drawn over, laid out like the canonical frame."""
     if (args.landmarks or args.landmark_model) and args.template == "arcface5":
-        return neutral_face(shape, mean_face_68_on(_arcface(shape)))
+        return neutral_face(shape, mean_face_68_on(arcface_for_frame(shape)))
     return neutral_face(shape)

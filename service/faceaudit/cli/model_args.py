@@ -11,12 +11,14 @@ from faceaudit.models import DEFAULT_MAX_MODEL_BYTES, LoadedModel, ModelSpec, lo
 from faceaudit.models.spec import CHANNEL_ORDERS, KINDS, LAYOUTS, OUTPUT_TYPES
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, *, positional: bool = True) -> None:
-    """The model path plus spec and runtime flags (shared by every command that runs a model)."""
+def add_model_arguments(parser: argparse.ArgumentParser, *, positional: bool = True, required: bool = True,
+                        model_help: str = "path of the ONNX model") -> None:
+    """The model path plus spec and runtime flags (shared by every command that runs a model).
+    `required=False` (with positional=False): --model may be omitted (`faceaudit audit` runs the demo)."""
     if positional:
-        parser.add_argument("model", help="path of the ONNX model")
+        parser.add_argument("model", help=model_help)
     else:
-        parser.add_argument("--model", required=True, help="path of the ONNX model")
+        parser.add_argument("--model", required=required, help=model_help)
     spec = parser.add_argument_group("model spec (overrides the graph and MODEL.spec.yaml)")
     spec.add_argument("--spec", dest="spec_file", help="spec file (YAML or JSON) to use instead of MODEL.spec.*")
     spec.add_argument("--kind", choices=KINDS)
