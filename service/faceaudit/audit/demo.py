@@ -88,9 +88,9 @@ FULL = Profile(
     games={"hiding_game": {"steps": 25}, "deletion": {"steps": 32}, "insertion": {"steps": 32},
            "sanity_check": {"methods": "gradient", "every": 6}, "inpainting_game": {"tau": 0.7, "steps": 50}},
 )
-# CI's smoke run: the same pipeline and every method, on four faces per model with cheap sweeps.
+# CI's smoke run: the same pipeline and every method, on four faces and two quadruplets with cheap sweeps.
 FAST = Profile(
-    sizes={"attribute": 2, "embedding": 4}, samples=1, cms={"patch": 16, "stride": 16},
+    sizes={"attribute": 2, "embedding": 2}, samples=1, cms={"patch": 16, "stride": 16},
     methods={"occlusion": {"patch": 16, "stride": 16}, "xface": {"patch": 16, "stride": 16},
              "cis": {"patch": 16, "stride": 16}, "rise": {"masks": 32}, "corr_rise": {"masks": 32},
              "lime": {"samples": 40, "segments": 12}, "kernel_shap": {"samples": 40, "segments": 12},

@@ -144,7 +144,7 @@ def _curves(game: dict[str, Any]) -> str:
                 axes.plot(game["x"][:len(values)], values, label=series, linestyle="--" if series == "random" else "-")
         axes.set_xlabel(game["x_label"])
         axes.set_title(quantity)
-        axes.legend(fontsize=7)
+    axes.legend(fontsize=6, ncol=1 + len(game["curves"]) // 12)  # one legend: the panels share their series
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
