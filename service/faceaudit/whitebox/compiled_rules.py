@@ -1,0 +1,538 @@
+"""The compiled backward rules: for one node, the ONNX nodes that carry its output's signal to its inputs.
+
+The rules mirror rules/*.py:
+
+    Conv            gradient: Wᵀg as a Conv with the flipped, transposed kernel (stride 1, ≥ 8 channels:
+                    onnxruntime's blocked Conv is the fast kernel) or a ConvTranspose with the Conv's
+                    geometry (pads, strides, dilations, groups; output_padding for the exact input size)
+                    excitation: x ⊙ W⁺ᵀ(p ⊘ Conv(x, W⁺)), 0/0 := 0
+    Gemm, MatMul    g Wᵀ;  x ⊙ (p ⊘ x W⁺) W⁺ᵀ   (constant W = α·op(B)); a one-hot seed at the top layer
+                    reads only its row of Wᵀ (Gather)
+    Add/Sub/Mul/Div a constant: the elementwise scale c (±1, c, 1/c), summed over broadcast axes;
+                    Add of two tensors: g to both; excitation splits p by a⁺, b⁺ (rules.linear.add_tensors)
+    BatchNorm       the per-channel scale γ/√(var + ε) (most are folded into their Conv already)
+    Relu, PRelu, LeakyRelu, Clip, Sigmoid: products with 0/1 indicators (gradient, guided, deconv);
+                    excitation passes p. A Relu read only by a MaxPool is applied on the pooled grid.
+    MaxPool         taps stacked (N, C, T, *out), the first tap equal to the output wins (CumSum), the
+                    signal goes back by a grouped ConvTranspose with one-hot kernels
+    Global/AveragePool  Expand of g/n; AveragePool: depthwise ConvTranspose with a ones kernel of g/count
+    Flatten, Reshape, Squeeze, Unsqueeze, Identity, Dropout, Cast: Reshape to Shape(x); Transpose: inverse
+    Concat          Slice per input;  Softmax, LpNormalization: their Jacobians (excitation passes p)
+
+onnxruntime's Where, Sign, DepthToSpace and MaxPool's Indices output are several times slower than
+a Conv of the same size on CPU; the rules avoid them (0/0 := 0 is n / (d + [d = 0]) · [d ≠ 0]).
+
+A rule is `rule(em, node, grad, signal) -> {input index: tensor name}`: it appends nodes to the
+Emitter and returns the names of the signals it sends into its inputs; a case it cannot express
+raises NotCompilable, never an approximation.
+
+May touch: the Emitter's node list and initializers; reads the node's NodeContext (constants,
+geometry from rules.windows) and the activations' shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from faceaudit.whitebox.rules import NodeContext
+from faceaudit.whitebox.rules.windows import WindowMean, window
+from faceaudit.whitebox.signals import Signal, is_excitation
+
+WIDE_CONV = 8  # channels from which a transposed convolution runs as a Conv (onnxruntime's NCHWc block)
+
+
+class NotCompilable(Exception):
+    """Internal: this path has no compiled backward; the caller runs the numpy engine instead."""
+
+
+class Emitter:
+    """Collects the backward nodes and initializers, with fresh names and the model's opset."""
+
+    def __init__(self, taken: set[str], opset: int) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.opset = opset
+        self._taken = taken
+        self._zero: str | None = None
+        self._one: str | None = None
+        self.one_hot: set[str] = set()  # signals with at most one non-zero per row (B, K)
+        self.share_weights = True  # the rules' constants are the model's initializers (no dual unit)
+        self.nonnegative: set[str] = set()  # tensors that are ≥ 0 by construction (`nonnegative_tensors`)
+        self.pooled_relus: set[str] = set()  # Relu outputs whose rule the MaxPool reading them applied
+        self.relu_before: set[str] = set()  # Relu outputs on the path that only a MaxPool reads
+
+    def fresh(self, base: str) -> str:
+        name, i = f"bw_{base}", 1
+        while name in self._taken:
+            name, i = f"bw_{base}_{i}", i + 1
+        self._taken.add(name)
+        return name
+
+    def op(self, op_type: str, inputs: list[str], **attrs: Any) -> str:
+        out = self.fresh(op_type.lower())
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, **attrs))
+        return out
+
+    def const(self, value: np.ndarray | float, base: str = "c") -> str:
+        array = np.asarray(value)
+        array = array.astype(np.int64 if np.issubdtype(array.dtype, np.integer) else np.float32)
+        name = self.fresh(base)
+        self.initializers.append(numpy_helper.from_array(array, name))
+        return name
+
+    def zero(self) -> str:
+        if self._zero is None:
+            self._zero = self.const(np.float32(0.0), "zero")
+        return self._zero
+
+    def one(self) -> str:
+        if self._one is None:
+            self._one = self.const(np.float32(1.0), "one")
+        return self._one
+
+    def indicator(self, condition: str) -> str:
+        """A boolean tensor as 0.0/1.0: products with it select (onnxruntime's Where is many times slower)."""
+        return self.op("Cast", [condition], to=TensorProto.FLOAT)
+
+    def safe_divide(self, numerator: str, denominator: str, *, vanishing: bool = False) -> str:
+        """numerator / denominator with x/0 := 0 (EBP's 0/0 := 0), broadcasting as numpy does:
+        n / (d + [d = 0]) · (1 − [d = 0]), exact where d ≠ 0 (d + 0 = d, q · 1 = q).
+
+        `vanishing`: the caller multiplies each quotient only by terms that are 0 wherever its d is
+        (d = W⁺x with x ≥ 0: d = 0 makes every w⁺x in it 0), so the value there does not matter as
+        long as it is finite, and n / (d + [d = 0]) suffices."""
+        is_zero = self.indicator(self.op("Equal", [denominator, self.zero()]))
+        quotient = self.op("Div", [numerator, self.op("Add", [denominator, is_zero])])
+        return quotient if vanishing else self.op("Mul", [quotient, self.op("Sub", [self.one(), is_zero])])
+
+    def reduce_sum(self, x: str, axes: list[int], keepdims: bool) -> str:
+        return self.op("ReduceSum", [x, self.const(np.array(axes, dtype=np.int64), "axes")], keepdims=int(keepdims))
+
+    def reduce_l2(self, x: str, axes: list[int]) -> str:
+        if self.opset >= 18:
+            return self.op("ReduceL2", [x, self.const(np.array(axes, dtype=np.int64), "axes")], keepdims=1)
+        return self.op("ReduceL2", [x], axes=axes, keepdims=1)
+
+    def reshape_like(self, g: str, like: str) -> str:
+        return self.op("Reshape", [g, self.op("Shape", [like])])
+
+    def unbroadcast(self, g: str, g_shape: tuple[int, ...], shape: tuple[int, ...]) -> str:
+        """The adjoint of broadcasting `shape` up to g_shape (signals.unbroadcast)."""
+        if tuple(g_shape) == tuple(shape):
+            return g
+        extra = len(g_shape) - len(shape)
+        if extra < 0:
+            raise NotCompilable("a signal of lower rank than its input")
+        axes = list(range(extra)) + [extra + i for i, (have, want) in enumerate(zip(g_shape[extra:], shape))
+                                     if want == 1 and have != 1]
+        if 0 in axes:  # the batch axis is never summed: a computed input always carries it
+            raise NotCompilable("an input without the batch axis")
+        reduced = self.reduce_sum(g, axes, keepdims=True) if axes else g
+        return self.op("Reshape", [reduced, self.const(np.array([0, *shape[1:]], dtype=np.int64), "shape")])
+
+
+@dataclass(frozen=True)
+class Node:
+    """What a compiled rule reads: the node, its numpy context (geometry, constants), value shapes."""
+
+    proto: onnx.NodeProto
+    ctx: NodeContext
+    shapes: Mapping[str, tuple[int, ...]]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.shapes[name]
+
+    @property
+    def x(self) -> str:
+        return self.proto.input[0]
+
+    @property
+    def y(self) -> str:
+        return self.proto.output[0]
+
+
+Compiled = dict[int, str]
+CompiledRule = Callable[[Emitter, Node, str, Signal], Compiled]
+
+
+def _geometry_attrs(node: Node, kernel: tuple[int, ...]) -> dict[str, Any]:
+    """ConvTranspose attributes that undo the window geometry of `node` onto its input's exact size."""
+    geometry = window(node.ctx, kernel)
+    pads_end, output_padding = [], []
+    for n, o, s, k, d, b in zip(geometry.in_size, geometry.out_size, geometry.strides, kernel,
+                                geometry.dilations, geometry.begin, strict=True):
+        surplus = s * (o - 1) + (k - 1) * d + 1 - b - n  # what ConvTranspose would produce beyond the input
+        if surplus >= 0:
+            pads_end.append(surplus)
+            output_padding.append(0)
+        elif -surplus < s:
+            pads_end.append(0)
+            output_padding.append(-surplus)
+        else:
+            raise NotCompilable("window geometry without a ConvTranspose equivalent")
+    return {"strides": list(geometry.strides), "dilations": list(geometry.dilations), "kernel_shape": list(kernel),
+            "pads": [*geometry.begin, *pads_end], "output_padding": output_padding}
+
+
+def _window_attrs(node: Node) -> dict[str, Any]:
+    keep = ("auto_pad", "pads", "strides", "dilations", "group", "kernel_shape")
+    return {a.name: helper.get_attribute_value(a) for a in node.proto.attribute if a.name in keep}
+
+
+def _linear(em: Emitter, node: Node, grad: str, signal: Signal, forward: Callable[[str], str],
+            transpose: Callable[[str], str], forward_pos: Callable[[str], str],
+            transpose_pos: Callable[[str], str]) -> str:
+    """The signal into x of y = A x: Aᵀg, or x ⊙ A⁺ᵀ(p ⊘ A⁺x) for excitation (linear_signal)."""
+    if signal == "excitation":
+        share = em.safe_divide(grad, forward_pos(node.x), vanishing=node.x in em.nonnegative)
+        return em.op("Mul", [node.x, transpose_pos(share)])
+    return transpose(grad)
+
+
+def _transposed_window(em: Emitter, node: Node, g: str, weight: np.ndarray, group: int) -> str:
+    """Wᵀ g for the window operator `node` with kernel `weight` (M, C/group, *k): a Conv with the flipped,
+    per-group transposed kernel when every stride is 1 and it has at least WIDE_CONV output channels
+    (onnxruntime's blocked Conv is faster than its ConvTranspose there, and slower on a few channels,
+    such as the gradient at an RGB input), else a ConvTranspose with the same kernel."""
+    kernel = weight.shape[2:]
+    geometry = window(node.ctx, kernel)
+    spans = [(k - 1) * d + 1 for k, d in zip(kernel, geometry.dilations, strict=True)]
+    begin = [span - 1 - b for span, b in zip(spans, geometry.begin, strict=True)]
+    sizes = zip(geometry.in_size, geometry.out_size, begin, spans, strict=True)
+    end = [n - o - b + span - 1 for n, o, b, span in sizes]
+    out_channels, group_in = weight.shape[:2]
+    if all(s == 1 for s in geometry.strides) and min(begin + end) >= 0 and group * group_in >= WIDE_CONV:
+        per_group = weight.reshape(group, out_channels // group, group_in, *kernel).swapaxes(1, 2)
+        flipped = per_group.reshape(group * group_in, out_channels // group, *kernel)
+        flipped = np.flip(flipped, axis=tuple(range(2, weight.ndim)))
+        return em.op("Conv", [g, em.const(np.ascontiguousarray(flipped), "kernel_t")], group=group,
+                     dilations=list(geometry.dilations), kernel_shape=list(kernel), pads=[*begin, *end])
+    return em.op("ConvTranspose", [g, em.const(weight, "kernel")], group=group, **_geometry_attrs(node, kernel))
+
+
+def conv(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    weight = node.ctx.weight(1, "kernel")
+    group = int(node.ctx.attr("group", 1))
+    positive = np.maximum(weight, 0.0)
+    return {0: _linear(
+        em, node, grad, signal, forward=lambda x: x, transpose=lambda g: _transposed_window(em, node, g, weight, group),
+        forward_pos=lambda x: em.op("Conv", [x, em.const(positive, "kernel_pos")], **_window_attrs(node)),
+        transpose_pos=lambda g: _transposed_window(em, node, g, positive, group))}
+
+
+def _dense(em: Emitter, node: Node, grad: str, signal: Signal, weight: np.ndarray, transposed: str | None = None
+           ) -> str:
+    """y = x @ W with W (in, out) constant; `transposed` names an initializer holding Wᵀ already (Gemm's B)."""
+    if grad in em.one_hot:
+        return _dense_one_hot(em, node, grad, signal, weight, transposed)
+    positive = em.const(np.maximum(weight, 0.0), "weight_pos")
+    return _linear(em, node, grad, signal, forward=lambda x: x,
+                   transpose=lambda g: em.op("MatMul", [g, transposed or em.const(weight.T, "weight_t")]),
+                   forward_pos=lambda x: em.op("MatMul", [x, positive]),
+                   transpose_pos=lambda g: em.op("Gemm", [g, positive], transB=1))
+
+
+def _dense_one_hot(em: Emitter, node: Node, grad: str, signal: Signal, weight: np.ndarray, transposed: str | None
+                   ) -> str:
+    """`_dense` for a signal with at most one non-zero per row (the seed at a classifier's top layer):
+    with k its column and v its value, g_x = v·W[:, k] and p_x = x ⊙ W⁺[:, k] · (v ⊘ x·W⁺[:, k]), so only
+    row k of Wᵀ is read (Gather) instead of all of W, which at a wide top layer costs as much as its
+    forward product."""
+    if len(node.shape(node.x)) != 2:
+        raise NotCompilable("a one-hot signal into a batched MatMul")
+    k = em.op("ArgMax", [em.op("Abs", [grad])], axis=1, keepdims=0)
+    value = em.reduce_sum(grad, [1], keepdims=True)
+    if signal != "excitation":
+        return em.op("Mul", [value, em.op("Gather", [transposed or em.const(weight.T, "weight_t"), k], axis=0)])
+    column = em.op("Gather", [em.const(np.maximum(weight, 0.0).T, "weight_pos_t"), k], axis=0)
+    weighted = em.op("Mul", [node.x, column])
+    return em.op("Mul", [weighted, em.safe_divide(value, em.reduce_sum(weighted, [1], keepdims=True))])
+
+
+def gemm(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    if node.ctx.attr("transA", 0):
+        raise NotCompilable("Gemm with transA")
+    b = node.ctx.weight(1, "B matrix")
+    trans_b = node.ctx.attr("transB", 0)
+    weight = node.ctx.attr("alpha", 1.0) * (b.T if trans_b else b)
+    shared = trans_b and node.ctx.attr("alpha", 1.0) == 1.0 and em.share_weights
+    return {0: _dense(em, node, grad, signal, weight, node.proto.input[1] if shared else None)}
+
+
+def matmul(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    if not node.ctx.is_constant(1) or node.ctx.is_constant(0):
+        raise NotCompilable("MatMul other than x @ W")
+    weight = node.ctx.weight(1, "other factor")
+    if weight.ndim != 2 or len(node.shape(node.x)) < 2:
+        raise NotCompilable("MatMul with a batched or 1-D weight")
+    return {0: _dense(em, node, grad, signal, weight)}
+
+
+def _scale(em: Emitter, node: Node, index: int, grad: str, signal: Signal, factor: np.ndarray) -> str:
+    """Input `index` of y = broadcast(x · c) (rules.linear.Scale under linear_input(elementwise=True))."""
+    x = node.proto.input[index]
+    g_shape, x_shape = node.shape(node.y), node.shape(x)
+    if signal == "excitation":
+        positive = em.const(np.maximum(factor, 0.0), "scale_pos")
+        share = em.safe_divide(grad, em.op("Mul", [x, positive]), vanishing=True)  # c⁺x = 0: c⁺ = 0 or x = 0
+        return em.op("Mul", [x, em.unbroadcast(em.op("Mul", [share, positive]), g_shape, x_shape)])
+    scaled = grad if np.all(factor == 1.0) else em.op("Mul", [grad, em.const(factor, "scale")])
+    return em.unbroadcast(scaled, g_shape, x_shape)
+
+
+def arithmetic(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    op, ctx = node.proto.op_type, node.ctx
+    if not ctx.is_constant(0) and not ctx.is_constant(1):
+        if op != "Add":
+            raise NotCompilable(f"{op} of two computed tensors")
+        return add_tensors(em, node, grad, signal)
+    i = 0 if ctx.is_constant(1) else 1
+    constant = ctx.weight(1 - i, "constant operand")
+    if op == "Div" and i == 1:
+        raise NotCompilable("Div with a computed divisor")
+    if op == "Mul":
+        factor = constant
+    elif op == "Div":
+        factor = 1.0 / constant
+    else:
+        factor = np.asarray(-1.0 if op == "Sub" and i == 1 else 1.0)
+    return {i: _scale(em, node, i, grad, signal, factor)}
+
+
+def add_tensors(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    """Residual sums: g to both; excitation splits p by the positive parts (rules.linear.add_tensors)."""
+    a, b = node.proto.input[0], node.proto.input[1]
+    g_shape = node.shape(node.y)
+    if signal != "excitation":
+        return {0: em.unbroadcast(grad, g_shape, node.shape(a)), 1: em.unbroadcast(grad, g_shape, node.shape(b))}
+    a_pos, b_pos = em.op("Relu", [a]), em.op("Relu", [b])
+    share = em.safe_divide(grad, em.op("Add", [a_pos, b_pos]), vanishing=True)  # a⁺ + b⁺ = 0: both are 0
+    return {0: em.unbroadcast(em.op("Mul", [share, a_pos]), g_shape, node.shape(a)),
+            1: em.unbroadcast(em.op("Mul", [share, b_pos]), g_shape, node.shape(b))}
+
+
+def batch_normalization(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    ctx = node.ctx
+    if ctx.attr("training_mode", 0):
+        raise NotCompilable("training-mode BatchNormalization")
+    scale = ctx.weight(1, "scale") / np.sqrt(ctx.weight(4, "variance") + ctx.attr("epsilon", 1e-5))
+    factor = scale.reshape((-1,) + (1,) * (len(node.shape(node.x)) - 2))
+    return {0: _scale(em, node, 0, grad, signal, factor)}
+
+
+def _rectified(em: Emitter, node: Node, grad: str, signal: Signal, slope: np.ndarray | float) -> str:
+    """activations.rectified: f(x) = x for x > 0, slope·x otherwise (slope 0: Relu), as products with
+    indicators: g · ([x > 0] + slope·(1 − [x > 0])) (deconv: the same of g's own sign)."""
+    if is_excitation(signal):
+        return grad
+    # y > 0 exactly where x > 0 for a non-negative slope; reading y leaves the Conv before the rectifier
+    # to its only reader, so onnxruntime can still fuse the two in the forward pass.
+    sign_of = node.y if np.all(np.asarray(slope) >= 0.0) else node.x
+    positive = em.indicator(em.op("Greater", [grad if signal == "deconv" else sign_of, em.zero()]))
+    if np.all(np.asarray(slope) == 0.0):
+        factor = positive
+    else:
+        slope = np.asarray(slope, dtype=np.float64)
+        factor = em.op("Add", [em.op("Mul", [positive, em.const(1.0 - slope, "one_minus_slope")]),
+                               em.const(slope, "slope")])
+    gradient = em.op("Mul", [grad, factor])
+    if signal == "guided":
+        return em.op("Mul", [gradient, em.indicator(em.op("Greater", [grad, em.zero()]))])
+    return gradient
+
+
+def relu(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    if node.y in em.pooled_relus:
+        return {0: grad}
+    return {0: _rectified(em, node, grad, signal, 0.0)}
+
+
+def leaky_relu(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    return {0: _rectified(em, node, grad, signal, float(node.ctx.attr("alpha", 0.01)))}
+
+
+def prelu(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    return {0: _rectified(em, node, grad, signal, node.ctx.weight(1, "slope"))}
+
+
+def clip(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    ctx = node.ctx
+    low = float(ctx.weight(1, "min")) if ctx.has_input(1) else -np.inf
+    high = float(ctx.weight(2, "max")) if ctx.has_input(2) else np.inf
+    if is_excitation(signal):
+        return {0: grad}
+    inside = em.op("And", [em.op("Greater", [node.x, em.const(np.float32(low), "low")]),
+                           em.op("Less", [node.x, em.const(np.float32(high), "high")])])
+    gradient = em.op("Mul", [grad, em.indicator(inside)])
+    if low != 0.0 or signal == "gradient":
+        return {0: gradient}
+    if signal == "guided":
+        return {0: em.op("Mul", [gradient, em.indicator(em.op("Greater", [grad, em.zero()]))])}
+    return {0: em.op("Relu", [grad])}
+
+
+def sigmoid(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    if is_excitation(signal):
+        return {0: grad}
+    one_minus = em.op("Sub", [em.one(), node.y])
+    return {0: em.op("Mul", [grad, em.op("Mul", [node.y, one_minus])])}
+
+
+def max_pool(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    """Winner takes all (every signal), the first maximum in kernel order on ties (windows.max_pool).
+
+    The window's T taps are stacked (N, C, T, *out): for non-overlapping 2-D windows by a strided
+    grouped Conv with one-hot kernels (exact: each output is one input times 1 plus zeros), else by
+    Slices of x padded with −∞. The winner is the first tap equal to the pool's output: with
+    m = [tap = y], w = m · [cumsum_T(m) = 1]. The signal, placed in its winner's slot, goes back to
+    the input by a grouped ConvTranspose with the same one-hot kernels. (MaxPool's own Indices
+    output would do, but onnxruntime computes it ten times slower than the pool itself.)
+    """
+    if node.ctx.attr("storage_order", 0):
+        raise NotCompilable("column-major MaxPool")
+    if node.x in em.relu_before and not is_excitation(signal):
+        # MaxPool(Relu(v)): the winner's v > 0 exactly where the pool's output y > 0, so the Relu's rule is
+        # applied here, on the pooled grid, with y for its input: a quarter of the work at 2×2 windows.
+        grad = _rectified(em, node, grad, signal, 0.0)  # reads the sign of node.y, the pool's output
+        em.pooled_relus.add(node.x)
+    kernel = tuple(int(k) for k in node.ctx.attr("kernel_shape"))
+    geometry = window(node.ctx, kernel)
+    channels, rank, taps = node.shape(node.x)[1], len(kernel), int(np.prod(kernel))
+    one_hot = np.zeros((channels * taps, 1, taps))
+    one_hot[np.arange(channels * taps), 0, np.tile(np.arange(taps), channels)] = 1.0
+    one_hot = em.const(one_hot.reshape(channels * taps, 1, *kernel), "one_hot")
+    new_axis = em.const(np.array([2], dtype=np.int64), "axis")
+    simple = (rank == 2 and geometry.strides == kernel and set(geometry.dilations) == {1}
+              and not any(geometry.begin + geometry.end + geometry.extra))
+    if simple:
+        flat = em.op("Conv", [node.x, one_hot], group=channels, kernel_shape=list(kernel), strides=list(kernel))
+        stacked = em.op("Reshape", [flat, em.const(np.array([0, channels, taps, *geometry.out_size], dtype=np.int64),
+                                                   "shape")])
+    else:
+        stacked = em.op("Concat", [em.op("Unsqueeze", [view, new_axis]) for view in _tap_views(em, node, geometry)],
+                        axis=2)
+    hits = em.indicator(em.op("Equal", [stacked, em.op("Unsqueeze", [node.y, new_axis])]))
+    first = em.indicator(em.op("Equal", [em.op("CumSum", [hits, em.const(np.array(2, dtype=np.int64), "axis")]),
+                                         em.one()]))
+    placed = em.op("Mul", [em.op("Mul", [hits, first]), em.op("Unsqueeze", [grad, new_axis])])
+    placed = em.op("Reshape", [placed, em.const(np.array([0, channels * taps, *geometry.out_size], dtype=np.int64),
+                                                "shape")])
+    return {0: em.op("ConvTranspose", [placed, one_hot], group=channels, **_geometry_attrs(node, kernel))}
+
+
+def _tap_views(em: Emitter, node: Node, geometry: Any) -> list[str]:
+    """Per kernel offset (row-major), its strided view (N, C, *out) of x padded with −∞ (windows.Window.taps)."""
+    padded = node.x
+    if any(geometry.begin) or any(geometry.end) or any(geometry.extra):
+        pads = [0, 0, *geometry.begin, 0, 0, *(e + x for e, x in zip(geometry.end, geometry.extra, strict=True))]
+        padded = em.op("Pad", [node.x, em.const(np.array(pads, dtype=np.int64), "pads"),
+                               em.const(np.float32(-np.inf), "minus_inf")])
+    axes = em.const(np.arange(2, 2 + len(geometry.kernel), dtype=np.int64), "axes")
+    return [em.op("Slice", [padded, em.const(np.array([v.start for v in view], dtype=np.int64), "start"),
+                            em.const(np.array([v.stop for v in view], dtype=np.int64), "end"), axes,
+                            em.const(np.array([v.step for v in view], dtype=np.int64), "step")])
+            for view in geometry.taps()]
+
+
+def global_average_pool(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    n = float(np.prod(node.shape(node.x)[2:]))
+    share = em.safe_divide(grad, node.y) if signal == "excitation" else grad
+    back = em.op("Expand", [em.op("Mul", [share, em.const(np.float32(1.0 / n), "inverse")]), em.op("Shape", [node.x])])
+    return {0: em.op("Mul", [node.x, back]) if signal == "excitation" else back}
+
+
+def average_pool(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    """Σ_window x / count: the transpose scatters g/count with a depthwise ones kernel."""
+    kernel = tuple(node.ctx.attr("kernel_shape"))
+    geometry = window(node.ctx, kernel)
+    count = WindowMean(geometry, node.shape(node.x), bool(node.ctx.attr("count_include_pad", 0))).count
+    inverse = np.divide(1.0, count, out=np.zeros_like(count), where=count != 0)
+    channels = node.shape(node.x)[1]
+    ones = em.const(np.ones((channels, 1, *kernel)), "ones")
+    attrs = _geometry_attrs(node, kernel)
+    share = em.safe_divide(grad, node.y) if signal == "excitation" else grad
+    scaled = em.op("Mul", [share, em.const(inverse, "inverse_count")])
+    back = em.op("ConvTranspose", [scaled, ones], group=channels, **attrs)
+    return {0: em.op("Mul", [node.x, back]) if signal == "excitation" else back}
+
+
+def reshape(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    if node.proto.op_type == "Cast" and node.ctx.attr("to") != TensorProto.FLOAT:
+        raise NotCompilable("Cast to another type than float32")
+    return {0: em.reshape_like(grad, node.x)}
+
+
+def transpose(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    rank = len(node.shape(node.x))
+    perm = node.ctx.attr("perm") or list(reversed(range(rank)))
+    return {0: em.op("Transpose", [grad], perm=[int(i) for i in np.argsort(perm)])}
+
+
+def concat(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    rank = len(node.shape(node.y))
+    axis = int(node.ctx.attr("axis")) % rank
+    sizes = [node.shape(name)[axis] for name in node.proto.input]
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    axes = em.const(np.array([axis], dtype=np.int64), "axes")
+    return {i: em.op("Slice", [grad, em.const(bounds[i : i + 1], "start"), em.const(bounds[i + 1 : i + 2], "end"),
+                               axes])
+            for i in range(len(sizes))}
+
+
+def softmax(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    if is_excitation(signal):
+        return {0: grad}
+    rank = len(node.shape(node.y))
+    axis = int(node.ctx.attr("axis", -1)) % rank
+    weighted = em.reduce_sum(em.op("Mul", [node.y, grad]), [axis], keepdims=True)
+    return {0: em.op("Mul", [node.y, em.op("Sub", [grad, weighted])])}
+
+
+def lp_normalization(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    if is_excitation(signal):
+        return {0: grad}
+    if int(node.ctx.attr("p", 2)) != 2:
+        raise NotCompilable("LpNormalization with p = 1")
+    axis = int(node.ctx.attr("axis", -1)) % len(node.shape(node.y))
+    along = em.op("Mul", [node.y, em.reduce_sum(em.op("Mul", [node.y, grad]), [axis], keepdims=True)])
+    return {0: em.op("Div", [em.op("Sub", [grad, along]), em.reduce_l2(node.x, [axis])])}
+
+
+COMPILED_RULES: Mapping[str, CompiledRule] = {
+    "Conv": conv, "Gemm": gemm, "MatMul": matmul,
+    "Add": arithmetic, "Sub": arithmetic, "Mul": arithmetic, "Div": arithmetic,
+    "BatchNormalization": batch_normalization,
+    "Relu": relu, "LeakyRelu": leaky_relu, "PRelu": prelu, "Clip": clip, "Sigmoid": sigmoid,
+    "MaxPool": max_pool, "GlobalAveragePool": global_average_pool, "AveragePool": average_pool,
+    "Flatten": reshape, "Reshape": reshape, "Squeeze": reshape, "Unsqueeze": reshape, "Identity": reshape,
+    "Dropout": reshape, "Cast": reshape, "Transpose": transpose, "Concat": concat,
+    "Softmax": softmax, "LpNormalization": lp_normalization,
+}
+
+
+NONNEGATIVE_OUTPUTS = frozenset({"Relu", "Sigmoid", "Softmax"})
+KEEP_SIGN = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Reshape", "Identity", "Dropout",
+                       "Squeeze", "Unsqueeze", "Transpose", "Concat", "Add", "Cast"})
+
+
+def nonnegative_tensors(nodes: Sequence[onnx.NodeProto], constants: Mapping[str, np.ndarray]) -> set[str]:
+    """Tensors ≥ 0 by construction: outputs of Relu, Sigmoid, Softmax, Clip with a min ≥ 0, and of pools,
+    moves and sums of such tensors (their data inputs; shape inputs are constants)."""
+    found: set[str] = set()
+    for node in nodes:
+        if node.op_type in NONNEGATIVE_OUTPUTS:
+            found.add(node.output[0])
+        elif node.op_type == "Clip" and len(node.input) > 1 and node.input[1] in constants:
+            if float(constants[node.input[1]]) >= 0:
+                found.add(node.output[0])
+        elif node.op_type in KEEP_SIGN:
+            data = node.input if node.op_type in ("Concat", "Add") else node.input[:1]
+            if all(name in found for name in data):
+                found.add(node.output[0])
+    return found
