@@ -22,6 +22,7 @@ from faceaudit.methods.registry import METHODS, explain
 from faceaudit.models import load_model, resolve_spec
 
 PATCH = FULL.cms["patch"]
+POLICY = Path(__file__).resolve().parents[2] / "deploy" / "gate-policy.example.yaml"
 
 
 def _cue_share(cms: np.ndarray) -> tuple[float, float]:
@@ -94,6 +95,11 @@ def test_fast_demo_goes_through_the_service_and_tables_every_method(tmp_path: Pa
         np.testing.assert_allclose(fetched, local.values, rtol=1e-4, atol=1e-6 * np.abs(local.values).max())
     embedding = json.loads((out / index["audits"]["embedding"]).read_text(encoding="utf-8"))
     assert "pairwise_sim" in embedding["methods_skipped"]  # the demo embedding model has no global average pooling
+    # deploy/ci-gate.md: the example policy passes an audit against itself.
+    capsys.readouterr()
+    assert main(["gate", "--baseline", str(out / "attribute"), "--candidate", str(out / "attribute" / "audit.json"),
+                 "--policy", str(POLICY)]) == 0
+    assert "| fail |" not in capsys.readouterr().out
 
 
 @pytest.mark.slow
