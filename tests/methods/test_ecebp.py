@@ -27,7 +27,8 @@ def test_equals_cebp_on_relu_networks(form, contrast):
         target = ExplainTarget(class_index=3)
         expected = cebp(model, image=probe, target=target, options=CebpOptions(form=form, contrast=contrast))
         result = ecebp(model, image=probe, target=target, options=EcebpOptions(form=form, contrast=contrast))
-        np.testing.assert_allclose(result.values, expected.values, rtol=1e-6, atol=1e-12)
+        # cebp runs the compiled (float32) backward, ecebp the float64 numpy engine
+        np.testing.assert_allclose(result.values, expected.values, rtol=0, atol=1e-5 * expected.values.max())
         assert result.method == "ecebp" and result.extra["contrast"] == expected.extra["contrast"]
 
 

@@ -25,7 +25,8 @@ def test_equals_ebp_on_a_relu_network(class_index, smooth):
     expected = ebp(model, image=image, target=target, options=EbpOptions(smooth=smooth))
     result = eebp(model, image=image, target=target, options=EebpOptions(smooth=smooth))
     np.testing.assert_allclose(result.values, expected.values, rtol=1e-6, atol=1e-12)
-    assert result.extra["mass_at_layer"] == pytest.approx(expected.extra["mass_at_layer"], rel=1e-9)
+    # ebp runs the compiled (float32) backward, eebp the float64 numpy engine
+    assert result.extra["mass_at_layer"] == pytest.approx(expected.extra["mass_at_layer"], rel=1e-6)
     assert result.method == "eebp"
 
 

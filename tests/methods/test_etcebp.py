@@ -23,8 +23,9 @@ def test_equals_tcebp_on_a_relu_network(truncation, contrast):
     target = ExplainTarget(class_index=5)
     expected = tcebp(model, image=image, target=target, options=TcebpOptions(truncation=truncation, contrast=contrast))
     result = etcebp(model, image=image, target=target, options=EtcebpOptions(truncation=truncation, contrast=contrast))
-    np.testing.assert_allclose(result.values, expected.values, rtol=1e-6, atol=1e-12)
-    assert result.extra["epsilon"] == pytest.approx(expected.extra["epsilon"], rel=1e-9)
+    # tcebp runs the compiled (float32) backward, etcebp the float64 numpy engine
+    np.testing.assert_allclose(result.values, expected.values, rtol=0, atol=1e-5 * expected.values.max())
+    assert result.extra["epsilon"] == pytest.approx(expected.extra["epsilon"], rel=1e-5)
     assert result.method == "etcebp"
 
 
