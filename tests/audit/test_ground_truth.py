@@ -14,7 +14,7 @@ def test_rows_for_every_method_ran_or_skipped_with_the_games_numbers() -> None:
                                                   "oracle": {"sr_at_far_0.05": 1.0}}}},
     }
     rows = {row["method"]: row for row in ground_truth(audit)}
-    assert list(rows) == ["gradient", "rise", "pairwise_sim", "random", "oracle"]
+    assert list(rows) == ["gradient", "pairwise_sim", "rise", "random", "oracle"]
     assert rows["gradient"] == {"method": "gradient", "region_mass": 0.25, "pointing_hit_rate": 0.5,
                                 "inpainting_sr": None, "skipped": None}
     assert rows["rise"]["inpainting_sr"] == 0.75 and rows["rise"]["region_mass"] is None

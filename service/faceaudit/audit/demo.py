@@ -42,8 +42,9 @@ from faceaudit.images.io import read_image
 from faceaudit.methods.cis import CisOptions, cis
 from faceaudit.methods.cms import CmsAccumulator
 from faceaudit.methods.common import Progress, options_from
-from faceaudit.methods.registry import METHODS
-from faceaudit.metrics.registry import games_for
+from faceaudit.errors import InvalidRequest
+from faceaudit.methods.registry import METHODS, get_method
+from faceaudit.metrics.registry import games_for, get_game
 from faceaudit.models import load_model, resolve_spec
 from faceaudit.server.app import FaceAuditServer, ServerConfig
 from faceaudit_client import Client, ModelInfo, Pair
@@ -144,9 +145,14 @@ def _audit(client: Client, model: DemoModel, out: Path, folder: Path, profile: P
            progress: Callable[[str], Progress | None]) -> Path:
     """One model's Audit RPC, its pictures through Explain, audit.json and report.html; the audit.json path."""
     info = client.register_from_repository(model.name)
-    options = demo_options(profile, model, methods, overrides)
-    chosen_games = None if games is None else [g for g in games if g in games_for(model.kind)]
-    summary = client.audit(info, model.name, methods=methods or ["all"], games=chosen_games or (), options=options,
+    # Named methods and games: each model gets those that apply to its kind (both models share the flags).
+    named = None if methods is None else [get_method(m).name for m in methods if model.kind in get_method(m).kinds]
+    played = None if games is None else [get_game(g).name for g in games if get_game(g).name in games_for(model.kind)]
+    for field, chosen in (("methods", named), ("games", played)):
+        if chosen == []:
+            raise InvalidRequest(field, f"none of those named applies to the demo's {model.kind} model")
+    options = demo_options(profile, model, named, overrides)
+    summary = client.audit(info, model.name, methods=named or ["all"], games=played or (), options=options,
                            group_column=model.group_column, progress=progress(f"{model.name} audit"))
     data = load_dataset(folder, group_column=model.group_column)
     target = out / model.name

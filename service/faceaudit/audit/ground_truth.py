@@ -5,8 +5,8 @@ Columns (None where the audit has no such number):
     pointing_hit_rate   share of images whose map maximum lies inside the region (pointing game)
     inpainting_sr       inpainting game success rate at a 5 % false-alarm rate (embedding models)
     skipped             why the method made no maps (methods=["all"]: it refused the model), else None
-Every method the audit ran or skipped has a row, then the games' reference series (random, oracle)
-where played. Reads a parsed audit.json; touches no file.
+Every method the audit ran or skipped has a row, by name (the Audit RPC's Struct keeps no order),
+then the games' reference series (random, oracle) where played. Reads a parsed audit.json; touches no file.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def ground_truth(audit: dict[str, Any]) -> list[dict[str, Any]]:
     rows = [{"method": name, "region_mass": methods.get(name, {}).get("region_mass"),
              "pointing_hit_rate": pointing.get(name, {}).get("hit_rate"),
              "inpainting_sr": inpainting.get(name, {}).get(FAR), "skipped": skipped.get(name)}
-            for name in [*methods, *(s for s in skipped if s not in methods)]]
+            for name in sorted({*methods, *skipped})]
     rows += [{"method": name, "region_mass": None, "pointing_hit_rate": pointing.get(name, {}).get("hit_rate"),
               "inpainting_sr": inpainting.get(name, {}).get(FAR), "skipped": None}
              for name in REFERENCES if name in pointing or name in inpainting]

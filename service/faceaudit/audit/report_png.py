@@ -1,4 +1,5 @@
-"""One PNG summarising audits (the demo's report.png; the README shows a copy as docs/demo-report.png).
+"""One PNG summarising audits (the demo's report.png; the README shows a copy as docs/demo-report.png,
+regenerated with `faceaudit audit && cp faceaudit-report/report.png docs/demo-report.png`).
 
 Per audit, a row: the first sample face, the CMS, and that face's maps by a few methods (the map
 PNGs the audit folder holds). Then the ground truth of every method of every audit as bars (share
