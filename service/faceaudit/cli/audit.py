@@ -5,12 +5,13 @@
     faceaudit audit [--out DIR] [--fast] [--methods ...] [--games ...] [--option ...]
                     the demo: renders demo faces, starts a faceaudit server in this process and
                     audits the bundled attribute and embedding models through the Python client
-                    with every method of their kind (audit.demo; --fast: CI's seconds-long run)
+                    with every method of their kind (audit.demo; --fast: CI's short run)
 
-Writes OUT/audit.json and OUT/report.html (the demo, OUT = ./faceaudit-report: the entry point
-OUT/report.html, OUT/audit.json and OUT/report.png over OUT/attribute/ and OUT/embedding/, each
-with its own audit.json and report.html, and the rendered datasets under OUT/data/). `--option` sets an option of a method, a game or the CMS's
-CIS maps ("cms"), e.g. `--option occlusion.patch=8 --option cms.stride=2`.
+Writes OUT/audit.json and OUT/report.html. The demo (OUT = ./faceaudit-report) writes the entry
+point OUT/report.html with OUT/audit.json and OUT/report.png, over OUT/attribute/ and
+OUT/embedding/ (each with its audit.json and report.html) and the rendered datasets in OUT/data/.
+`--option` sets an option of a method, a game or the CMS's CIS maps ("cms"), e.g.
+`--option occlusion.patch=8 --option cms.stride=2`; the demo's go to each model that runs them.
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
                         help="an option of a method, a game, or 'cms' (the CIS maps of the CMS); repeatable")
     parser.add_argument("--out", help=f"output folder (default: ./{DEMO_OUT} for the demo; required otherwise)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--fast", action="store_true", help="the demo on four faces per model with cheap options "
-                                                            "(seconds; what CI runs)")
+    parser.add_argument("--fast", action="store_true", help="the demo on a few faces per model with cheap options "
+                                                            "(every method still runs; what CI runs)")
     add_remote_arguments(parser)  # --server: --dataset then names a folder of the server's dataset repository
 
 
