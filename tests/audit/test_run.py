@@ -203,3 +203,21 @@ def test_all_methods_leave_out_those_that_refuse(dataset: Path, tmp_path: Path, 
     with pytest.raises(FaceAuditError):
         run_audit(quantised_free, dataset, tmp_path / "out2", methods=["gradient", "gradcam"], games=[],
                   options={"cms": CMS})
+
+
+def test_cms_named_among_the_methods_joins_the_map_games(model, dataset: Path, tmp_path: Path) -> None:
+    """John et al.'s comparison: the CMS projected onto each face is one more series of every map game."""
+    out = tmp_path / "out"
+    audit = _audit(model, dataset, out, methods=["cms", "gradient", "occlusion"], games=["confidence", "pointing_game"],
+                   options={"games": {"pointing_game": {"tolerance_px": 0}}})
+    confidence = audit["games"]["confidence"]["summary"]
+    assert {"cms", "gradient", "occlusion"} <= confidence.keys()
+    assert sum(confidence[m]["win_pct"] for m in ("cms", "gradient", "occlusion")) == pytest.approx(100.0)
+    assert "cms" not in audit["methods"]  # a model-level map, not a per-image method
+    # No landmarks: the canonical frame is the input frame, so every face gets the CMS itself.
+    cms = np.load(out / audit["cms"]["overall"]["file"])
+    peak = cms == cms.max()
+    inside = np.zeros_like(peak)
+    inside[BOX[0]:BOX[1], BOX[2]:BOX[3]] = True
+    expected = (peak & inside).sum() / peak.sum()  # the pointing game's default: the share of tied maxima inside
+    assert audit["games"]["pointing_game"]["summary"]["cms"]["hit_rate"] == pytest.approx(expected)

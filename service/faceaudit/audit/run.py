@@ -63,6 +63,7 @@ from faceaudit.models import load_model, resolve_spec
 from faceaudit.models.graph import quantised_operators
 
 SCHEMA = "faceaudit.audit/1"
+CMS = "cms"  # named among the methods: the CMS projected back onto each face joins the map games as a series
 DEFAULT_METHODS = ("gradient", "occlusion")  # one white-box, one black-box map; quantised models: black-box only
 OPTION_KEYS = ("cms", "methods", "games")
 ALL = "all"  # methods=["all"]: every method that explains the model's kind
@@ -77,6 +78,7 @@ class Plan:
     games: dict[str, Any]  # name → options object
     explicit_games: bool  # named by the caller: a game that refuses the data is an error, not a skip
     explicit_methods: bool  # False for "all": a method that refuses the first image is left out
+    cms_as_map: bool = False  # "cms" named among the methods: the CMS, projected onto each face, is a map series
 
 
 def run_audit(model: PreparedModel | str | Path, dataset: Dataset | str | Path, out: str | Path, *,
@@ -87,7 +89,9 @@ def run_audit(model: PreparedModel | str | Path, dataset: Dataset | str | Path, 
 
     `model` is a PreparedModel, or a model path resolved with `spec` (loose spec values) and run
     with default runtime options. `methods` defaults to DEFAULT_METHODS; ["all"] runs every method
-    that explains the model's kind, leaving out those that refuse the first image; `games` to every game that
+    that explains the model's kind, leaving out those that refuse the first image; "cms" among them adds the
+    CMS, projected back onto each face, as one more map series of the map games (John et al. compare CMS
+    with Grad-CAM, Grad-CAM++ and Score-CAM that way); `games` to every game that
     applies to the model and the dataset (`audit.game_inputs`); the sanity check checks the audit's
     methods unless its options name others. `options` maps "cms" to CIS options, "methods" and
     "games" to {name: options}. `progress(done, total, phase)` counts images ("cms and maps"), then each
@@ -111,6 +115,7 @@ def run_audit(model: PreparedModel | str | Path, dataset: Dataset | str | Path, 
     canonical_region = np.zeros(inputs.shape)  # sum of the regions carried onto the canonical frame
     played = GameInputs(model.spec.require("kind"))
     images = []
+    projections = []  # (a face's maps, its correspondence): where the CMS series goes once the CMS is known
     for done, face in enumerate(inputs.faces(), start=1):
         cis_map = _cached(cache, model, "cis", plan.cms, face, lambda f=face: cis(
             model, image=f.image, target=f.cms_target, options=plan.cms, correspondence=f.correspondence))
@@ -121,6 +126,7 @@ def run_audit(model: PreparedModel | str | Path, dataset: Dataset | str | Path, 
             canonical_region += face.correspondence.to_canonical(face.region.astype(np.float64))
         maps, files = _method_maps(model, plan, cache, face, out, totals)
         played.add(face, maps)
+        projections.append((maps, face.correspondence))
         images.append({"row": face.entry.row, "name": face.entry.name, "group": face.entry.group,
                        "label": _label(face), "files": files})
         if progress is not None:
@@ -128,6 +134,9 @@ def run_audit(model: PreparedModel | str | Path, dataset: Dataset | str | Path, 
     cms, cms_maps = cms_section(overall, groups, out / "maps", inputs.backdrop())
     if all(e.region is not None for e in data.entries):
         cms["region_mass"] = _weighted_share(cms_maps["overall"].values, canonical_region / len(data.entries))
+    if plan.cms_as_map:  # John et al. §4.2 compare "our maps projected back onto the input image"
+        for maps, correspondence in projections:
+            maps[CMS] = correspondence.to_input(cms_maps["overall"].values).astype(np.float32)
     results, skipped = _play(model, plan, played, progress, totals.skipped)
     document = {
         "schema": SCHEMA,
@@ -245,13 +254,16 @@ def _plan(model: PreparedModel, data: Dataset, methods: Sequence[str] | None, ga
         raise InvalidRequest("options", f"unknown key {key!r}; keys: {', '.join(OPTION_KEYS)}")
     kind = model.spec.require("kind")
     quantised = quantised_operators(model.loaded.proto)  # white-box methods refuse quantised models
+    cms_as_map = methods is not None and CMS in list(methods)
+    if cms_as_map:
+        methods = [m for m in methods if m != CMS]
     everything = methods is not None and list(methods) == [ALL]
     if methods is None:
         methods = [m for m in DEFAULT_METHODS if not quantised or get_method(m).black_box]
     elif everything:
         methods = [n for n, m in METHODS.items() if kind in m.kinds and (not quantised or m.black_box)]
     names = [get_method(m).name for m in methods]
-    if not names:
+    if not names and not cms_as_map:
         raise InvalidRequest("methods", "an audit needs at least one method")
     for name in names:
         if kind not in get_method(name).kinds:
@@ -282,6 +294,7 @@ def _plan(model: PreparedModel, data: Dataset, methods: Sequence[str] | None, ga
         games={n: options_from(get_game(n).options, game_options.get(n)) for n in dict.fromkeys(chosen)},
         explicit_games=games is not None,
         explicit_methods=not everything,
+        cms_as_map=cms_as_map,
     )
 
 
