@@ -5,7 +5,7 @@ from __future__ import annotations
 from faceaudit.audit.demo import FAST, FULL, MODELS, demo_options
 from faceaudit.methods.registry import METHODS
 
-ATTRIBUTE, EMBEDDING = MODELS
+ATTRIBUTE, IDENTITY, EMBEDDING = MODELS
 
 
 def test_options_keep_only_the_methods_and_games_of_the_model() -> None:

@@ -111,7 +111,7 @@ def test_demo_without_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[st
     printed = capsys.readouterr().out
     out = tmp_path / "faceaudit-report"
     assert str((out / "report.html").resolve()) in printed and (out / "report.png").is_file()
-    for name in ("attribute", "embedding"):
+    for name in ("attribute", "identity", "embedding"):  # the CMS of each demo model
         assert (out / name / "report.html").is_file()
     attribute = json.loads((out / "attribute" / "audit.json").read_text(encoding="utf-8"))
     share, area = _cue_share(np.load(out / "attribute" / attribute["cms"]["overall"]["file"]))

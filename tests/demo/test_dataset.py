@@ -10,7 +10,7 @@ from PIL import Image
 
 from faceaudit.audit.dataset import load_dataset
 from faceaudit.demo import FaceParams, Identity, Nuisance, render
-from faceaudit.demo.dataset import SIZE, write_attribute_dataset, write_embedding_dataset
+from faceaudit.demo.dataset import SIZE, write_attribute_dataset, write_embedding_dataset, write_identity_dataset
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -37,6 +37,24 @@ def test_attribute_dataset(tmp_path: Path) -> None:
         changed = (a != b).any(axis=2)
         assert changed.any() and not changed[~region].any()  # the cue is drawn inside its region only
         np.testing.assert_array_equal(plain.landmarks, cue.landmarks)
+
+
+def test_identity_dataset_holds_the_classifiers_identities(tmp_path: Path) -> None:
+    """Deterministic; the bundled identity classifier recognises its classes in it (it was trained on them)."""
+    from faceaudit.engine.prepare import prepare
+    from faceaudit.engine.scorer import embed
+    from faceaudit.models import load_model, resolve_spec
+
+    write_identity_dataset(tmp_path / "a", faces=20, seed=1)
+    write_identity_dataset(tmp_path / "b", faces=20, seed=1)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    data = load_dataset(tmp_path / "a", group_column="skin")
+    assert [e.class_index for e in data.entries] == list(range(20)) and data.has_landmarks
+    assert set(data.groups()) <= {"light", "dark"}
+    loaded = load_model(Path(__file__).resolve().parents[2] / "service/faceaudit/demo/models/identity.onnx")
+    faces = np.stack([_pixels(e.image).astype(np.float32) for e in data.entries])
+    predicted = embed(prepare(loaded, resolve_spec(loaded)), faces).argmax(axis=1)
+    assert (predicted == np.arange(20)).mean() >= 0.9  # the manifest records 0.978 on fresh nuisances
 
 
 def test_embedding_dataset_quadruplets(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ refuses the model is listed in methods_skipped with its reason). Writes under `o
     <model>/audit.json          what the Audit RPC returned, map files re-pointed at the files below
     <model>/maps/...            the CMS pictures and the sample faces' maps (Explain RPC)
     <model>/report.html         audit.report over that folder
-    report.html, audit.json     the entry point: both models' ground-truth tables, links (audit.demo_index)
+    report.html, audit.json     the entry point: every model's ground-truth table, links (audit.demo_index)
     report.png                  the one-picture summary (audit.report_png)
 
 Where the pictures come from: the Audit RPC returns audit.json (every number, every curve); the
@@ -36,7 +36,7 @@ from faceaudit.audit.dataset import Dataset, Entry, load_dataset
 from faceaudit.audit.inputs import Inputs
 from faceaudit.audit.demo_index import write_index
 from faceaudit.audit.report import write_report
-from faceaudit.demo.dataset import write_attribute_dataset, write_embedding_dataset
+from faceaudit.demo.dataset import write_attribute_dataset, write_embedding_dataset, write_identity_dataset
 from faceaudit.engine.prepare import prepare
 from faceaudit.images.io import read_image
 from faceaudit.methods.cis import CisOptions, cis
@@ -62,6 +62,7 @@ class DemoModel:
 
 
 MODELS = (DemoModel("attribute", "classifier", write_attribute_dataset, "identities", "skin"),
+          DemoModel("identity", "classifier", write_identity_dataset, "faces", "skin"),
           DemoModel("embedding", "embedding", write_embedding_dataset, "quadruplets", None))
 
 
@@ -69,7 +70,7 @@ MODELS = (DemoModel("attribute", "classifier", write_attribute_dataset, "identit
 class Profile:
     """How big the demo is: dataset sizes, sample faces shown, options of methods, games and CMS."""
 
-    sizes: Mapping[str, int]  # demo model → identities (attribute: 2 faces each) or quadruplets
+    sizes: Mapping[str, int]  # demo model → identities (attribute: 2 faces each), faces (identity) or quadruplets
     samples: int  # faces per model whose maps by every method are fetched and shown
     cms: Mapping[str, Any]
     methods: Mapping[str, Mapping[str, Any]]
@@ -77,13 +78,13 @@ class Profile:
 
 
 # CIS on the 64-px faces: the paper's 15-px patch at 112 px scaled to 64 px, half-patch stride.
-# Sampling methods sized so that every method of both models takes about two minutes on 2 cores
+# Sampling methods sized so that every method of the three models takes about two minutes on 2 cores
 # (RISE's 1000 masks: fidelity ≈ 0.95 on these faces; LIME and KernelSHAP: 300 samples for 50
 # segments). Inpainting τ = 0.7: the embedding model's genuine cosines on demo faces lie above
 # 0.85, its impostors' below 0.45 (demo/models/manifest.json), and τ = 0.7 refuses the
 # doppelgangers, which the lowest τ at FPR 1 % (≈ 0.4) would still match.
 FULL = Profile(
-    sizes={"attribute": 12, "embedding": 12}, samples=3, cms={"patch": 8, "stride": 4},
+    sizes={"attribute": 12, "identity": 10, "embedding": 12}, samples=3, cms={"patch": 8, "stride": 4},
     methods={"rise": {"masks": 1000}, "corr_rise": {"masks": 1000}, "lime": {"samples": 300},
              "kernel_shap": {"samples": 300}, "smoothgrad": {"samples": 20}, "integrated_gradients": {"steps": 20}},
     games={"hiding_game": {"steps": 25}, "deletion": {"steps": 32}, "insertion": {"steps": 32},
@@ -91,7 +92,7 @@ FULL = Profile(
 )
 # CI's smoke run: the same pipeline and every method, on four faces and two quadruplets with cheap sweeps.
 FAST = Profile(
-    sizes={"attribute": 2, "embedding": 2}, samples=1, cms={"patch": 16, "stride": 16},
+    sizes={"attribute": 2, "identity": 2, "embedding": 2}, samples=1, cms={"patch": 16, "stride": 16},
     methods={"occlusion": {"patch": 16, "stride": 16}, "xface": {"patch": 16, "stride": 16},
              "cis": {"patch": 16, "stride": 16}, "rise": {"masks": 32}, "corr_rise": {"masks": 32},
              "lime": {"samples": 40, "segments": 12}, "kernel_shap": {"samples": 40, "segments": 12},
@@ -145,7 +146,7 @@ def _audit(client: Client, model: DemoModel, out: Path, folder: Path, profile: P
            progress: Callable[[str], Progress | None]) -> Path:
     """One model's Audit RPC, its pictures through Explain, audit.json and report.html; the audit.json path."""
     info = client.register_from_repository(model.name)
-    # Named methods and games: each model gets those that apply to its kind (both models share the flags).
+    # Named methods and games: each model gets those that apply to its kind (the models share the flags).
     named = None if methods is None else [get_method(m).name for m in methods if model.kind in get_method(m).kinds]
     played = None if games is None else [get_game(g).name for g in games if get_game(g).name in games_for(model.kind)]
     for field, chosen in (("methods", named), ("games", played)):

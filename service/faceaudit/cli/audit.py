@@ -4,7 +4,7 @@
                     [--option NAME.KEY=VALUE ...] --out DIR
     faceaudit audit [--out DIR] [--fast] [--methods ...] [--games ...] [--option ...]
                     the demo: renders demo faces, starts a faceaudit server in this process and
-                    audits the bundled attribute and embedding models through the Python client
+                    audits the bundled attribute, identity and embedding models through the Python client
                     with every method of their kind (audit.demo; --fast: CI's short run)
 
 Writes OUT/audit.json and OUT/report.html. The demo (OUT = ./faceaudit-report) writes the entry

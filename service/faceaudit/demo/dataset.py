@@ -9,6 +9,10 @@ script never uses, so the same seed always writes the same files. Writes only in
   "light" (the three lightest SKIN_TONES) or "dark" (the other three), set alternately so that
   both groups hold both classes; `region` = the cue mask (where the cue is or would be drawn);
   landmarks = the renderer's exact five points.
+- identity dataset (for identity.onnx): faces of the classifier's training identities (the
+  manifest's recipe: `default_rng([7, 0])`, the first 20 `sample_identity` draws, class k the k-th)
+  under fresh nuisances; the group attribute `skin` as for the attribute dataset (an identity's own
+  tone, jittered, decides it by its nearest palette tone). No region: nothing is planted in an identity.
 - embedding dataset (for embedding.onnx): inpainting-game quadruplets from doppelganger
   identities, built as `demo.inpainting.quadruplet` does (`doppelganger`, four renders, `swap_part`)
   but with a swapped skin's tone chosen far from the original: `image` = original probe, `mate` = original mate,
@@ -35,7 +39,8 @@ from faceaudit.errors import InvalidRequest
 from faceaudit.methods.common import check_int
 
 SIZE = 64  # the demo models' input size
-STREAM_ATTRIBUTE, STREAM_EMBEDDING = 100, 101  # beyond the training script's streams 0-6
+STREAM_ATTRIBUTE, STREAM_EMBEDDING, STREAM_IDENTITY = 100, 101, 102  # beyond the training script's streams 0-6
+TRAINING_SEED, IDENTITY_CLASSES = 7, 20  # demo/models/manifest.json: "seed", models.identity.classes
 SKIN_GROUPS = {"light": SKIN_TONES[:3], "dark": SKIN_TONES[3:]}
 # Swapped parts: the ones whose change turns a face into a non-mate for the demo embedding model
 # (cosine to the original ≈ 0.4 for skin, 0.6 for hair; 0.85-0.93 for brows, eyes, nose, mouth,
@@ -64,6 +69,25 @@ def write_attribute_dataset(folder: str | Path, *, identities: int = 12, seed: i
                          "identity": f"id{k:04d}", "skin": group,
                          "region": _png(root, f"masks/{stem}.png", face.cue_mask), **_landmarks(face.landmarks5)})
     return _manifest(root, ["image", "class", "identity", "skin", "region", *LANDMARK_COLUMNS], rows)
+
+
+def write_identity_dataset(folder: str | Path, *, faces: int = 10, seed: int = 0) -> Path:
+    """`faces` faces of the identity classifier's classes 0, 1, ... (cycling), each under a fresh nuisance."""
+    check_int("faces", faces, 1, 10_000)
+    root = _folder(folder)
+    classes_rng = np.random.default_rng([TRAINING_SEED, 0])
+    identities = [sample_identity(classes_rng) for _ in range(IDENTITY_CLASSES)]
+    rng = np.random.default_rng([seed, STREAM_IDENTITY])
+    rows = []
+    for k in range(faces):
+        label = k % IDENTITY_CLASSES
+        identity = identities[label]
+        nearest = min(SKIN_TONES, key=lambda tone: np.abs(np.subtract(tone, identity.skin.tone)).sum())
+        group = next(name for name, tones in SKIN_GROUPS.items() if nearest in tones)
+        face = render(FaceParams(identity, sample_nuisance(rng)), SIZE, seed=int(rng.integers(2**31)))
+        rows.append({"image": _png(root, f"faces/{k:04d}_class{label:02d}.png", face.image), "class": label,
+                     "identity": f"class{label:02d}", "skin": group, **_landmarks(face.landmarks5)})
+    return _manifest(root, ["image", "class", "identity", "skin", *LANDMARK_COLUMNS], rows)
 
 
 def write_embedding_dataset(folder: str | Path, *, quadruplets: int = 12, seed: int = 0) -> Path:
