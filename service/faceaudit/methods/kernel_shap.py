@@ -30,36 +30,16 @@ from math import comb
 
 import numpy as np
 
-from faceaudit.engine.fills import FillOptions
 from faceaudit.engine.prepare import PreparedModel
-from faceaudit.engine.scorer import Scorer
 from faceaudit.errors import InvalidRequest
-from faceaudit.methods.common import (
-    ExplainTarget, Progress, Run, check_int, check_passes, check_request, contrast, scoring_target,
-)
+from faceaudit.methods.common import ExplainTarget, Progress, Run, check_request
 from faceaudit.methods.saliency_map import SaliencyMap
-from faceaudit.methods.superpixels import check_segmentation, coalition_images, paint, segment
+from faceaudit.methods.superpixels import CoalitionOptions, paint, score_coalitions, segment
 
 
 @dataclass(frozen=True)
-class KernelShapOptions(FillOptions):
+class KernelShapOptions(CoalitionOptions):
     """Coalitions to score, superpixels (segmentation, segments, compactness), fill, seed, images per chunk."""
-
-    samples: int = 1000
-    segmentation: str = "slic"
-    segments: int = 50
-    compactness: float = 10.0
-    fill: str = "mean"
-    seed: int = 0
-    chunk: int = 64
-
-    def __post_init__(self) -> None:
-        check_int("samples", self.samples, 2)
-        check_passes("samples", self.samples + 2)
-        check_segmentation(self.segmentation, self.segments, self.compactness)
-        check_int("seed", self.seed, 0)
-        check_int("chunk", self.chunk, 1, 4096)
-        super().__post_init__()
 
 
 def shapley_coalitions(m: int, samples: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -107,14 +87,7 @@ def kernel_shap(
     m = int(labels.max()) + 1
     coalitions, weights = shapley_coalitions(m, options.samples, np.random.default_rng(options.seed))
     everything = np.concatenate([np.ones((1, m), bool), np.zeros((1, m), bool), coalitions])
-    scorer = Scorer(model, scoring_target(model, target))
-    scores, done = [], 0
-    for chunk in scorer.stream(coalition_images(image, options.baseline(image), labels, everything, options.chunk)):
-        scores.append(contrast(chunk))
-        done += len(chunk)
-        if progress is not None:
-            progress(done, len(everything), "kernel_shap")
-    f = np.concatenate(scores).astype(np.float64)
+    f, scorer = score_coalitions(model, image, target, labels, everything, options, progress, "kernel_shap")
     phi = constrained_shapley_fit(coalitions, f[2:], weights, f[1], f[0])
     return run.result(paint(labels, phi), scorer.stats, signed=True, extra={
         "superpixels": m, "coalitions": len(coalitions), "exact": bool(len(coalitions) == 2**m - 2),

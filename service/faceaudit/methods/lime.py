@@ -25,41 +25,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from faceaudit.engine.fills import FillOptions
 from faceaudit.engine.prepare import PreparedModel
-from faceaudit.engine.scorer import Scorer
 from faceaudit.errors import InvalidRequest
-from faceaudit.methods.common import (
-    ExplainTarget, Progress, Run, check_int, check_passes, check_request, contrast, scoring_target,
-)
+from faceaudit.methods.common import ExplainTarget, Progress, Run, check_request
 from faceaudit.methods.saliency_map import SaliencyMap
-from faceaudit.methods.superpixels import check_segmentation, coalition_images, paint, segment
+from faceaudit.methods.superpixels import CoalitionOptions, paint, score_coalitions, segment
 
 
 @dataclass(frozen=True)
-class LimeOptions(FillOptions):
-    """Coalitions, kernel width, ridge penalty, superpixels, fill, seed, images per chunk."""
+class LimeOptions(CoalitionOptions):
+    """Coalitions, superpixels, fill, seed, images per chunk (CoalitionOptions); kernel width, ridge penalty."""
 
-    samples: int = 1000
     kernel_width: float = 0.25
     ridge: float = 1.0
-    segmentation: str = "slic"
-    segments: int = 50
-    compactness: float = 10.0
-    fill: str = "mean"
-    seed: int = 0
-    chunk: int = 64
 
     def __post_init__(self) -> None:
-        check_int("samples", self.samples, 2)
-        check_passes("samples", self.samples)
         if not (isinstance(self.kernel_width, (int, float)) and 0 < self.kernel_width <= 100):
             raise InvalidRequest("kernel_width", f"{self.kernel_width!r} must be in (0, 100]")
         if not (isinstance(self.ridge, (int, float)) and 0 <= self.ridge <= 1e6):
             raise InvalidRequest("ridge", f"{self.ridge!r} must be in [0, 1e6]")
-        check_segmentation(self.segmentation, self.segments, self.compactness)
-        check_int("seed", self.seed, 0)
-        check_int("chunk", self.chunk, 1, 4096)
         super().__post_init__()
 
 
@@ -92,13 +76,6 @@ def lime(
     rng = np.random.default_rng(options.seed)
     coalitions = rng.integers(0, 2, size=(options.samples, m)).astype(bool)
     coalitions[0] = True  # lime's first sample is the image itself
-    scorer = Scorer(model, scoring_target(model, target))
-    scores, done = [], 0
-    for chunk in scorer.stream(coalition_images(image, options.baseline(image), labels, coalitions, options.chunk)):
-        scores.append(contrast(chunk))
-        done += len(chunk)
-        if progress is not None:
-            progress(done, len(coalitions), "lime")
-    f = np.concatenate(scores).astype(np.float64)
+    f, scorer = score_coalitions(model, image, target, labels, coalitions, options, progress, "lime")
     beta = weighted_ridge(coalitions, f, lime_weights(coalitions, options.kernel_width), options.ridge)
     return run.result(paint(labels, beta), scorer.stats, signed=True, extra={"superpixels": m})

@@ -12,14 +12,41 @@ image (faceaudit.engine.fills). Segmentations:
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
+from faceaudit.engine.fills import FillOptions
+from faceaudit.engine.prepare import PreparedModel
+from faceaudit.engine.scorer import Scorer
 from faceaudit.errors import InvalidRequest
-from faceaudit.methods.common import check_int, chunk_size
+from faceaudit.methods.common import (
+    ExplainTarget, Progress, check_int, check_passes, chunk_size, contrast, scoring_target,
+)
 
 SEGMENTATIONS = ("slic", "quickshift", "grid")
 MAX_SEGMENTS = 1024
+
+
+@dataclass(frozen=True)
+class CoalitionOptions(FillOptions):
+    """What LIME and KernelSHAP share: coalitions to score, superpixels, fill, seed, images per chunk."""
+
+    samples: int = 1000
+    segmentation: str = "slic"
+    segments: int = 50
+    compactness: float = 10.0
+    fill: str = "mean"
+    seed: int = 0
+    chunk: int = 64
+
+    def __post_init__(self) -> None:
+        check_int("samples", self.samples, 2)
+        check_passes("samples", self.samples + 2)
+        check_segmentation(self.segmentation, self.segments, self.compactness)
+        check_int("seed", self.seed, 0)
+        check_int("chunk", self.chunk, 1, 4096)
+        super().__post_init__()
 
 
 def check_segmentation(segmentation: str, segments: int, compactness: float) -> None:
@@ -61,6 +88,20 @@ def coalition_images(image: np.ndarray, fill: np.ndarray, labels: np.ndarray, co
     for start in range(0, len(coalitions), step):
         keep = coalitions[start : start + step][:, labels][..., None]  # (b, H, W, 1) bool
         yield np.where(keep, image, fill).astype(np.float32)
+
+
+def score_coalitions(model: PreparedModel, image: np.ndarray, target: ExplainTarget, labels: np.ndarray,
+                     coalitions: np.ndarray, options: CoalitionOptions, progress: Progress | None, phase: str
+                     ) -> tuple[np.ndarray, Scorer]:
+    """f(z) (n,) float64 for every coalition, scored in bounded chunks (mate minus non-mate for pairs)."""
+    scorer = Scorer(model, scoring_target(model, target))
+    scores, done = [], 0
+    for chunk in scorer.stream(coalition_images(image, options.baseline(image), labels, coalitions, options.chunk)):
+        scores.append(contrast(chunk))
+        done += len(chunk)
+        if progress is not None:
+            progress(done, len(coalitions), phase)
+    return np.concatenate(scores).astype(np.float64), scorer
 
 
 def paint(labels: np.ndarray, values: np.ndarray) -> np.ndarray:
