@@ -221,3 +221,13 @@ def test_cms_named_among_the_methods_joins_the_map_games(model, dataset: Path, t
     inside[BOX[0]:BOX[1], BOX[2]:BOX[3]] = True
     expected = (peak & inside).sum() / peak.sum()  # the pointing game's default: the share of tied maxima inside
     assert audit["games"]["pointing_game"]["summary"]["cms"]["hit_rate"] == pytest.approx(expected)
+
+
+def test_the_cms_alone_plays_the_map_games_without_the_sanity_check(model, dataset: Path, tmp_path: Path) -> None:
+    path = run_audit(model, dataset, tmp_path / "out", methods=["cms"], options={"cms": CMS})
+    audit = json.loads(path.read_text(encoding="utf-8"))
+    assert "sanity_check" not in audit["games"] and audit["methods"] == {}
+    assert set(audit["games"]["pointing_game"]["summary"]) == {"cms", "random"}
+    with pytest.raises(InvalidRequest) as info:
+        run_audit(model, dataset, tmp_path / "again", methods=["cms"], games=["sanity_check"], options={"cms": CMS})
+    assert info.value.field == "games"

@@ -76,3 +76,12 @@ def test_games_that_need_quadruplets_are_refused_without_them(model, tmp_path: P
                      options={"cms": {"patch": 4, "stride": 4}})
     audit = json.loads(path.read_text(encoding="utf-8"))
     assert audit["dataset"]["images"] == 4 and audit["cms"]["groups"] == {} and "region_mass" not in audit["cms"]
+
+
+def test_without_tau_the_threshold_comes_from_the_datasets_impostors(model, quadruplets: Path, tmp_path: Path) -> None:
+    """ROWS rows give ROWS·(ROWS − 1) impostor scores; τ is taken at FPR 1/that count (below 100 scores)."""
+    path = run_audit(model, quadruplets, tmp_path / "out", methods=["gradient"], games=["inpainting_game"],
+                     options={"cms": {"patch": 4, "stride": 4}, "games": {"inpainting_game": {"steps": 10}}})
+    options = json.loads(path.read_text(encoding="utf-8"))["games"]["inpainting_game"]["options"]
+    impostors = ROWS * (ROWS - 1)
+    assert options["fpr"] == pytest.approx(max(0.01, 1 / impostors))

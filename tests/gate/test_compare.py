@@ -36,6 +36,9 @@ HIDING = "  - metric: games.hiding_game.summary.ebp.auc_accuracy\n    better: hi
     ("max_drop: 0.0", 0.9, True),  # an improvement is no drop
     ("max_relative_drop: 0.1", 0.73, True),  # 0.07 / 0.8 = 0.0875
     ("max_relative_drop: 0.1", 0.71, False),  # 0.09 / 0.8 = 0.1125
+    ("max_drop: 0.02", 0.78, True),  # exactly at the limit: 0.8 − 0.78 is 0.020000000000000018 in floats
+    ("max_relative_drop: 0.05", 0.76, True),  # exactly at the limit, 0.04 / 0.8
+    ("max_drop: 0.02", 0.7799, False),  # just past it
     ("min: 0.75", 0.74, False),
     ("max: 0.85", 0.9, False),
 ])
@@ -186,3 +189,13 @@ def test_an_identical_audit_passes_and_a_planted_regression_fails_the_example_po
     failed = {(c.rule, c.name) for c in result.checks if not c.passed}
     assert failed == {("hiding game AUC", "games.hiding_game.summary.ebp.auc_accuracy"),
                       ("CMS drift (EMD)", "cms.overall emd"), ("CMS drift (correlation)", "cms.overall one_minus_correlation")}
+
+
+def test_a_dotted_path_reaches_keys_with_dots_in_them(tmp_path):
+    """Inpainting summaries hold sr_at_far_0.05: the plain dotted path finds it."""
+    baseline, candidate = audit_data(), audit_data()
+    for data, value in ((baseline, 0.6), (candidate, 0.5)):
+        data["games"]["inpainting_game"] = {"summary": {"gradient": {"sr_at_far_0.05": value}}}
+    rule = "  - metric: games.inpainting_game.summary.gradient.sr_at_far_0.05\n    better: higher\n    max_drop: 0.05\n"
+    (check,) = _gate(tmp_path, rule, baseline=baseline, candidate=candidate).checks
+    assert not check.passed and check.baseline == 0.6 and check.candidate == 0.5

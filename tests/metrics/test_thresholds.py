@@ -60,3 +60,11 @@ def test_bad_input_names_the_field(kwargs: dict, field: str, words: str) -> None
     with pytest.raises(InvalidRequest) as caught:
         threshold_at_fpr(**kwargs)
     assert caught.value.field == field and words in str(caught.value)
+
+
+@pytest.mark.parametrize("n", [3, 6, 7, 12, 30, 56])
+def test_one_over_n_written_as_a_float_allows_one_impostor(n: int) -> None:
+    """float(1/12) = 0.08333…33 is below 1/12 as a decimal; it still means one false positive in 12."""
+    threshold = threshold_at_fpr(np.arange(n, dtype=np.float64), 1.0 / n)
+    assert threshold.achieved_fpr == pytest.approx(1.0 / n)
+    assert threshold.tau > n - 2 and threshold.tau <= n - 1  # only the highest impostor passes

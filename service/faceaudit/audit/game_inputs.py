@@ -28,6 +28,7 @@ from faceaudit.audit.dataset import Dataset
 from faceaudit.audit.inputs import Face
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.engine.scorer import embed
+from faceaudit.errors import InvalidRequest
 from faceaudit.metrics.common import GameItem
 from faceaudit.metrics.inpainting_game import InpaintingGameOptions, InpaintingItem
 from faceaudit.metrics.registry import get_game
@@ -88,7 +89,10 @@ class GameInputs:
         other = np.array([[i != j and (self._identities[i] is None or self._identities[i] != self._identities[j])
                            for j in range(n)] for i in range(n)], dtype=bool)
         impostors = cosines[other]
-        fpr = max(INPAINTING_FPR, 1.0 / max(impostors.size, 1))
+        if impostors.size < 2:
+            raise InvalidRequest("options.games.inpainting_game.tau", f"deriving τ needs at least two impostor pairs "
+                                 f"(faces of different identities); the dataset has {impostors.size}: give tau or fpr")
+        fpr = max(INPAINTING_FPR, 1.0 / impostors.size)
         return dataclasses.replace(options, fpr=fpr, impostor_scores=tuple(impostors.tolist()),
                                    genuine_scores=tuple(np.diag(cosines).tolist()))
 

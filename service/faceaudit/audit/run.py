@@ -283,6 +283,10 @@ def _plan(model: PreparedModel, data: Dataset, methods: Sequence[str] | None, ga
                                               f"({why_not(name, kind, data)}); applicable: {', '.join(applicable) or 'none'}")
     game_options = _per_name(options.get("games"), "games", chosen)
     methods_options = {n: options_from(get_method(n).options, method_options.get(n)) for n in dict.fromkeys(names)}
+    if not methods_options and "sanity_check" in chosen and "methods" not in game_options.get("sanity_check", {}):
+        if games is not None:  # the CMS alone: there is no per-image method for the sanity check to randomise
+            raise InvalidRequest("games", "sanity_check checks per-image methods; name one besides cms")
+        chosen.remove("sanity_check")
     if "sanity_check" in chosen and "methods" not in game_options.get("sanity_check", {}):
         # Check the audit's own methods, with the audit's options for them, unless told otherwise.
         game_options["sanity_check"] = {**game_options.get("sanity_check", {}), "methods": tuple(methods_options),

@@ -83,11 +83,18 @@ _MISSING = object()
 
 
 def _lookup(data: Any, path: tuple[str, ...]) -> Any:
-    for key in path:
-        if not isinstance(data, dict) or key not in data:
-            return _MISSING
-        data = data[key]
-    return data
+    """The value at `path`; a key with dots in it (sr_at_far_0.05) matches the segments a dotted path split it into."""
+    if not path:
+        return data
+    if not isinstance(data, dict):
+        return _MISSING
+    for taken in range(1, len(path) + 1):
+        key = ".".join(path[:taken])
+        if key in data:
+            found = _lookup(data[key], path[taken:])
+            if found is not _MISSING:
+                return found
+    return _MISSING
 
 
 def _expand(pattern: tuple[str, ...], exclude: tuple[str, ...], baseline: Audit, candidate: Audit
@@ -112,6 +119,11 @@ def _expand(pattern: tuple[str, ...], exclude: tuple[str, ...], baseline: Audit,
         paths = grown
     held = [p for p in paths if any(_lookup(a.data, p) is not _MISSING for a in (baseline, candidate))]
     return held or [pattern]
+
+
+def _ulps(*values: float) -> float:
+    """Room for float subtraction at a limit: 0.8 − 0.78 is 0.020000000000000018, a drop of exactly 0.02."""
+    return 1e-12 * max([1.0, *(abs(v) for v in values if math.isfinite(v))])
 
 
 def _number(audit: Audit, path: tuple[str, ...]) -> tuple[float | None, str | None]:
@@ -148,12 +160,12 @@ def _metric(rule: MetricRule, path: tuple[str, ...], baseline: Audit, candidate:
     if needs_baseline:
         worse = old - new if rule.better == "higher" else new - old
         measured.append(f"drop {worse:.4g}")
-        if rule.max_drop is not None and worse > rule.max_drop:
+        if rule.max_drop is not None and worse > rule.max_drop + _ulps(old, new):
             failed.append(f"drop {worse:.4g} > max_drop {rule.max_drop:g}")
         if rule.max_relative_drop is not None:
             relative = worse / abs(old) if old != 0 else (math.inf if worse > 0 else 0.0)
             measured.append(f"relative drop {relative:.4g}")
-            if relative > rule.max_relative_drop:
+            if relative > rule.max_relative_drop + _ulps(relative):
                 failed.append(f"relative drop {relative:.4g} > max_relative_drop {rule.max_relative_drop:.4g}")
     if rule.min is not None and new < rule.min:
         failed.append(f"candidate {new:.4g} < min {rule.min:g}")

@@ -79,7 +79,8 @@ def threshold_at_fpr(impostor_scores: Sequence[float] | np.ndarray, fpr: float,
         raise InvalidRequest("fpr", f"{fpr!r} is not a finite number")
     if not 0 < fpr < 1:
         raise InvalidRequest("fpr", f"{fpr} must lie strictly between 0 and 1")
-    allowed = math.floor(Fraction(str(float(fpr))) * n)
+    # α·n within 1e-9 of a whole number is that number: 1/n written as a float (0.0833… for 1/12) must allow one
+    allowed = math.floor(Fraction(str(float(fpr))) * n + Fraction(1, 10**9))
     if allowed < 1:
         raise InvalidRequest("fpr", f"{fpr} is below 1/{n}: measuring it needs at least {math.ceil(1 / fpr)} "
                                     f"impostor scores, {n} were given")
