@@ -61,11 +61,14 @@ def test_cancelling_a_stream_stops_its_work_within_a_batch(server, client, ident
     before = forward_passes(server)
     stream = client.explain.ExplainStream(rise_request())
     for event in stream:
-        if event.progress.done >= 64:
+        seen = event.progress.done
+        if seen >= 64:
             break
     stream.cancel()
     stopped = wait_until_stable(server)
-    assert 64 <= stopped - before < 64 + 200  # at most a few chunks after the cancel, nowhere near 30000
+    # Progress is throttled, so the work may be ahead of the last event seen: a few chunks of 16 more,
+    # then it stops — nowhere near the request's 30000.
+    assert seen <= stopped - before <= seen + 8 * 16 + 64
     time.sleep(0.5)
     assert forward_passes(server) == stopped
     assert in_flight(server, "ExplainStream") == 0  # the slot is free
@@ -102,6 +105,7 @@ def test_sixteen_concurrent_clients_share_batches(server, identity):
             client.channel.close()
 
     batches_before = sample(server, "faceaudit_batch_size_count", {"model": "identity"})
+    small_before = sample(server, "faceaudit_batch_size_bucket", {"model": "identity", "le": "4.0"})
     passes_before = forward_passes(server)
     with ThreadPoolExecutor(16) as pool:
         maps = list(pool.map(one, range(16)))
@@ -114,8 +118,8 @@ def test_sixteen_concurrent_clients_share_batches(server, identity):
     assert forward_passes(server) - passes_before == sum(m.forward_passes for m in maps)
     batches = sample(server, "faceaudit_batch_size_count", {"model": "identity"}) - batches_before
     assert batches < 16 * 5  # alone, each map takes 5 runtime batches: the unoccluded face, then 4 chunks of 4
-    assert sample(server, "faceaudit_batch_size_bucket", {"model": "identity", "le": "4.0"}) < \
-        sample(server, "faceaudit_batch_size_count", {"model": "identity"})  # some batch held > 4 images
+    small = sample(server, "faceaudit_batch_size_bucket", {"model": "identity", "le": "4.0"}) - small_before
+    assert small < batches  # some batch of these requests held more than one request's 4 images
 
 
 @pytest.mark.parametrize("streaming", [False, True])

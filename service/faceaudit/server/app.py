@@ -128,11 +128,14 @@ class FaceAuditServer:
             (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self._server)
         address = f"{config.host}:{config.port}"
-        if config.tls_cert is not None:
-            credentials = grpc.ssl_server_credentials([(config.tls_key, config.tls_cert)])
-            self.port = self._server.add_secure_port(address, credentials)
-        else:
-            self.port = self._server.add_insecure_port(address)
+        try:
+            if config.tls_cert is not None:
+                credentials = grpc.ssl_server_credentials([(config.tls_key, config.tls_cert)])
+                self.port = self._server.add_secure_port(address, credentials)
+            else:
+                self.port = self._server.add_insecure_port(address)
+        except RuntimeError as exc:  # grpcio raises when the address is taken or invalid
+            raise InvalidRequest("port", f"cannot listen on {address}: {exc}") from exc
         if self.port == 0:
             raise InvalidRequest("port", f"cannot listen on {address}")
         self._metrics: MetricsServer | None = None
@@ -149,7 +152,9 @@ class FaceAuditServer:
 
     def start(self) -> FaceAuditServer:
         if self.config.metrics_port is not None:
-            self._metrics = self.telemetry.serve_http(self.config.metrics_port)
+            # /metrics needs no token: it listens where the gRPC port does, not on every interface
+            host = self.config.host.strip("[]")
+            self._metrics = self.telemetry.serve_http(self.config.metrics_port, "::" if host == "::" else host)
         self._server.start()
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info("faceaudit serving on port %d%s", self.port, " (TLS)" if self.config.tls_cert else "")

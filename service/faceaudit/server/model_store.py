@@ -104,8 +104,12 @@ class ModelStore:
             entry.closers.append(closer)
         with self._lock:
             existing = self._entries.get(name)
-            if existing is None:
+            full = existing is None and len(self._entries) >= self.max_models  # others registered while preparing
+            if existing is None and not full:
                 self._entries[name] = entry
+        if full:
+            entry.close()
+            raise LimitExceeded(f"name: the server holds {self.max_models} models, its limit; unregister one first")
         if existing is None:
             if self._telemetry is not None:
                 self._telemetry.model_loaded(name, loaded.size_bytes)

@@ -58,9 +58,11 @@ class Telemetry:
         self._duration = Histogram("faceaudit_request_duration_seconds", "Wall time of finished RPCs.",
                                    ["rpc", "method"], buckets=DURATION_BUCKETS, registry=r)
         self._phase = Histogram("faceaudit_phase_seconds",
-                                "Per request, caller time spent in each phase: perturbation (generating and "
-                                "preprocessing perturbed images), inference (waiting for the runtime), aggregation "
-                                "(consuming the scores).", ["phase"], buckets=DURATION_BUCKETS, registry=r)
+                                "Per request, time in each phase: perturbation (generating and preprocessing "
+                                "perturbed images) and aggregation (consuming the scores) on the request's thread; "
+                                "inference: its images' queue and runtime time in the batcher, which overlaps the "
+                                "next chunk's perturbation, so the phases can sum to more than the request's wall "
+                                "time.", ["phase"], buckets=DURATION_BUCKETS, registry=r)
         self._forward = Counter("faceaudit_forward_passes", "Images run through a model (padding rows not counted).",
                                 ["model"], registry=r)
         self._batch = Histogram("faceaudit_batch_size", "Images per runtime batch, before padding.",
