@@ -2,7 +2,8 @@
 
 Columns (None where the audit has no such number):
     region_mass         mean share of the map's positive mass inside each image's region (audit.run)
-    pointing_hit_rate   share of images whose map maximum lies inside the region (pointing game)
+    pointing_hit_rate   the pointing game's hit rate: map maximum inside the region or within its tolerance
+                        (15 px by default; ties counted fractionally): compare with the `random` row
     inpainting_sr       inpainting game success rate at a 5 % false-alarm rate (embedding models)
     skipped             why the method made no maps (methods=["all"]: it refused the model), else None
 Every method the audit ran or skipped has a row, by name (the Audit RPC's Struct keeps no order),

@@ -101,8 +101,8 @@ def _ground_truth(audit: dict[str, Any]) -> str:
     rows += [[r["method"], format_number(r["region_mass"]), format_number(r["pointing_hit_rate"]), format_number(r["inpainting_sr"]),
               "" if r["skipped"] is None else f"skipped: {r['skipped']}"] for r in ground_truth(audit)]
     return ("<h2>Ground truth</h2><p class=\"note\">Against the dataset's region masks: share of the map's positive "
-            "mass on the region, pointing-game hit rate, inpainting-game success rate at 5 % false alarms "
-            "(— where not played).</p>"
+            "mass on the region, pointing-game hit rate (maximum within the game's tolerance of the region: "
+            "compare with the random row), inpainting-game success rate at 5 % false alarms (— where not played).</p>"
             + html_table(["method", "mass on region", "pointing hit rate", "inpainting SR @ FAR 5 %", ""], rows))
 
 
