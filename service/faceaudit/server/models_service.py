@@ -47,7 +47,9 @@ class ModelsServicer(Servicer, rpc.ModelsServicer):
             raise InvalidRequest("name", "the first chunk must name the model")
         if not data:
             raise InvalidRequest("data", "no model bytes were sent")
-        return info_message(self._store.register_bytes(first.name, bytes(data), struct_to_dict(first.spec)))
+        payload = bytes(data)
+        del data  # one copy of the model while it is prepared, not two
+        return info_message(self._store.register_bytes(first.name, payload, struct_to_dict(first.spec)))
 
     @unary("RegisterFromRepository")
     def RegisterFromRepository(self, request: pb.RegisterFromRepositoryRequest, call: Call) -> pb.ModelInfo:
