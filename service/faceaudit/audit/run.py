@@ -58,6 +58,7 @@ from faceaudit.methods.cms import CmsAccumulator
 from faceaudit.methods.common import Progress, options_from
 from faceaudit.methods.registry import METHODS, black_box_methods, explain, get_method
 from faceaudit.methods.saliency_map import SaliencyMap
+from faceaudit.metrics.common import PointSink
 from faceaudit.metrics.registry import evaluate, games_for, get_game
 from faceaudit.models import load_model, resolve_spec
 from faceaudit.models.graph import quantised_operators
@@ -84,7 +85,8 @@ class Plan:
 def run_audit(model: PreparedModel | str | Path, dataset: Dataset | str | Path, out: str | Path, *,
               methods: Sequence[str] | None = None, games: Sequence[str] | None = None,
               spec: Mapping[str, Any] | None = None, options: Mapping[str, Any] | None = None,
-              progress: Progress | None = None, group_column: str | None = None) -> Path:
+              progress: Progress | None = None, group_column: str | None = None,
+              on_point: PointSink | None = None) -> Path:
     """Audit `model` over `dataset` into folder `out`; returns the path of audit.json.
 
     `model` is a PreparedModel, or a model path resolved with `spec` (loose spec values) and run
@@ -95,7 +97,8 @@ def run_audit(model: PreparedModel | str | Path, dataset: Dataset | str | Path, 
     applies to the model and the dataset (`audit.game_inputs`); the sanity check checks the audit's
     methods unless its options name others. `options` maps "cms" to CIS options, "methods" and
     "games" to {name: options}. `progress(done, total, phase)` counts images ("cms and maps"), then each
-    game's forward passes (phase: the game's name).
+    game's forward passes (phase: the game's name); `on_point` receives every game's curve points as they
+    are computed (`faceaudit evaluate` prints them).
     """
     model = _prepared(model, spec)
     if isinstance(dataset, Dataset):
@@ -137,7 +140,7 @@ def run_audit(model: PreparedModel | str | Path, dataset: Dataset | str | Path, 
     if plan.cms_as_map:  # John et al. §4.2 compare "our maps projected back onto the input image"
         for maps, correspondence in projections:
             maps[CMS] = correspondence.to_input(cms_maps["overall"].values).astype(np.float32)
-    results, skipped = _play(model, plan, played, progress, totals.skipped)
+    results, skipped = _play(model, plan, played, progress, totals.skipped, on_point)
     document = {
         "schema": SCHEMA,
         "faceaudit_version": faceaudit.__version__,
@@ -213,7 +216,7 @@ def _method_maps(model: PreparedModel, plan: Plan, cache: MapCache, face: Face, 
 
 
 def _play(model: PreparedModel, plan: Plan, played: GameInputs, progress: Progress | None,
-          left_out: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+          left_out: Mapping[str, str], on_point: PointSink | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """Each planned game's result (with its seconds), and the default games that refused the data.
     The sanity check does not check methods that were `left_out` of the audit."""
     results, skipped = {}, {}
@@ -226,7 +229,8 @@ def _play(model: PreparedModel, plan: Plan, played: GameInputs, progress: Progre
         try:
             if name == "inpainting_game":
                 options = plan.games[name] = played.inpainting_options(model, options)
-            result = evaluate(model, name, options=options, progress=progress, **played.inputs(name))
+            result = evaluate(model, name, options=options, progress=progress, on_point=on_point,
+                              **played.inputs(name))
             results[name] = {**result.to_dict(), "seconds": time.perf_counter() - started,
                              "judges_maps": get_game(name).maps}
         except InvalidRequest as exc:

@@ -59,7 +59,7 @@ def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     if args.server is not None:
-        return audit_remotely(args, _names(args.methods, "methods"), _names(args.games, "games"), _options(args.option))
+        return audit_remotely(args, split_names(args.methods, "methods"), split_names(args.games, "games"), parse_options(args.option))
     if args.model is None and args.dataset is None:
         return _demo(args)
     if args.fast:
@@ -74,8 +74,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     model = prepare(loaded, spec, runtime)
     started = time.perf_counter()
     dataset = load_dataset(args.dataset, manifest=args.manifest, group_column=args.group_column)
-    path = run_audit(model, dataset, out, methods=_names(args.methods, "methods"), games=_names(args.games, "games"),
-                     options=_options(args.option), progress=None if args.quiet else ProgressBar(Path(args.model).name))
+    path = run_audit(model, dataset, out, methods=split_names(args.methods, "methods"), games=split_names(args.games, "games"),
+                     options=parse_options(args.option), progress=None if args.quiet else ProgressBar(Path(args.model).name))
     report = write_report(path)
     _print(args, [(path, report)], time.perf_counter() - started)
     return 0
@@ -84,8 +84,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     """The bundled demo through an in-process server and the Python client (audit.demo)."""
     out = output_folder(args.out or DEMO_OUT)
-    report = run_demo(out, profile=FAST if args.fast else FULL, methods=_names(args.methods, "methods"),
-                      games=_names(args.games, "games"), overrides=_options(args.option),
+    report = run_demo(out, profile=FAST if args.fast else FULL, methods=split_names(args.methods, "methods"),
+                      games=split_names(args.games, "games"), overrides=parse_options(args.option),
                       progress=lambda label: None if args.quiet else ProgressBar(label))
     index = demo_summary(out)
     if args.json:
@@ -103,7 +103,7 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _names(raw: str | None, field: str) -> list[str] | None:
+def split_names(raw: str | None, field: str) -> list[str] | None:
     if raw is None:
         return None
     names = [n.strip() for n in raw.split(",") if n.strip()]
@@ -112,7 +112,7 @@ def _names(raw: str | None, field: str) -> list[str] | None:
     return names
 
 
-def _options(items: list[str]) -> dict[str, Any]:
+def parse_options(items: list[str]) -> dict[str, Any]:
     """--option NAME.KEY=VALUE as {"cms": {...}, "methods": {...}, "games": {...}}."""
     options: dict[str, Any] = {"cms": {}, "methods": {}, "games": {}}
     for item in items:

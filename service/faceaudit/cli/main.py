@@ -6,6 +6,7 @@
                       [--server HOST:PORT [--token-file F] [--tls-root R.pem]]
                       [method options] [--landmarks L.json | --landmark-model L.onnx] --out DIR
     faceaudit cms --model M.onnx --images DIR [--target K] [--landmarks L.json | --landmark-model L.onnx] --out DIR
+    faceaudit evaluate --model M.onnx --dataset DIR --game GAME [--methods a,b] --out DIR [--server HOST:PORT]
     faceaudit audit [--model M.onnx --dataset DIR [--methods a,b] [--games x,y] --out DIR]   (no arguments: the demo)
     faceaudit gate --baseline AUDIT|M.onnx --candidate AUDIT|M.onnx --policy POLICY.yaml [--dataset DIR]
                    [--markdown FILE] [--junit FILE]
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 
 from faceaudit.cli.audit import add_audit_arguments, cmd_audit
 from faceaudit.cli.cms import add_cms_arguments, cmd_cms
+from faceaudit.cli.evaluate import add_evaluate_arguments, cmd_evaluate
 from faceaudit.cli.explain import add_explain_arguments, cmd_explain
 from faceaudit.cli.gate import add_gate_arguments, cmd_gate
 from faceaudit.cli.model_args import add_model_arguments
@@ -53,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(cms, positional=False)
     add_cms_arguments(cms)
     cms.set_defaults(run=cmd_cms)
+    evaluate = commands.add_parser("evaluate", help="one evaluation game over a dataset, its points printed as computed")
+    add_evaluate_arguments(evaluate)
+    evaluate.set_defaults(run=cmd_evaluate)
     audit = commands.add_parser("audit", help="model-level audit over a dataset (no arguments: the bundled demo)")
     add_audit_arguments(audit)
     audit.set_defaults(run=cmd_audit)
