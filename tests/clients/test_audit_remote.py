@@ -3,32 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from faceaudit.cli.main import main
-from faceaudit.demo.dataset import write_attribute_dataset
 
 from tests.clients.conftest import DEMO_MODELS
-from tests.server.conftest import start_server
 
 OPTIONS = ["--option", "cms.patch=16", "--option", "cms.stride=8", "--option", "occlusion.patch=16",
            "--option", "occlusion.stride=16"]
-
-
-@pytest.fixture(scope="module")
-def datasets(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("datasets")
-    write_attribute_dataset(root / "faces", identities=2)
-    return root
-
-
-@pytest.fixture(scope="module")
-def auditing(datasets):
-    server = start_server(dataset_repository=datasets)
-    yield f"127.0.0.1:{server.port}"
-    server.stop(0)
 
 
 def test_remote_audit_writes_the_local_audit_json(auditing, datasets, tmp_path, capsys):

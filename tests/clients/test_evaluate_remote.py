@@ -3,33 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from faceaudit.cli.main import main
-from faceaudit.demo.dataset import write_attribute_dataset
 
 from tests.clients.conftest import DEMO_MODELS
-from tests.server.conftest import start_server
 
 COMMON = ["evaluate", "--quiet", "--json", "--game", "deletion", "--methods", "gradient,occlusion",
           "--option", "deletion.steps=4", "--option", "occlusion.patch=16", "--option", "occlusion.stride=16",
           "--option", "cms.patch=16", "--option", "cms.stride=16"]
-
-
-@pytest.fixture(scope="module")
-def datasets(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("datasets")
-    write_attribute_dataset(root / "faces", identities=2)
-    return root
-
-
-@pytest.fixture(scope="module")
-def serving(datasets):
-    server = start_server(dataset_repository=datasets)
-    yield f"127.0.0.1:{server.port}"
-    server.stop(0)
 
 
 def _run(capsys, *argv: str) -> tuple[list[dict], dict]:
@@ -38,7 +21,7 @@ def _run(capsys, *argv: str) -> tuple[list[dict], dict]:
     return lines[:-1], lines[-1]
 
 
-def test_points_printed_are_the_curves_and_the_server_prints_the_same(serving, datasets, tmp_path, capsys):
+def test_points_printed_are_the_curves_and_the_server_prints_the_same(auditing, datasets, tmp_path, capsys):
     points, summary = _run(capsys, "--model", str(DEMO_MODELS / "attribute.onnx"), "--dataset",
                            str(datasets / "faces"), "--out", str(tmp_path / "local"))
     game = json.loads((tmp_path / "local" / "audit.json").read_text())["games"]["deletion"]
@@ -49,7 +32,7 @@ def test_points_printed_are_the_curves_and_the_server_prints_the_same(serving, d
             assert game["curves"][point["series"]][quantity][point["index"]] == pytest.approx(value)
     assert summary["summary"] == game["summary"] and (tmp_path / "local" / "report.html").is_file()
     remote_points, remote_summary = _run(capsys, "--model", "attribute", "--dataset", "faces",
-                                         "--out", str(tmp_path / "remote"), "--server", serving)
+                                         "--out", str(tmp_path / "remote"), "--server", auditing)
     # a local run streams the points as computed, a remote one prints them from the result: same points
     local_values = {(p["series"], p["index"]): p["values"] for p in points}
     assert {(p["series"], p["index"]) for p in remote_points} == local_values.keys()
