@@ -32,7 +32,7 @@ def linear_embedder():
 def test_map_equals_the_per_pixel_pearson_correlation(faces):
     proto, model = linear_embedder()
     probe, mate = faces(2, 8, 8)
-    options = CorrRiseOptions(masks=300, cells=3, keep=0.4, seed=8, chunk=17)
+    options = CorrRiseOptions(masks=300, cells=3, keep=0.4, seed=8, chunk=17, design="independent")
     result = corr_rise(model, image=probe, target=ExplainTarget(mate=mate), options=options)
 
     run = run_onnx(proto)
@@ -49,7 +49,7 @@ def test_contrastive_map_is_the_difference_of_the_correlations(faces):
     result = corr_rise(model, image=probe, target=ExplainTarget(mate=mate, non_mate=non_mate), options=options)
 
     run = run_onnx(proto)
-    masks = all_masks(1, 200, 4, 0.5, 8, 8).astype(np.float64)
+    masks = all_masks(1, 200, 4, 0.5, 8, 8, design="orthogonal").astype(np.float64)  # the default design
     embeddings = run(probe[None] * masks[..., None])
     expected = (pixel_correlations(masks, cosines(embeddings, run(mate[None])[0]))
                 - pixel_correlations(masks, cosines(embeddings, run(non_mate[None])[0])))
@@ -76,7 +76,9 @@ def test_running_sums_give_zero_where_a_pixel_does_not_vary():
         np.testing.assert_allclose(correlation[column][varying], expected[varying], rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize(("values", "field"), [({"keep": 1.0}, "keep"), ({"masks": 1}, "masks")])
+@pytest.mark.parametrize(("values", "field"), [
+    ({"keep": 1.0, "design": "independent"}, "keep"), ({"keep": 1.0}, "design"), ({"masks": 1}, "masks"),
+])
 def test_options_that_cannot_vary_the_masks_are_refused(values, field):
     with pytest.raises(InvalidRequest) as info:
         CorrRiseOptions(**values)
@@ -110,7 +112,7 @@ def test_tiny_but_real_similarity_variation_is_not_lost_to_rounding(faces):
     options = CorrRiseOptions(masks=400, cells=3, seed=2)
     result = corr_rise(model, image=probe, target=ExplainTarget(mate=mate), options=options)
     run = run_onnx(proto)
-    masks = all_masks(2, 400, 3, 0.5, 8, 8).astype(np.float64)
+    masks = all_masks(2, 400, 3, 0.5, 8, 8, design="orthogonal").astype(np.float64)
     scores = cosines(run(probe[None] * masks[..., None]), run(mate[None])[0])
     assert np.ptp(scores) < 1e-4 * np.abs(scores).mean()  # the hard case: variation far below the mean
     np.testing.assert_allclose(result.values, pixel_correlations(masks, scores), atol=0.02)
@@ -151,7 +153,7 @@ def test_progress_reaches_the_total(faces):
     _, model = linear_embedder()
     probe, mate = faces(2, 8, 8)
     calls: list[tuple[int, int, str]] = []
-    options = CorrRiseOptions(masks=100, cells=3, chunk=40)
+    options = CorrRiseOptions(masks=100, cells=3, chunk=40, design="independent")  # orthogonal: see test_rise_estimators
     corr_rise(model, image=probe, target=ExplainTarget(mate=mate), options=options,
               progress=lambda *call: calls.append(call))
     assert calls == [(40, 100, "corr_rise"), (80, 100, "corr_rise"), (100, 100, "corr_rise")]

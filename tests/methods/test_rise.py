@@ -27,8 +27,10 @@ PLANTED_BOX: Box = (8, 16, 20, 28)  # the zoo's default box in its 32×32 plante
 PLANTED_CELLS, PLANTED_MASKS = 8, 4000
 
 
-def all_masks(seed: int, count: int, cells: int, keep: float, height: int, width: int, chunk: int = 64) -> np.ndarray:
-    return np.concatenate(list(rise_masks(np.random.default_rng(seed), count, cells, keep, height, width, chunk)))
+def all_masks(seed: int, count: int, cells: int, keep: float, height: int, width: int, chunk: int = 64,
+              design: str = "independent") -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.concatenate(list(rise_masks(rng, count, cells, keep, height, width, chunk, design=design)))
 
 
 def run_onnx(proto: onnx.ModelProto) -> Callable[[np.ndarray], np.ndarray]:
@@ -138,7 +140,7 @@ def test_classifier_map_equals_the_brute_force_sum(faces):
     proto = zoo.linear_classifier(height=8, width=8, classes=5)
     model = prepared(proto, {"kind": "classifier"})
     image = faces(1, 8, 8)[0]
-    options = RiseOptions(masks=300, cells=3, keep=0.4, seed=11, chunk=13, estimator="paper")
+    options = RiseOptions(masks=300, cells=3, keep=0.4, seed=11, chunk=13, estimator="paper", design="independent")
     result = rise(model, image=image, target=ExplainTarget(class_index=2), options=options)
 
     masks = all_masks(11, 300, 3, 0.4, 8, 8).astype(np.float64)
@@ -157,7 +159,7 @@ def test_contrastive_embedding_map_equals_the_brute_force_difference(faces):
     result = rise(model, image=probe, target=ExplainTarget(mate=mate, non_mate=non_mate), options=options)
 
     run = run_onnx(proto)
-    masks = all_masks(2, 250, 4, 0.5, 8, 8).astype(np.float64)
+    masks = all_masks(2, 250, 4, 0.5, 8, 8, design="orthogonal").astype(np.float64)  # the default design
     embeddings = run(probe[None] * masks[..., None])
     difference = cosines(embeddings, run(mate[None])[0]) - cosines(embeddings, run(non_mate[None])[0])
     expected = np.tensordot(difference, masks, axes=1) / (250 * 0.5)
@@ -247,8 +249,10 @@ def test_too_many_masks_exceed_the_limit():
 
 
 def test_loose_option_values_are_converted():
-    options = options_from(RiseOptions, {"masks": "100", "keep": "0.25", "fill": "constant", "constant": "128"})
-    assert options == dataclasses.replace(RiseOptions(), masks=100, keep=0.25, fill="constant", constant=(128.0,))
+    options = options_from(RiseOptions, {"masks": "100", "keep": "0.25", "design": "independent", "fill": "constant",
+                                         "constant": "128"})
+    assert options == dataclasses.replace(RiseOptions(), masks=100, keep=0.25, design="independent", fill="constant",
+                                          constant=(128.0,))
     with pytest.raises(InvalidRequest) as info:
         options_from(RiseOptions, {"masks": "0"})
     assert info.value.field == "masks"

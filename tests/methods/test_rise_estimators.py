@@ -60,16 +60,17 @@ def test_centred_map_is_the_paper_map_minus_a_constant_in_expectation(faces):
     assert np.abs(z_scores(paper - centred * (masks - 1) / masks)).max() > Z_FAMILY  # the test has power
 
 
-def test_streaming_centred_map_equals_the_two_pass_formula(faces):
+@pytest.mark.parametrize(("keep", "design"), [(0.4, "independent"), (0.5, "orthogonal")])
+def test_streaming_centred_map_equals_the_two_pass_formula(faces, keep, design):
     proto = zoo.linear_classifier(height=8, width=8, classes=5)
     model = prepared(proto, {"kind": "classifier"})
     image = faces(1, 8, 8)[0]
-    options = RiseOptions(masks=300, cells=3, keep=0.4, seed=11, chunk=13)
+    options = RiseOptions(masks=300, cells=3, keep=keep, seed=11, chunk=13, design=design)
     result = rise(model, image=image, target=ExplainTarget(class_index=2), options=options)
 
-    masks = all_masks(11, 300, 3, 0.4, 8, 8).astype(np.float64)
+    masks = all_masks(11, 300, 3, keep, 8, 8, design=design).astype(np.float64)
     scores = run_onnx(proto)(image[None] * masks[..., None])[:, 2]
-    expected = two_pass_centred(masks, scores, 0.4)
+    expected = two_pass_centred(masks, scores, keep)
     np.testing.assert_allclose(result.values, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
     assert result.signed and result.extra["masks"] == result.forward_passes == 300
 
@@ -82,7 +83,7 @@ def test_streaming_contrastive_centred_map_equals_the_two_pass_formula_of_the_di
                   options=RiseOptions(masks=250, cells=4, seed=2, chunk=64))
 
     run = run_onnx(proto)
-    masks = all_masks(2, 250, 4, 0.5, 8, 8).astype(np.float64)
+    masks = all_masks(2, 250, 4, 0.5, 8, 8, design="orthogonal").astype(np.float64)  # the default design
     embeddings = run(probe[None] * masks[..., None])
     difference = cosines(embeddings, run(mate[None])[0]) - cosines(embeddings, run(non_mate[None])[0])
     expected = two_pass_centred(masks, difference, 0.5)
@@ -155,17 +156,18 @@ def test_antithetic_paper_and_centred_maps_agree_up_to_offset_and_scale(faces):
     # At p = 0.5 every pixel's mask values sum to N/2, so S_c = N/(N−1)·(S − s̄) within a run.
     model = prepared(zoo.planted_region_classifier(), {"kind": "classifier"})
     image, target = faces(1, 32, 32)[0], ExplainTarget(class_index=0)
-    paper = rise_values(model, image, target, masks=200, seed=3, antithetic=True, estimator="paper")
-    centred = rise_values(model, image, target, masks=200, seed=3, antithetic=True)
+    pairs = {"antithetic": True, "design": "independent"}
+    paper = rise_values(model, image, target, masks=200, seed=3, estimator="paper", **pairs)
+    centred = rise_values(model, image, target, masks=200, seed=3, **pairs)
     assert np.corrcoef(paper.ravel(), centred.ravel())[0, 1] > 1 - 1e-6
     np.testing.assert_allclose(np.ptp(centred), 200 / 199 * np.ptp(paper), rtol=1e-4)
 
 
 def test_an_odd_number_of_antithetic_masks_is_refused():
     with pytest.raises(InvalidRequest) as info:
-        RiseOptions(masks=301, antithetic=True)
+        RiseOptions(masks=301, antithetic=True, design="independent")
     assert info.value.field == "masks" and "even" in str(info.value)
-    assert RiseOptions(masks=300, antithetic=True).masks == 300
+    assert RiseOptions(masks=300, antithetic=True, design="independent").masks == 300
 
 
 # --- early stopping ------------------------------------------------------------------------------
@@ -176,19 +178,21 @@ def early(model, image, target, calls=None, **options):
     return rise(model, image=image, target=target, options=RiseOptions(**options), progress=progress)
 
 
-def test_early_stopping_stops_earlier_on_an_easy_model_than_on_a_noisy_one(faces):
+@pytest.mark.parametrize(("design", "factor"), [("independent", 2), ("orthogonal", 1)])
+def test_early_stopping_stops_earlier_on_an_easy_model_than_on_a_noisy_one(faces, design, factor):
     # Easy: the planted classifier's score depends strongly on one box, so the map is a bump well
     # above its Monte Carlo noise. Noisy: the IResNet-style embedder averages its features over the
     # whole image (global average pooling), so the cosine to the mate, near 1, barely varies with
-    # any one region; its map is a small variation around a flat map and converges slowly.
+    # any one region; its map is a small variation around a flat map and converges slowly
+    # (three random images: independent masks 256 against the maximum, 4000; orthogonal blocks 256 against 512–768).
     image, mate = faces(2, 32, 32)
     easy = early(prepared(zoo.planted_region_classifier(), {"kind": "classifier"}), image,
-                 ExplainTarget(class_index=0), masks=4000, target_fidelity=0.95)
+                 ExplainTarget(class_index=0), masks=4000, target_fidelity=0.95, design=design)
     noisy = early(prepared(zoo.iresnet_embedding(), {"kind": "embedding"}), image, ExplainTarget(mate=mate),
-                  masks=4000, target_fidelity=0.95)
+                  masks=4000, target_fidelity=0.95, design=design)
     assert easy.extra["stop_reason"] == "target_fidelity" and easy.extra["fidelity_estimate"] >= 0.95
     assert easy.extra["fidelity_estimate"] == pytest.approx(easy.extra["spearman_brown"] ** 0.5)
-    assert easy.extra["masks"] <= 1000 and 2 * easy.extra["masks"] < noisy.extra["masks"] <= 4000
+    assert easy.extra["masks"] <= 1000 and factor * easy.extra["masks"] < noisy.extra["masks"] <= 4000
     for result in (easy, noisy):
         assert result.extra["masks"] == result.forward_passes
 
@@ -230,7 +234,7 @@ def test_antithetic_halves_are_dealt_by_pair(faces):
             self.halves.append(half)
 
     recorder = Recorder()
-    options = RiseOptions(masks=40, chunk=7, antithetic=True)
+    options = RiseOptions(masks=40, chunk=7, antithetic=True, design="independent")
     accumulate(recorder, lambda which: np.zeros((32, 32)), Scorer(model, ClassTarget(0)), faces(1, 32, 32)[0],
                options, None, "rise", lambda scores: scores)
     np.testing.assert_array_equal(np.concatenate(recorder.halves), np.tile([0, 0, 1, 1], 10))
@@ -241,12 +245,13 @@ def test_corr_rise_stops_early_and_takes_antithetic_masks(faces):
     probe, mate = faces(2, 32, 32)
     target = ExplainTarget(mate=mate)
     calls: list[tuple[int, int, str]] = []
-    options = CorrRiseOptions(masks=4000, target_fidelity=0.95, antithetic=True)
+    options = CorrRiseOptions(masks=4000, target_fidelity=0.95, antithetic=True, design="independent")
     result = corr_rise(model, image=probe, target=target, options=options, progress=lambda *c: calls.append(c))
     used = result.extra["masks"]
     assert result.extra["stop_reason"] == "target_fidelity" and used == result.forward_passes < 4000
     assert used % 2 == 0 and calls[-1] == (used, 4000, "corr_rise: converged")
-    fixed = corr_rise(model, image=probe, target=target, options=CorrRiseOptions(masks=used, antithetic=True))
+    fixed = corr_rise(model, image=probe, target=target,
+                      options=CorrRiseOptions(masks=used, antithetic=True, design="independent"))
     np.testing.assert_array_equal(result.values, fixed.values)
 
 
@@ -276,9 +281,10 @@ def test_bad_estimator_and_stopping_options_name_the_option(values, field):
 
 
 def test_estimator_and_stopping_options_convert_from_loose_values():
-    options = options_from(RiseOptions, {"estimator": "paper", "antithetic": "true", "masks": "1000",
-                                         "target_fidelity": "0.9", "check_every": "100"})
-    assert (options.estimator, options.antithetic, options.target_fidelity, options.check_every) == ("paper", True, 0.9, 100)
+    options = options_from(RiseOptions, {"estimator": "paper", "antithetic": "true", "design": "independent",
+                                         "masks": "1000", "target_fidelity": "0.9", "check_every": "100"})
+    assert (options.estimator, options.antithetic, options.design, options.target_fidelity, options.check_every) == (
+        "paper", True, "independent", 0.9, 100)
     assert (RiseOptions().estimator, RiseOptions().antithetic, RiseOptions().target_fidelity) == ("centred", False, None)
     with pytest.raises(InvalidRequest) as info:
         options_from(RiseOptions, {"target_fidelity": "high"})

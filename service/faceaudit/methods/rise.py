@@ -104,6 +104,7 @@ Defaults:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -124,6 +125,7 @@ from faceaudit.methods.saliency_map import SaliencyMap
 MAX_MASKS = 1_000_000  # forward passes one request may ask for
 MAX_CHUNK = 4096  # masks held in memory at once
 ESTIMATORS = ("centred", "paper")
+DESIGNS = ("orthogonal", "independent")
 
 
 @dataclass(frozen=True)
@@ -134,8 +136,9 @@ class RiseOptions(FillOptions):
     cells: int = 7  # s, grid cells per side (at most the image's shorter side)
     keep: float = 0.5  # p, probability that a cell is kept, in (0, 1]
     seed: int = 0  # seed of the numpy Generator that draws the masks
-    chunk: int = 64  # masks generated, applied and scored together (rounded up to even if antithetic)
+    chunk: int = 64  # masks generated, applied and scored together (rounded to whole pairs or blocks)
     estimator: str = "centred"  # "centred": Σ (s − s̄)·M / ((N−1)·p); "paper": Σ s·M / (N·p)
+    design: str = "orthogonal"  # "orthogonal": blocks of orthogonal grids, one shift each; "independent": i.i.d.
     antithetic: bool = False  # masks in pairs with complementary grids and a shared shift; N even
     target_fidelity: float | None = None  # stop once the estimated fidelity √(2r/(1+r)) reaches it, in (0, 1)
     check_every: int = 250  # masks between convergence checks (at chunk boundaries)
@@ -154,6 +157,14 @@ class RiseOptions(FillOptions):
             raise InvalidRequest("estimator", f"{self.estimator!r} must be one of {', '.join(ESTIMATORS)}")
         if not isinstance(self.antithetic, (bool, np.bool_)):
             raise InvalidRequest("antithetic", f"{self.antithetic!r} must be true or false")
+        if self.design not in DESIGNS:
+            raise InvalidRequest("design", f"{self.design!r} must be one of {', '.join(DESIGNS)}")
+        if self.design == "orthogonal" and self.keep != 0.5:
+            raise InvalidRequest("design", f"orthogonal masks keep each cell with probability 0.5; keep={self.keep} "
+                                           "needs design=independent")
+        if self.antithetic and self.design == "orthogonal":
+            raise InvalidRequest("antithetic", "antithetic pairs are a design of their own (orthogonal blocks already "
+                                               "balance every cell); use them with design=independent")
         if self.antithetic and self.masks % 2:
             raise InvalidRequest("masks", f"{self.masks} must be even with antithetic masks (they come in pairs)")
         fidelity = self.target_fidelity
@@ -171,16 +182,34 @@ def check_cells(options: RiseOptions, height: int, width: int) -> None:
 
 
 def rise_masks(rng: np.random.Generator, count: int, cells: int, keep: float, height: int, width: int,
-               chunk: int, antithetic: bool = False) -> Iterator[np.ndarray]:
+               chunk: int, antithetic: bool = False, design: str = "independent") -> Iterator[np.ndarray]:
     """Yield `count` RISE masks as (b, height, width) float32 chunks in [0, 1], b ≤ chunk.
 
-    One row of `rng.random` per mask, or per pair of masks if `antithetic` (see the module
-    docstring), so the masks do not depend on `chunk`. Antithetic chunks hold an even number of
-    masks (an odd `chunk` is rounded up by one).
+    design "independent": one row of `rng.random` per mask, or per pair of masks if `antithetic`
+    (antithetic chunks hold an even number of masks: an odd `chunk` is rounded up by one);
+    "orthogonal": blocks of randomised Hadamard columns with one shift each (keep must be 0.5).
+    See the module docstring. The masks do not depend on `chunk`.
     """
     cell_h, cell_w = -(-height // cells), -(-width // cells)
     rows = _bilinear_weights(cells, (cells + 1) * cell_h)
     cols = _bilinear_weights(cells, (cells + 1) * cell_w)
+    if design == "orthogonal":
+        grid_chunks = _orthogonal_grids(rng, count, cells, cell_h, cell_w, chunk)
+    else:
+        grid_chunks = _independent_grids(rng, count, cells, keep, cell_h, cell_w, chunk, antithetic)
+    for grids, dy, dx in grid_chunks:
+        crop_rows = rows[dy[:, None] + np.arange(height)]  # (b, H, s)
+        crop_cols = cols[dx[:, None] + np.arange(width)]  # (b, W, s)
+        masks = crop_rows @ grids.astype(np.float32).reshape(-1, cells, cells) @ crop_cols.transpose(0, 2, 1)
+        yield np.clip(masks, 0.0, 1.0, out=masks)
+
+
+GridChunks = Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]  # (b, s²) bool grids, (b,) dy, (b,) dx
+
+
+def _independent_grids(rng: np.random.Generator, count: int, cells: int, keep: float, cell_h: int, cell_w: int,
+                       chunk: int, antithetic: bool) -> GridChunks:
+    """The paper's i.i.d. grids and shifts (antithetic: pairs sharing one row of draws)."""
     step = chunk + chunk % 2 if antithetic else chunk
     for start in range(0, count, step):
         size = min(step, count - start)
@@ -191,13 +220,71 @@ def rise_masks(rng: np.random.Generator, count: int, cells: int, keep: float, he
         else:
             draws = rng.random((size, cells * cells + 2))
             grids = draws[:, :-2] < keep
-        grids = grids.astype(np.float32).reshape(-1, cells, cells)
-        dy = (draws[:, -2] * cell_h).astype(np.intp)
-        dx = (draws[:, -1] * cell_w).astype(np.intp)
-        crop_rows = rows[dy[:, None] + np.arange(height)]  # (b, H, s)
-        crop_cols = cols[dx[:, None] + np.arange(width)]  # (b, W, s)
-        masks = crop_rows @ grids @ crop_cols.transpose(0, 2, 1)
-        yield np.clip(masks, 0.0, 1.0, out=masks)
+        yield grids, (draws[:, -2] * cell_h).astype(np.intp), (draws[:, -1] * cell_w).astype(np.intp)
+
+
+def block_size(cells: int) -> int:
+    """Masks per orthogonal block: the smallest power of two n ≥ s² + 1 (s² non-constant Hadamard columns)."""
+    return 1 << (cells * cells).bit_length()
+
+
+# The R2 sequence's step (1/φ₂, 1/φ₂²), φ₂ the plastic number: the 2-D Kronecker sequence whose
+# prefixes cover the unit square most evenly (Roberts 2018).
+_PLASTIC = 1.324717957244746
+R2_STEP = np.array([1 / _PLASTIC, 1 / _PLASTIC**2])
+
+
+@dataclass(frozen=True)
+class OrthogonalBlock:
+    """One block of n = block_size(s) masks: Hadamard columns, sign flips, row order and one shift."""
+
+    columns: np.ndarray  # (s²,) distinct non-constant columns of the Sylvester Hadamard matrix, one per cell
+    flips: np.ndarray  # (s²,) 1 where the cell's column is negated
+    order: np.ndarray  # (n,) the block's rows in random order
+    dy: int
+    dx: int
+
+    def grids(self, first: int, stop: int) -> np.ndarray:
+        """(stop − first, s²) grids of masks first..stop−1: g = [H[row, column]·(−1)^flip > 0].
+
+        The Sylvester matrix (scipy.linalg.hadamard) has H[i, j] = (−1)^popcount(i & j), so only
+        the rows asked for are built: a block of large grids never exists in full.
+        """
+        parity = np.bitwise_count(self.order[first:stop, None] & self.columns[None]) & 1
+        return (parity ^ self.flips) == 0
+
+
+def orthogonal_blocks(rng: np.random.Generator, cells: int, cell_h: int, cell_w: int) -> Iterator[OrthogonalBlock]:
+    """The endless sequence of orthogonal blocks; the first draw is the shift sequence's random start u₀."""
+    size, count = block_size(cells), cells * cells
+    start = rng.random(2)
+    for index in itertools.count():
+        columns = rng.permutation(np.arange(1, size))[:count]
+        flips = rng.integers(0, 2, count)
+        order = rng.permutation(size)
+        shift = (start + index * R2_STEP) % 1.0
+        yield OrthogonalBlock(columns, flips, order, int(shift[0] * cell_h), int(shift[1] * cell_w))
+
+
+def _orthogonal_grids(rng: np.random.Generator, count: int, cells: int, cell_h: int, cell_w: int,
+                      chunk: int) -> GridChunks:
+    """Grids and shifts of `count` orthogonal masks in chunks of `chunk`, whatever the block boundaries."""
+    blocks = orthogonal_blocks(rng, cells, cell_h, cell_w)
+    size = block_size(cells)
+    block, index = next(blocks), 0
+    for start in range(0, count, chunk):
+        stop = min(start + chunk, count)
+        grids, dy, dx = [], [], []
+        position = start
+        while position < stop:
+            if position == (index + 1) * size:
+                block, index = next(blocks), index + 1
+            first, last = position - index * size, min(stop, (index + 1) * size) - index * size
+            grids.append(block.grids(first, last))
+            dy.append(np.full(last - first, block.dy, np.intp))
+            dx.append(np.full(last - first, block.dx, np.intp))
+            position += last - first
+        yield np.concatenate(grids), np.concatenate(dy), np.concatenate(dx)
 
 
 def _bilinear_weights(cells: int, size: int) -> np.ndarray:
@@ -237,9 +324,12 @@ def scored_masks(scorer: Scorer, image: np.ndarray, options: RiseOptions, progre
     height, width = image.shape[:2]
     baseline = options.baseline(image)
     early = options.target_fidelity is not None
-    chunk = chunk_size(min(options.chunk, options.check_every) if early else options.chunk, image)
+    chunk = chunk_size(min(options.chunk, check_step(options)) if early else options.chunk, image)
+    if options.design == "orthogonal":  # chunk boundaries on block boundaries: checks fall between blocks
+        block = block_size(options.cells)
+        chunk = chunk // block * block if chunk >= block else 1 << (chunk.bit_length() - 1)
     masks = rise_masks(np.random.default_rng(options.seed), options.masks, options.cells, options.keep,
-                       height, width, chunk, options.antithetic)
+                       height, width, chunk, options.antithetic, options.design)
     pending: deque[np.ndarray] = deque()
 
     def perturbed() -> Iterator[np.ndarray]:
@@ -256,6 +346,19 @@ def scored_masks(scorer: Scorer, image: np.ndarray, options: RiseOptions, progre
         if progress is not None:
             progress(done, options.masks, phase)
         yield chunk, scores
+
+
+def sample_unit(options: RiseOptions) -> int:
+    """Masks that form one sample, dealt together to one half: an antithetic pair, an orthogonal block, or 1."""
+    if options.design == "orthogonal":
+        return block_size(options.cells)
+    return 2 if options.antithetic else 1
+
+
+def check_step(options: RiseOptions) -> int:
+    """Masks between convergence checks: `check_every` rounded up to whole samples (pairs or blocks)."""
+    unit = sample_unit(options)
+    return -(-options.check_every // unit) * unit
 
 
 def half_indicator(count: int, half: np.ndarray | None) -> np.ndarray:
@@ -325,16 +428,16 @@ def accumulate(sums: SplitSums, values: Callable[[int | None], np.ndarray], scor
     `values(which)` is the map of half 0, half 1 or all masks (None); `scores_of` turns the
     scorer's output into the scores `sums` takes. Returns the map's convergence metadata.
     """
-    unit = 2 if options.antithetic else 1  # an antithetic pair is one sample
+    unit, step = sample_unit(options), check_step(options)
     target = options.target_fidelity
     converged = False
-    next_check = options.check_every
+    next_check = step
     done = 0
     for masks, scores in scored_masks(scorer, image, options, progress, phase, stop=lambda: converged):
         sums.add(masks, scores_of(scores), (np.arange(done, done + len(masks)) // unit) % 2)
         done += len(masks)
         if target is not None and not converged and done >= next_check:
-            next_check = (done // options.check_every + 1) * options.check_every
+            next_check = (done // step + 1) * step
             reliability = split_half(values)[1]
             converged = reliability is not None and fidelity(reliability) >= target
     converged = converged and done < options.masks  # stopping at the maximum is not an early stop
@@ -343,7 +446,7 @@ def accumulate(sums: SplitSums, values: Callable[[int | None], np.ndarray], scor
     r, reliability = split_half(values)
     return {"masks": done, "split_half_r": r, "spearman_brown": reliability,
             "fidelity_estimate": None if reliability is None else fidelity(reliability),
-            "stop_reason": "target_fidelity" if converged else "masks"}
+            "stop_reason": "target_fidelity" if converged else "masks", "sample_unit": unit}
 
 
 def fidelity(reliability: float) -> float:
