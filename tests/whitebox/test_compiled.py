@@ -177,6 +177,50 @@ def test_rows_of_a_batch_get_their_own_targets():
         np.testing.assert_allclose(together.signal[row], alone.signal[0], rtol=1e-5, atol=1e-9)
 
 
+@pytest.mark.parametrize("signal", ["gradient", "excitation", "guided"])
+@pytest.mark.parametrize("build", [lambda: nets.conv_net(0), lambda: nets.conv_net(1),
+                                   lambda: nets.relu_net(1, residual=True)],
+                         ids=["conv_net0", "conv_net1", "relu_net_residual"])
+def test_one_image_with_several_seeds_shares_its_forward_pass(build, signal):
+    """Every rule broadcasts the image's activations (batch 1) against S signals: one session run gives what
+    a run per seed gives (the same float32 graph; per-seed runs match the numpy engine in the tests above)."""
+    model = build()
+    wb = instrument_graph(model, "x", "y")
+    rng = np.random.default_rng(6)
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]]
+    x = rng.normal(size=(1, *shape)).astype(np.float32)
+    acts = wb.forward(x)
+    seeds = np.abs(rng.normal(size=(4, acts.values["y"].shape[1])))
+    compiled = _compiled(wb, acts.values, signal)
+    score, actual, stats = compiled.run(x, seeds)
+    assert (actual.shape[0], score.shape[0], stats.batches) == (4, 1, 1)
+    for row, seed in enumerate(seeds):
+        alone = compiled.run(x, seed[None])[1][0]
+        np.testing.assert_allclose(actual[row], alone, rtol=1e-5, atol=1e-6 * np.abs(alone).max())
+
+
+@pytest.mark.parametrize("name", ["vgg_softmax_spec", "vgg_fixed_batch", "vgg_nhwc_grey", "iresnet_normalized"])
+def test_several_classes_of_one_image_in_one_call(name):
+    """run_backward with an array of classes for one image: each row as its own call gives it (softmax seeds
+    built in the graph, fixed-batch models run seed by seed, NHWC, the similarity head)."""
+    model = _model(name)
+    image, target = _request(model, np.random.default_rng(2))
+    refs = None if target.class_index is not None else references(model, target)
+    wb = instrument(model, references=refs)
+    inputs = to_model_input(image[None], model.spec)
+    classes = np.array([3, 0, 7]) if target.class_index is not None else np.array([0, 0])
+    for signal in ("gradient", "excitation"):
+        together = run_backward(model, wb, inputs, signal, classes if target.class_index is not None else None)
+        if target.class_index is None:  # embeddings: one seed row, nothing to share
+            assert len(together.signal) == 1
+            continue
+        assert (together.engine, len(together.signal)) == ("onnxruntime", 3)
+        for row, k in enumerate(classes):
+            alone = run_backward(model, wb, inputs, signal, int(k))
+            np.testing.assert_allclose(together.signal[row], alone.signal[0], rtol=1e-5,
+                                       atol=1e-6 * np.abs(alone.signal).max())
+
+
 def test_maps_say_which_engine_made_them_and_agree(monkeypatch):
     """gradient and ebp maps from the compiled graph equal the maps of the numpy engine, which they
     fall back to (and say so, with the reason) when a path does not compile."""

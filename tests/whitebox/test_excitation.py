@@ -188,3 +188,23 @@ def test_sub_of_two_tensors_excites_only_the_minuend():
     signals = _trace(n.model(["N", 2], 2), np.array([[1.0, 2.0]]), np.array([[0.25, 0.75]]))
     np.testing.assert_allclose(signals[a], [[0.25, 0.75]])
     np.testing.assert_array_equal(signals[b], 0.0)
+
+
+@pytest.mark.parametrize("signal", ["excitation", "extended"])
+@pytest.mark.parametrize("build", [lambda: nets.conv_net(0), lambda: nets.relu_net(1, residual=True),
+                                   lambda: nets.block_net(0)], ids=["conv_net", "relu_net_residual", "block_net"])
+def test_excitation_is_linear_in_its_seed(build, signal):
+    """With the activations fixed, the signal of a − b is the signal of a minus that of b: what lets cEBP
+    take one backward pass from the seed target − contrast (methods.cebp.compiled_difference). Signed
+    inputs, so eEBP's negative streams are exercised too."""
+    model = build()
+    wb = instrument_graph(model, "x", "y")
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]]
+    rng = np.random.default_rng(4)
+    dtype = np.float64 if model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.DOUBLE else np.float32
+    acts = wb.forward(rng.normal(size=(2, *shape)).astype(dtype))
+    width = acts.values["y"].shape[1]
+    a, b = np.eye(width)[[0, 1]], np.full((2, width), 1.0 / width)
+    signals = [backward(wb.graph, acts.values, seed, signal)["x"] for seed in (a, b, a - b)]  # type: ignore[arg-type]
+    assert np.abs(signals[0] - signals[1]).max() > 0  # the two seeds differ where it is read
+    np.testing.assert_allclose(signals[2], signals[0] - signals[1], rtol=0, atol=1e-12 * np.abs(signals[0]).max())

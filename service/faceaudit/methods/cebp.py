@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Union
 
@@ -44,14 +44,16 @@ import numpy as np
 import onnx
 
 from faceaudit.engine.prepare import PreparedModel
+from faceaudit.engine.scorer import ScoringStats
 from faceaudit.errors import InvalidRequest, ModelOutputError
-from faceaudit.methods.common import ExplainTarget, Progress, Run
+from faceaudit.images.preprocess import to_model_input
+from faceaudit.methods.common import ExplainTarget, Progress, Run, check_request
 from faceaudit.methods.ebp import MAX_SMOOTH
-from faceaudit.methods.gradient import instrumented_forward
+from faceaudit.methods.gradient import instrument_for
 from faceaudit.methods.saliency_map import SaliencyMap
 from faceaudit.whitebox.dataflow import SignalGraph
 from faceaudit.whitebox.instrument import Activations, Instrumented
-from faceaudit.whitebox.compiled import BackwardRun, engine_extra, seeded_backward
+from faceaudit.whitebox.compiled import BackwardRun, engine_extra, resolve_layer, score_width, seeded_backward
 from faceaudit.whitebox.maps import channels_first, smooth_and_normalise, upsample_bilinear
 
 FORMS = ("difference", "zhang")
@@ -129,9 +131,9 @@ def dual_graph(graph: SignalGraph) -> SignalGraph:
     return dataclasses.replace(graph, constants={**graph.constants, name: -np.asarray(graph.constants[name])})
 
 
-def units(wb: Instrumented, acts: Activations, target: ExplainTarget, contrast: int | str) -> Units:
-    """Target and contrast seeds for a classifier (class k vs j, others, dual) or the similarity head."""
-    width = int(np.prod(acts.values[wb.graph.score].shape[1:]))
+def units(wb: Instrumented, width: int, target: ExplainTarget, contrast: int | str) -> Units:
+    """Target and contrast seeds for a classifier (class k vs j, others, dual) or the similarity head of
+    `width` columns."""
     if wb.similarity:
         if isinstance(contrast, int):
             raise InvalidRequest("contrast", "embedding models contrast the mate with the non-mate (or the mate's "
@@ -153,13 +155,13 @@ def units(wb: Instrumented, acts: Activations, target: ExplainTarget, contrast: 
     return Units(seed, np.eye(width)[[contrast]], wb.graph, f"class {contrast}")
 
 
-def contrast_layer(wb: Instrumented, name: str, values: dict) -> str:
+def contrast_layer(model: PreparedModel, wb: Instrumented, name: str, inputs: np.ndarray) -> str:
     """The zhang form's contrast layer: the top layer's data input for "top", else a tensor below the top layer."""
     node, data, _ = top_layer(wb.graph)
     below_top = node.input[data]
     if name == "top":
         return below_top
-    layer = wb.layer(name, values)
+    layer = resolve_layer(model, wb, name, inputs)
     _, carrying = dataclasses.replace(wb.graph, score=below_top).path(layer)
     if layer not in carrying:
         raise InvalidRequest("contrast_layer", f"{name!r} is not below the top layer {node.name or node.output[0]!r}, "
@@ -167,10 +169,40 @@ def contrast_layer(wb: Instrumented, name: str, values: dict) -> str:
     return layer
 
 
+class ImageForward:
+    """One image on the instrumented model: its model input, and its activations computed on first use.
+    The numpy rules (eEBP) read the activations; compiled passes run their own forward pass, so cEBP
+    and tcEBP on that engine never pay for this one."""
+
+    def __init__(self, wb: Instrumented, inputs: np.ndarray) -> None:
+        self.wb, self.inputs = wb, inputs
+        self._acts: Activations | None = None
+
+    @property
+    def values(self) -> Mapping[str, np.ndarray]:
+        if self._acts is None:
+            self._acts = self.wb.forward(self.inputs)
+        return self._acts.values
+
+    def stats(self) -> list[ScoringStats]:
+        """The forward pass's stats, if it ran."""
+        return [] if self._acts is None else [self._acts.stats]
+
+
+def image_forward(model: PreparedModel, image: np.ndarray, target: ExplainTarget
+                  ) -> tuple[ExplainTarget, Instrumented, ImageForward]:
+    """Validate the request and instrument the model (cached per model); the forward pass waits for a reader."""
+    image, target = check_request(model, image, target)
+    wb = instrument_for(model, target)
+    return target, wb, ImageForward(wb, to_model_input(image[None], model.spec))
+
+
 # pair(wb, acts, units, layer): the target's and the contrast's signals at `layer` (EBP or eEBP).
-Pair = Callable[[Instrumented, Activations, "Units", str], tuple[np.ndarray, np.ndarray]]
+Pair = Callable[[Instrumented, ImageForward, "Units", str], tuple[np.ndarray, np.ndarray]]
+# difference(wb, acts, units, layer): the target's signal minus the contrast's at `layer`.
+Difference = Callable[[Instrumented, ImageForward, "Units", str], np.ndarray]
 # down(wb, acts, signal, start, layer): a signal at `start` carried on down to `layer`.
-Down = Callable[[Instrumented, Activations, np.ndarray, str, str], np.ndarray]
+Down = Callable[[Instrumented, ImageForward, np.ndarray, str, str], np.ndarray]
 
 
 def per_pixel(signal: np.ndarray, layer: str, wb: Instrumented, model: PreparedModel) -> np.ndarray:
@@ -189,29 +221,51 @@ def finish(values: np.ndarray, model: PreparedModel, smooth: float, method: str)
 
 
 def compiled_pair(model: PreparedModel, runs: list[BackwardRun]) -> Pair:
-    """The target's and the contrast's EBP signals at `layer` (the contrast on its own graph: the dual's),
-    by whitebox.compiled (the numpy engine where a path does not compile); each pass is appended to `runs`."""
+    """The target's and the contrast's EBP signals at `layer` by whitebox.compiled (the numpy engine where a
+    path does not compile), appended to `runs`: both seeds in one run sharing the image's forward pass, or
+    two runs when the contrast walks its own graph (the dual's)."""
 
-    def pair(wb: Instrumented, acts: Activations, found: Units, layer: str) -> tuple[np.ndarray, np.ndarray]:
-        inputs = acts.values[wb.graph.input_name]
-        dual = found.contrast_graph is not wb.graph
+    def pair(wb: Instrumented, image: ImageForward, found: Units, layer: str) -> tuple[np.ndarray, np.ndarray]:
+        inputs = image.inputs
+        if found.contrast_graph is wb.graph:
+            seeds = np.concatenate([found.target, found.contrast])
+            runs.append(seeded_backward(model, wb, inputs, seeds, "excitation", source=layer))
+            return runs[-1].signal[:1], runs[-1].signal[1:]
         runs.append(seeded_backward(model, wb, inputs, found.target, "excitation", source=layer))
         runs.append(seeded_backward(model, wb, inputs, found.contrast, "excitation", source=layer,
-                                    graph=found.contrast_graph, variant="dual" if dual else ""))
+                                    graph=found.contrast_graph, variant="dual"))
         return runs[-2].signal, runs[-1].signal
 
     return pair
 
 
+def compiled_difference(model: PreparedModel, runs: list[BackwardRun]) -> Difference:
+    """P − N at `layer` in one backward pass from the seed target − contrast: with the activations fixed,
+    EBP's rule p_x = x ⊙ W⁺ᵀ(p_y ⊘ W⁺x) (and every other excitation rule) is linear in p, so the
+    difference of the two signals is the signal of the difference. A contrast on its own graph (the
+    dual's, other weights) takes both passes of `compiled_pair`."""
+    both = compiled_pair(model, runs)
+
+    def difference(wb: Instrumented, image: ImageForward, found: Units, layer: str) -> np.ndarray:
+        if found.contrast_graph is not wb.graph:
+            p, n = both(wb, image, found, layer)
+            return p - n
+        runs.append(seeded_backward(model, wb, image.inputs, found.target - found.contrast, "excitation",
+                                    source=layer))
+        return runs[-1].signal
+
+    return difference
+
+
 def compiled_down(model: PreparedModel, runs: list[BackwardRun]) -> Down:
     """EBP of a signal at tensor `start` down to `layer` (the same tensor: unchanged), appended to `runs`."""
 
-    def down(wb: Instrumented, acts: Activations, signal: np.ndarray, start: str, layer: str) -> np.ndarray:
+    def down(wb: Instrumented, image: ImageForward, signal: np.ndarray, start: str, layer: str) -> np.ndarray:
         if layer == start:
             return signal
         graph = dataclasses.replace(wb.graph, score=start)
         try:
-            runs.append(seeded_backward(model, wb, acts.values[wb.graph.input_name], signal, "excitation",
+            runs.append(seeded_backward(model, wb, image.inputs, signal, "excitation",
                                         source=layer, graph=graph))
         except ValueError as exc:
             raise InvalidRequest("layer", f"{layer!r} is not below the contrast layer {start!r}") from exc
@@ -226,36 +280,35 @@ def cebp(
 ) -> SaliencyMap:
     """Contrastive EBP map (unit mass) of a class against a contrast, or of a mate against a non-mate."""
     runs: list[BackwardRun] = []
-    return contrastive_map("cebp", compiled_pair(model, runs), compiled_down(model, runs), model, image, target,
+    return contrastive_map("cebp", compiled_difference(model, runs), compiled_down(model, runs), model, image, target,
                            options, progress, runs=runs)
 
 
 def contrastive_map(
-    method: str, pair: Pair, down: Down, model: PreparedModel, image: np.ndarray, target: ExplainTarget,
+    method: str, difference: Difference, down: Down, model: PreparedModel, image: np.ndarray, target: ExplainTarget,
     options: CebpOptions, progress: Progress | None, *, runs: list[BackwardRun] | None = None,
 ) -> SaliencyMap:
-    """The cEBP map with `pair` and `down` propagating the signals (EBP here, eEBP in ecebp); `runs` collects
-    the backward passes of compiled `pair` and `down` (their forward passes and engines are reported)."""
+    """The cEBP map with `difference` and `down` propagating the signals (EBP here, eEBP in ecebp); `runs`
+    collects the backward passes of compiled ones (their forward passes and engines are reported)."""
     run = Run(method, model, target, options)
-    target, wb, acts = instrumented_forward(model, image, target)
-    layer = wb.layer(options.layer, acts.values)
-    found = units(wb, acts, target, options.contrast)
+    target, wb, forward = image_forward(model, image, target)
+    layer = resolve_layer(model, wb, options.layer, forward.inputs)
+    found = units(wb, score_width(model, wb, forward.inputs), target, options.contrast)
     extra: dict = {"contrast": found.description, "form": options.form}
     if options.form == "difference":
-        p, n = pair(wb, acts, found, layer)
-        contrast = np.maximum(per_pixel(p, layer, wb, model) - per_pixel(n, layer, wb, model), 0.0)
+        contrast = np.maximum(per_pixel(difference(wb, forward, found, layer), layer, wb, model), 0.0)
     else:
-        at = contrast_layer(wb, options.contrast_layer, acts.values)
-        p, n = pair(wb, acts, found, at)
-        below = down(wb, acts, np.maximum(p - n, 0.0), at, layer)
+        at = contrast_layer(model, wb, options.contrast_layer, forward.inputs)
+        excess = np.maximum(difference(wb, forward, found, at), 0.0)
+        below = down(wb, forward, excess, at, layer)
         contrast = np.maximum(per_pixel(below, layer, wb, model), 0.0)
-        extra.update(contrast_layer=at, mass_at_contrast_layer=float(np.maximum(p - n, 0.0).sum()),
+        extra.update(contrast_layer=at, mass_at_contrast_layer=float(excess.sum()),
                      mass_at_layer=float(below.sum()))
     values = finish(contrast, model, options.smooth, method)
     if progress is not None:
         progress(1, 1, method)
     if runs:
         extra.update(engine_extra(*runs))
-    return run.result(values, [acts.stats, *(r.stats for r in runs or [])], signed=False,
+    return run.result(values, [*forward.stats(), *(r.stats for r in runs or [])], signed=False,
                       extra={"graph": "instrumented", "layer": layer, "layer_size": list(contrast.shape),
                              "folded_batch_norms": wb.folded_batch_norms, **extra})

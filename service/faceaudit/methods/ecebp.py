@@ -29,11 +29,11 @@ import numpy as np
 
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.errors import InvalidRequest
-from faceaudit.methods.cebp import CebpOptions, Units, contrastive_map
+from faceaudit.methods.cebp import CebpOptions, ImageForward, Units, contrastive_map
 from faceaudit.methods.common import ExplainTarget, Progress
 from faceaudit.methods.eebp import extended
 from faceaudit.methods.saliency_map import SaliencyMap
-from faceaudit.whitebox.instrument import Activations, Instrumented
+from faceaudit.whitebox.instrument import Instrumented
 
 
 @dataclass(frozen=True)
@@ -41,19 +41,29 @@ class EcebpOptions(CebpOptions):
     """The form, the contrast unit, the zhang form's contrast layer, and the map's layer and smoothing."""
 
 
-def extended_pair(wb: Instrumented, acts: Activations, found: Units, layer: str) -> tuple[np.ndarray, np.ndarray]:
+def extended_pair(wb: Instrumented, image: ImageForward, found: Units, layer: str) -> tuple[np.ndarray, np.ndarray]:
     """The target's and the contrast's eEBP signals at `layer`."""
-    p = extended(wb.graph, acts.values, found.target, layer)
-    n = extended(found.contrast_graph, acts.values, found.contrast, layer)
+    p = extended(wb.graph, image.values, found.target, layer)
+    n = extended(found.contrast_graph, image.values, found.contrast, layer)
     return p, n
 
 
-def extended_down(wb: Instrumented, acts: Activations, signal: np.ndarray, start: str, layer: str) -> np.ndarray:
+def extended_difference(wb: Instrumented, image: ImageForward, found: Units, layer: str) -> np.ndarray:
+    """The target's eEBP signal at `layer` minus the contrast's: one pass from the seed target − contrast
+    (the streams split by the sign of the forward responses, not of the signal, so eEBP is linear in its
+    seed as EBP is), or both passes when the contrast walks its own graph (the dual's)."""
+    if found.contrast_graph is not wb.graph:
+        p, n = extended_pair(wb, image, found, layer)
+        return p - n
+    return extended(wb.graph, image.values, found.target - found.contrast, layer)
+
+
+def extended_down(wb: Instrumented, image: ImageForward, signal: np.ndarray, start: str, layer: str) -> np.ndarray:
     """eEBP of `signal` at tensor `start` down to `layer` (the same tensor: unchanged)."""
     if layer == start:
         return signal
     try:
-        return extended(dataclasses.replace(wb.graph, score=start), acts.values, signal, layer, top=wb.graph)
+        return extended(dataclasses.replace(wb.graph, score=start), image.values, signal, layer, top=wb.graph)
     except ValueError as exc:
         raise InvalidRequest("layer", f"{layer!r} is not below the contrast layer {start!r}") from exc
 
@@ -63,4 +73,4 @@ def ecebp(
     options: EcebpOptions = EcebpOptions(), progress: Progress | None = None,
 ) -> SaliencyMap:
     """Extended contrastive EBP map (unit mass) of a class against a contrast, or of a mate against a non-mate."""
-    return contrastive_map("ecebp", extended_pair, extended_down, model, image, target, options, progress)
+    return contrastive_map("ecebp", extended_difference, extended_down, model, image, target, options, progress)

@@ -36,12 +36,11 @@ import numpy as np
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.errors import InvalidRequest, ModelOutputError
 from faceaudit.methods.cebp import (
-    Contrast, Pair, check_contrast, check_map_options, compiled_pair, finish, per_pixel, units,
+    Contrast, Pair, check_contrast, check_map_options, compiled_pair, finish, image_forward, per_pixel, units,
 )
 from faceaudit.methods.common import ExplainTarget, Progress, Run
-from faceaudit.methods.gradient import instrumented_forward
 from faceaudit.methods.saliency_map import SaliencyMap
-from faceaudit.whitebox.compiled import BackwardRun, engine_extra
+from faceaudit.whitebox.compiled import BackwardRun, engine_extra, resolve_layer, score_width
 
 TRUNCATIONS = ("percentile", "mass")
 
@@ -111,10 +110,10 @@ def truncated_contrastive_map(
     """The tcEBP map with `pair` computing the target and contrast signals (EBP here, eEBP in etcebp); `runs`
     collects the backward passes of a compiled `pair` (their forward passes and engines are reported)."""
     run = Run(method, model, target, options)
-    target, wb, acts = instrumented_forward(model, image, target)
-    layer = wb.layer(options.layer, acts.values)
-    found = units(wb, acts, target, options.contrast)
-    p_signal, n_signal = pair(wb, acts, found, layer)
+    target, wb, forward = image_forward(model, image, target)
+    layer = resolve_layer(model, wb, options.layer, forward.inputs)
+    found = units(wb, score_width(model, wb, forward.inputs), target, options.contrast)
+    p_signal, n_signal = pair(wb, forward, found, layer)
     p, n = per_pixel(p_signal, layer, wb, model), per_pixel(n_signal, layer, wb, model)
     if options.truncation == "percentile":
         eps_p = eps_n = float(np.percentile(p, options.percentile))
@@ -127,7 +126,7 @@ def truncated_contrastive_map(
     values = finish(contrast, model, options.smooth, method)
     if progress is not None:
         progress(1, 1, method)
-    return run.result(values, [acts.stats, *(r.stats for r in runs or [])], signed=False,
+    return run.result(values, [*forward.stats(), *(r.stats for r in runs or [])], signed=False,
                       extra={"graph": "instrumented", "layer": layer, "layer_size": list(contrast.shape),
                              "contrast": found.description, "epsilon": eps_p, "epsilon_contrast": eps_n,
                              "folded_batch_norms": wb.folded_batch_norms, **(engine_extra(*runs) if runs else {})})

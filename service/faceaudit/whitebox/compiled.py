@@ -78,7 +78,7 @@ def compile_backward(wb: Instrumented, values: Mapping[str, np.ndarray], signal:
     em.share_weights = own
     shapes = {name: tuple(np.shape(value)) for name, value in {**values, **graph.constants}.items()}
     by_output = {node.output[0]: node for node in model.graph.node if node.output}
-    seed = em.reshape_like(_seed(em, graph.score, softmax_seed), graph.score)
+    seed = em.reshape_like(_seed(em, graph.score, softmax_seed), shapes[graph.score])
     if one_hot_seed and not softmax_seed and len(shapes[graph.score]) == 2:
         em.one_hot.add(seed)
     arriving: dict[str, list[str]] = {graph.score: [seed]}
@@ -152,25 +152,34 @@ class CompiledBackward:
         self.wb, self.signal, self.softmax_seed, self.one_hot_seed = wb, signal, softmax_seed, one_hot_seed
 
     def run(self, inputs: np.ndarray, seed: np.ndarray) -> tuple[np.ndarray, np.ndarray, ScoringStats]:
-        """Score (B, ...) and signal at the source (B, ...) for model inputs (B, ...) and seeds (B, K)."""
+        """Score (B, ...) and signal at the source (B, ...) for model inputs (B, ...) and seeds (B, K).
+
+        One image with several seeds (inputs (1, ...), seeds (S, K), S > 1) shares the image's forward
+        pass: the backward nodes broadcast its activations (batch 1) against S signals, so S maps cost
+        one forward pass (and, for excitation, one W⁺x per layer) plus S backward passes. The score is
+        then (1, ...) and the signal (S, ...). A model that only runs at a fixed batch size gets one run
+        per seed instead."""
         if self.one_hot_seed and (np.count_nonzero(seed, axis=1) > 1).any():
             raise ValueError("this compiled backward was built for seeds with one non-zero per row")
         started = time.perf_counter()
         session = self.wb.session
-        step, scores, signals, batches = session.max_batch, [], [], 0
-        for i in range(0, len(inputs), step):
-            chunk, rows = inputs[i : i + step], seed[i : i + step].astype(np.float32)
-            n, size = len(chunk), session.padded_size(len(chunk)) if session.fixed_batch else len(chunk)
-            if n < size:  # a model that only runs at its fixed batch size
-                chunk = np.concatenate([chunk, np.zeros((size - n, *chunk.shape[1:]), chunk.dtype)])
+        shared = len(inputs) == 1 and len(seed) > 1
+        step = 1 if shared and session.fixed_batch else session.max_batch
+        scores, signals, batches = [], [], 0
+        for i in range(0, len(seed) if shared else len(inputs), step):
+            chunk = inputs if shared else inputs[i : i + step]
+            rows = seed[i : i + step].astype(np.float32)
+            n, size = len(rows), session.padded_size(len(chunk)) if session.fixed_batch else len(chunk)
+            if len(chunk) < size:  # a model that only runs at its fixed batch size
+                chunk = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), chunk.dtype)])
                 rows = np.concatenate([rows, np.zeros((size - n, *rows.shape[1:]), rows.dtype)])
             score, signal = self._session.run(self._outputs, {self.wb.graph.input_name: chunk, SEED: rows})
-            scores.append(score[:n])
+            scores.append(score[:1] if shared else score[:n])
             signals.append(signal[:n])
             batches += 1
         stats = ScoringStats(images=len(inputs), batches=batches, runtime_seconds=time.perf_counter() - started,
                              provider=session.provider)
-        return np.concatenate(scores), np.concatenate(signals), stats
+        return scores[0] if shared else np.concatenate(scores), np.concatenate(signals), stats
 
 
 @dataclass(frozen=True)
@@ -190,9 +199,13 @@ SeedKind = Literal["dense", "one_hot", "softmax"]
 def run_backward(model: PreparedModel, wb: Instrumented, inputs: np.ndarray, signal: Signal,
                  class_index: int | np.ndarray | None, source: str | None = None) -> BackwardRun:
     """Forward and backward for model inputs (B, ...) from Instrumented.seed at the score: compiled when
-    the path compiles, else the numpy engine. Gradients of softmax(z)_k get their seed built in the graph."""
+    the path compiles, else the numpy engine. Gradients of softmax(z)_k get their seed built in the graph.
+    One image (B = 1) with an array of S > 1 classes gives S signals from one shared forward pass."""
     softmax_seed = wb.softmax and signal != "excitation" and not wb.similarity
-    scores = {wb.graph.score: np.zeros((len(inputs), _score_width(model, wb, inputs)))}
+    classes = np.atleast_1d(class_index) if class_index is not None else None
+    shared = len(inputs) == 1 and classes is not None and len(classes) > 1
+    rows = len(classes) if shared else len(inputs)
+    scores = {wb.graph.score: np.zeros((rows, score_width(model, wb, inputs)))}
     if softmax_seed:  # e_k here; y_k (e_k − y) in the graph (the numpy engine reads y from its run)
         seed, kind = wb.seed(scores, "excitation", class_index), "softmax"
     else:  # one-hot at a class, or (1, 0) at the similarity head for excitation; (1, −1) for its gradient
@@ -200,6 +213,8 @@ def run_backward(model: PreparedModel, wb: Instrumented, inputs: np.ndarray, sig
         kind = "one_hot" if (np.count_nonzero(seed, axis=1) <= 1).all() else "dense"
 
     def numpy_seed(values: Mapping[str, np.ndarray]) -> np.ndarray:
+        if shared:
+            return np.concatenate([wb.seed(values, signal, int(k)) for k in classes])
         return wb.seed(values, signal, class_index)
 
     return seeded_backward(model, wb, inputs, seed, signal, source=source, kind=kind, numpy_seed=numpy_seed)
@@ -209,7 +224,8 @@ def seeded_backward(model: PreparedModel, wb: Instrumented, inputs: np.ndarray, 
                     *, source: str | None = None, graph: SignalGraph | None = None, variant: str = "",
                     kind: SeedKind | None = None,
                     numpy_seed: Callable[[Mapping[str, np.ndarray]], np.ndarray] | None = None) -> BackwardRun:
-    """Forward and backward from an explicit `seed` (B, ...) at graph.score (default wb.graph's).
+    """Forward and backward from an explicit `seed` (B, ...) at graph.score (default wb.graph's); one
+    image (inputs (1, ...)) with S seeds (S, ...) shares its forward pass (CompiledBackward.run).
 
     The compiled model is built on the first call for (instrumentation, signal, source, score,
     `variant`, seed kind) from the shapes of one instrumented run and kept in model.derived; a path
@@ -248,7 +264,7 @@ def seeded_backward(model: PreparedModel, wb: Instrumented, inputs: np.ndarray, 
     return _numpy_run(wb, graph, wb.forward(inputs), seed, numpy_seed, signal, source, reason)
 
 
-def _score_width(model: PreparedModel, wb: Instrumented, inputs: np.ndarray) -> int:
+def score_width(model: PreparedModel, wb: Instrumented, inputs: np.ndarray) -> int:
     """Columns K of the score (B, K), read from one instrumented run of `inputs` once per instrumentation."""
     key = ("score_width", id(wb))
     entry = model.derived.get(key)
@@ -291,5 +307,8 @@ def _numpy_run(wb: Instrumented, graph: SignalGraph, acts: Any, seed: np.ndarray
                reason: str) -> BackwardRun:
     values = acts.values
     seed = numpy_seed(values) if numpy_seed is not None else seed
-    at_source = backward(graph, values, seed, signal, source=source)[source]
+    if len(seed) == len(values[graph.score]):
+        at_source = backward(graph, values, seed, signal, source=source)[source]
+    else:  # one image, several seeds (CompiledBackward.run): the same activations for each
+        at_source = np.concatenate([backward(graph, values, row[None], signal, source=source)[source] for row in seed])
     return BackwardRun(at_source, np.asarray(values[graph.score]), acts.stats, "numpy", reason)

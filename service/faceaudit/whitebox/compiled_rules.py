@@ -119,8 +119,10 @@ class Emitter:
             return self.op("ReduceL2", [x, self.const(np.array(axes, dtype=np.int64), "axes")], keepdims=1)
         return self.op("ReduceL2", [x], axes=axes, keepdims=1)
 
-    def reshape_like(self, g: str, like: str) -> str:
-        return self.op("Reshape", [g, self.op("Shape", [like])])
+    def reshape_like(self, g: str, shape: tuple[int, ...]) -> str:
+        """g reshaped to `shape` (a tensor's shape in the instrumented run) with the leading axis left free:
+        g may carry K signals for one image (compiled.CompiledBackward.run), where the run had one."""
+        return self.op("Reshape", [g, self.const(np.array([-1, *shape[1:]], dtype=np.int64), "shape")])
 
     def unbroadcast(self, g: str, g_shape: tuple[int, ...], shape: tuple[int, ...]) -> str:
         """The adjoint of broadcasting `shape` up to g_shape (signals.unbroadcast)."""
@@ -465,7 +467,7 @@ def average_pool(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled
 def reshape(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
     if node.proto.op_type == "Cast" and node.ctx.attr("to") != TensorProto.FLOAT:
         raise NotCompilable("Cast to another type than float32")
-    return {0: em.reshape_like(grad, node.x)}
+    return {0: em.reshape_like(grad, node.shape(node.x))}
 
 
 def transpose(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
