@@ -59,6 +59,10 @@ MODELS: dict[str, BenchModel] = {
         "classifier", "VGG-style classifier (width_mult 48, ~0.15 GMAC/image: the cost class of MobileFaceNet)",
         lambda: zoo.vgg_classifier(height=112, width=112, width_mult=48, classes=100),
     ),
+    "vgg16": BenchModel(
+        "classifier", "VGG16 topology (13 convs, VGG-Face's layout, channels / 4, ~0.24 GMAC/image): convolution-bound",
+        lambda: zoo.vgg16_classifier(height=112, width=112, classes=100),
+    ),
     "iresnet": BenchModel(
         "embedding", "IResNet-style embedder (8 channels, 1 residual block, dim 128), cosine to its own embedding",
         lambda: zoo.iresnet_embedding(height=112, width=112, dim=128),

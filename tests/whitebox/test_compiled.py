@@ -116,6 +116,7 @@ ZOO = {
     "vgg_nhwc_grey": (lambda: zoo.vgg_classifier(layout="NHWC", channels=1), {"kind": "classifier"}),
     "vgg_fixed_batch": (lambda: zoo.vgg_classifier(batch=1), {"kind": "classifier"}),
     "tf_style": (lambda: zoo.tf_style_classifier(), {"kind": "classifier"}),
+    "vgg16": (lambda: zoo.vgg16_classifier(height=32, width=32, width_div=16, classes=10), {"kind": "classifier"}),
     "iresnet": (lambda: zoo.iresnet_embedding(), {"kind": "embedding"}),
     "iresnet_normalized": (lambda: zoo.iresnet_embedding(normalize=True), {"kind": "embedding"}),
 }

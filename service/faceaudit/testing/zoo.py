@@ -241,6 +241,42 @@ def vgg_classifier(
     return g.model("vgg_classifier", [inp], [_input(out, [batch, classes])])
 
 
+def vgg16_classifier(
+    *,
+    height: int = 112,
+    width: int = 112,
+    classes: int = 100,
+    width_div: int = 4,
+    seed: int = 0,
+) -> onnx.ModelProto:
+    """VGG16 topology (VGG-Face's): five blocks of 2, 2, 3, 3, 3 [Conv3x3-Relu], each then MaxPool2x2,
+    Flatten, Gemm-Relu, Gemm-Relu, Gemm to ``logits``.
+
+    Channels are VGG16's 64, 128, 256, 512, 512 divided by ``width_div`` (4: about 0.24 GMAC per
+    112×112 image, a convolution-dominated network like a real face model, unlike
+    ``vgg_classifier``, whose cost is half its Gemm); the hidden Gemms have 4096 / ``width_div``
+    units. ``height`` and ``width`` are at least 32 (pools floor: 112 px ends at 3×3). Convolution names follow VGG16
+    (``conv1_1`` … ``conv5_3``, Relu outputs ``relu1_1`` …), so a layer can be named as in the papers.
+    """
+    if min(height, width) < 32:
+        raise ValueError(f"height and width must be at least 32, got {height}x{width}")
+    g = _GraphBuilder(seed)
+    x, c_in = "input", 3
+    for block, (convs, c_out) in enumerate(zip((2, 2, 3, 3, 3), (64, 128, 256, 512, 512)), start=1):
+        c_out //= width_div
+        for i in range(1, convs + 1):
+            conv = g.op("Conv", [x, g.const(g.he([c_out, c_in, 3, 3], c_in * 9)), g.const(g.small([c_out]))],
+                        output=f"conv{block}_{i}", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+            x, c_in = g.op("Relu", [conv], output=f"relu{block}_{i}"), c_out
+        x = g.op("MaxPool", [x], output=f"pool{block}", kernel_shape=[2, 2], strides=[2, 2])
+    x = g.op("Flatten", [x], axis=1)
+    hidden = 4096 // width_div
+    x = g.op("Relu", [g.gemm(x, c_in * (height // 32) * (width // 32), hidden)])
+    x = g.op("Relu", [g.gemm(x, hidden, hidden)])
+    g.gemm(x, hidden, classes, output="logits")
+    return g.model("vgg16_classifier", [_image_input("NCHW", "N", 3, height, width)], [_input("logits", ["N", classes])])
+
+
 def iresnet_embedding(
     *,
     height: int = 32,
