@@ -355,6 +355,14 @@ def sample_unit(options: RiseOptions) -> int:
     return 2 if options.antithetic else 1
 
 
+def balanced_block(options: RiseOptions) -> int:
+    """Masks per block whose mask values sum to n·p at every pixel (orthogonal blocks, antithetic pairs at
+    p = 0.5), whose masks are exchangeable: 1 where there are none (independent masks)."""
+    if options.design == "orthogonal" or options.antithetic and options.keep == 0.5:
+        return sample_unit(options)
+    return 1
+
+
 def check_step(options: RiseOptions) -> int:
     """Masks between convergence checks: `check_every` rounded up to whole samples (pairs or blocks)."""
     unit = sample_unit(options)
@@ -377,10 +385,12 @@ class WeightedMaskSum:
     """Running Σ s_i·M_i, Σ M_i, Σ s_i and N in float64 for two halves of the masks: both RISE estimators.
 
     `add` takes the half (0 or 1) of each mask; without it every mask goes to half 0. The maps are
-    those of half 0, half 1 or (`which=None`) all masks.
+    those of half 0, half 1 or (`which=None`) all masks. `block`: masks per balanced block (see
+    balanced_block), which sets the centred estimator's divisor.
     """
 
-    def __init__(self, height: int, width: int) -> None:
+    def __init__(self, height: int, width: int, block: int = 1) -> None:
+        self.block = block
         self.sm = np.zeros((2, height, width))
         self.m = np.zeros((2, height, width))
         self.s = np.zeros(2)
@@ -402,7 +412,7 @@ class WeightedMaskSum:
         self.counts += onehot.sum(axis=1).astype(np.int64)
 
     def saliency(self, keep: float, estimator: str, which: int | None = None) -> np.ndarray:
-        """S = Σ s_i·M_i / (N·p) (paper), or S_c = (Σ s_i·M_i − s̄·Σ M_i) / ((N−1)·p) (centred).
+        """S = Σ s_i·M_i / (N·p) (paper), or S_c = (Σ s_i·M_i − s̄·Σ M_i) / (D·p) (centred, D of centred_divisor).
 
         A map of no masks (a half of a one-mask run), or a centred map of one mask, is 0.
         """
@@ -413,7 +423,20 @@ class WeightedMaskSum:
             return np.zeros_like(sm)
         if estimator == "paper":
             return sm / (n * keep)
-        return (sm - self.s[part].sum() / n * self.m[part].sum(axis=0)) / ((n - 1) * keep)
+        return (sm - self.s[part].sum() / n * self.m[part].sum(axis=0)) / (centred_divisor(n, self.block) * keep)
+
+
+def centred_divisor(count: int, block: int) -> float:
+    """D that makes Σ (s_i − s̄)·M_i / (D·p) unbiased for Cov(s, M)/p: N − 1 + P/(N·(n − 1)).
+
+    n = `block`, P = Σ_b m_b·(m_b − 1) over the blocks' sizes m_b (all n but the last): N − 1 for
+    independent masks (n = 1, Bessel), N when every block is whole. See the module docstring.
+    """
+    if block == 1:
+        return count - 1
+    last = count % block
+    pairs = count // block * block * (block - 1) + last * (last - 1)
+    return count - 1 + pairs / (count * (block - 1))
 
 
 class SplitSums(Protocol):
@@ -475,7 +498,7 @@ def rise(model: PreparedModel, *, image: np.ndarray, target: ExplainTarget, opti
     image, target = check_request(model, image, target)
     check_cells(options, *image.shape[:2])
     scorer = Scorer(model, scoring_target(model, target))
-    total = WeightedMaskSum(*image.shape[:2])
+    total = WeightedMaskSum(*image.shape[:2], block=balanced_block(options))
 
     def values(which: int | None) -> np.ndarray:
         return total.saliency(options.keep, options.estimator, which)
