@@ -11,7 +11,9 @@ from faceaudit.images.preprocess import to_model_input
 from faceaudit.methods.cebp import CebpOptions, cebp
 from faceaudit.methods.common import ExplainTarget, references
 from faceaudit.methods.ebp import EbpOptions, ebp
+from faceaudit.methods.gradcam import gradcam
 from faceaudit.methods.gradient import gradient
+from faceaudit.methods.guided_gradcam import guided_gradcam
 from faceaudit.methods.tcebp import TcebpOptions, tcebp
 from faceaudit.testing import zoo
 from faceaudit.whitebox import backward, instrument, instrument_graph
@@ -62,8 +64,9 @@ def test_small_networks_match_the_numpy_engine(build, signal):
     acts = wb.forward(x)
     seed = _seed(signal, 3, acts.values["y"].shape[1], rng)
     expected = backward(wb.graph, acts.values, seed, signal)["x"]
-    score, actual, _ = _compiled(wb, acts.values, signal).run(x, seed)
+    score, actual, activations, _ = _compiled(wb, acts.values, signal).run(x, seed)
     np.testing.assert_allclose(score, acts.values["y"], rtol=1e-5, atol=1e-6)  # fusions differ in rounding
+    np.testing.assert_array_equal(activations, x)  # the source's value: here the input
     _assert_close(actual, expected)
 
 
@@ -76,7 +79,7 @@ def test_max_pool_ties_go_to_the_first_maximum_in_kernel_order():
     wb = instrument_graph(n.model(["N", 1, 4, 4], 9), "x", "y")
     x = np.full((1, 1, 4, 4), 2.0, dtype=np.float32)
     seed = np.arange(1.0, 10.0)[None]
-    _, actual, _ = _compiled(wb, wb.forward(x).values, "gradient").run(x, seed)
+    actual = _compiled(wb, wb.forward(x).values, "gradient").run(x, seed).signal
     expected = np.zeros((4, 4))
     expected[:3, :3] = np.arange(1.0, 10.0).reshape(3, 3)  # window (i, j) starts at (i, j): its first cell
     np.testing.assert_array_equal(actual[0, 0], expected)
@@ -89,7 +92,7 @@ def test_ties_in_a_relu_network_match_the_numpy_engine():
     acts = wb.forward(x)
     for signal in ("gradient", "excitation"):
         seed = np.eye(4)[[1, 2]]
-        _, actual, _ = _compiled(wb, acts.values, signal).run(x, seed)
+        actual = _compiled(wb, acts.values, signal).run(x, seed).signal
         _assert_close(actual, backward(wb.graph, acts.values, seed, signal)["x"])
 
 
@@ -101,10 +104,10 @@ def test_excitation_conserves_mass_at_the_input_and_at_a_layer():
     seed = np.eye(4)
     expected = backward(wb.graph, acts.values, seed, "excitation")["x"].sum(axis=(1, 2, 3))
     np.testing.assert_allclose(expected, 1.0, rtol=1e-9)  # the reference itself conserves it here
-    _, at_input, _ = _compiled(wb, acts.values, "excitation").run(x, seed)
+    at_input = _compiled(wb, acts.values, "excitation").run(x, seed).signal
     np.testing.assert_allclose(at_input.sum(axis=(1, 2, 3)), 1.0, rtol=1e-5)
     layer = next(node.output[0] for node in wb.graph.nodes if node.op_type == "MaxPool")
-    _, at_layer, _ = _compiled(wb, acts.values, "excitation", layer).run(x, seed)
+    at_layer = _compiled(wb, acts.values, "excitation", layer).run(x, seed).signal
     assert at_layer.shape == acts.values[layer].shape
     np.testing.assert_allclose(at_layer.sum(axis=(1, 2, 3)), 1.0, rtol=1e-5)
 
@@ -193,10 +196,10 @@ def test_one_image_with_several_seeds_shares_its_forward_pass(build, signal):
     acts = wb.forward(x)
     seeds = np.abs(rng.normal(size=(4, acts.values["y"].shape[1])))
     compiled = _compiled(wb, acts.values, signal)
-    score, actual, stats = compiled.run(x, seeds)
-    assert (actual.shape[0], score.shape[0], stats.batches) == (4, 1, 1)
+    score, actual, activations, stats = compiled.run(x, seeds)
+    assert (actual.shape[0], score.shape[0], activations.shape[0], stats.batches) == (4, 1, 1, 1)
     for row, seed in enumerate(seeds):
-        alone = compiled.run(x, seed[None])[1][0]
+        alone = compiled.run(x, seed[None]).signal[0]
         np.testing.assert_allclose(actual[row], alone, rtol=1e-5, atol=1e-6 * np.abs(alone).max())
 
 
@@ -223,20 +226,22 @@ def test_several_classes_of_one_image_in_one_call(name):
 
 
 def test_maps_say_which_engine_made_them_and_agree(monkeypatch):
-    """gradient and ebp maps from the compiled graph equal the maps of the numpy engine, which they
-    fall back to (and say so, with the reason) when a path does not compile."""
+    """gradient, ebp, Grad-CAM and guided Grad-CAM maps from the compiled graph equal the maps of the numpy
+    engine, which they fall back to (and say so, with the reason) when a path does not compile."""
     image, target = _request(_model("identity"), np.random.default_rng(2))
-    fast = _model("identity")
-    fast_maps = [gradient(fast, image=image, target=target), ebp(fast, image=image, target=target,
-                                                                   options=EbpOptions(layer="last_conv"))]
+
+    def maps(model: PreparedModel) -> list:
+        return [gradient(model, image=image, target=target),
+                ebp(model, image=image, target=target, options=EbpOptions(layer="last_conv")),
+                gradcam(model, image=image, target=target), guided_gradcam(model, image=image, target=target)]
+
+    fast_maps = maps(_model("identity"))
 
     def refuse(*args, **kwargs):
         raise NotCompilable("refused by the test")
 
     monkeypatch.setattr(compiled_module, "compile_backward", refuse)
-    slow = _model("identity")
-    slow_maps = [gradient(slow, image=image, target=target), ebp(slow, image=image, target=target,
-                                                                   options=EbpOptions(layer="last_conv"))]
+    slow_maps = maps(_model("identity"))
     for fast_map, slow_map in zip(fast_maps, slow_maps, strict=True):
         assert fast_map.extra["engine"] == "onnxruntime" and "engine_fallback" not in fast_map.extra
         assert slow_map.extra["engine"] == "numpy" and slow_map.extra["engine_fallback"] == "refused by the test"
@@ -284,7 +289,7 @@ def test_a_graph_built_for_one_hot_seeds_scales_by_the_value_and_refuses_other_s
     assert any(node.op_type == "Gather" for node in proto.graph.node)
     engine = CompiledBackward(proto, wb, signal, False, one_hot_seed=True)
     seed = np.eye(width)[[2, 0]] * 3.0
-    _, actual, _ = engine.run(x, seed)
+    actual = engine.run(x, seed).signal
     _assert_close(actual, backward(wb.graph, values, seed, signal)["x"])
     with pytest.raises(ValueError, match="one non-zero per row"):
         engine.run(x, np.full((2, width), 0.25))

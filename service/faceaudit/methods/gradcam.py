@@ -22,17 +22,17 @@ Defaults:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.errors import InvalidRequest, ModelOutputError
-from faceaudit.methods.common import ExplainTarget, Progress, Run
-from faceaudit.methods.gradient import instrumented_forward
+from faceaudit.images.preprocess import to_model_input
+from faceaudit.methods.common import ExplainTarget, Progress, Run, check_request
+from faceaudit.methods.gradient import instrument_for
 from faceaudit.methods.saliency_map import SaliencyMap
-from faceaudit.whitebox import backward
+from faceaudit.whitebox.compiled import BackwardRun, engine_extra, resolve_layer, run_backward
 from faceaudit.whitebox.instrument import Instrumented
 from faceaudit.whitebox.maps import channels_first, upsample_bilinear
 
@@ -49,24 +49,23 @@ class GradCamOptions:
 
 
 def class_activation_map(
-    wb: Instrumented, values: Mapping[str, np.ndarray], layer_name: str, target: ExplainTarget, model: PreparedModel,
-) -> tuple[str, np.ndarray]:
-    """The layer read and relu(Σ_k α_k A_k) at it (h, w), α_k the spatial mean of ∂score/∂A_k.
-
+    model: PreparedModel, wb: Instrumented, inputs: np.ndarray, layer_name: str, target: ExplainTarget,
+) -> tuple[str, np.ndarray, BackwardRun]:
+    """The layer read, relu(Σ_k α_k A_k) at it (h, w), α_k the spatial mean of ∂score/∂A_k, and the
+    backward run that gave A and ∂score/∂A (compiled, or the numpy engine where the path does not compile).
     A map with no positive value (no feature map carries positive weighted evidence) is an
     error, not an empty map: another layer or the gradient method may still explain the target.
     """
-    layer = wb.layer(layer_name, values)
-    seed = wb.seed(values, "gradient", target.class_index)
-    grad = backward(wb.graph, values, seed, "gradient", source=layer)[layer]
+    layer = resolve_layer(model, wb, layer_name, inputs)
+    found = run_backward(model, wb, inputs, "gradient", target.class_index, source=layer)
     is_input, layout = layer == wb.graph.input_name, model.spec.require("layout")
-    features = channels_first(np.asarray(values[layer], dtype=np.float64), is_input=is_input, layout=layout)[0]
-    weights = channels_first(grad, is_input=is_input, layout=layout)[0].mean(axis=(1, 2))
+    features = channels_first(found.activations, is_input=is_input, layout=layout)[0]
+    weights = channels_first(found.signal, is_input=is_input, layout=layout)[0].mean(axis=(1, 2))
     cam = np.maximum(np.tensordot(weights, features, axes=1), 0.0)
     if not cam.max() > 0:
         raise ModelOutputError(f"Grad-CAM at {layer!r} is empty: no feature map there has positive weighted "
                                "evidence for the target; try another layer (--layer) or the gradient method")
-    return layer, cam
+    return layer, cam, found
 
 
 def gradcam(
@@ -75,11 +74,12 @@ def gradcam(
 ) -> SaliencyMap:
     """Grad-CAM map for a class or a mate (and non-mate), upsampled to the image."""
     run = Run("gradcam", model, target, options)
-    target, wb, acts = instrumented_forward(model, image, target)
-    layer, cam = class_activation_map(wb, acts.values, options.layer, target, model)
+    image, target = check_request(model, image, target)
+    wb = instrument_for(model, target)
+    layer, cam, found = class_activation_map(model, wb, to_model_input(image[None], model.spec), options.layer, target)
     values = upsample_bilinear(cam, (model.spec.require("height"), model.spec.require("width")))
     if progress is not None:
         progress(1, 1, "gradcam")
-    return run.result(values, acts.stats, signed=False,
+    return run.result(values, found.stats, signed=False,
                       extra={"graph": "instrumented", "layer": layer, "layer_size": list(cam.shape),
-                             "folded_batch_norms": wb.folded_batch_norms})
+                             "folded_batch_norms": wb.folded_batch_norms, **engine_extra(found)})

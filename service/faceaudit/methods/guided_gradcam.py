@@ -25,11 +25,12 @@ import numpy as np
 
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.errors import InvalidRequest
-from faceaudit.methods.common import ExplainTarget, Progress, Run
+from faceaudit.images.preprocess import to_model_input
+from faceaudit.methods.common import ExplainTarget, Progress, Run, check_request
 from faceaudit.methods.gradcam import class_activation_map
-from faceaudit.methods.gradient import check_reduction, instrumented_forward
+from faceaudit.methods.gradient import check_reduction, instrument_for
 from faceaudit.methods.saliency_map import SaliencyMap
-from faceaudit.whitebox import backward
+from faceaudit.whitebox.compiled import engine_extra, run_backward
 from faceaudit.whitebox.maps import pixel_gradient, upsample_bilinear
 
 
@@ -52,17 +53,17 @@ def guided_gradcam(
 ) -> SaliencyMap:
     """Guided backpropagation ⊙ upsampled Grad-CAM for a class or a mate (and non-mate)."""
     run = Run("guided_gradcam", model, target, options)
-    target, wb, acts = instrumented_forward(model, image, target)
-    layer, cam = class_activation_map(wb, acts.values, options.layer, target, model)
+    image, target = check_request(model, image, target)
+    wb = instrument_for(model, target)
+    inputs = to_model_input(image[None], model.spec)
+    layer, cam, found = class_activation_map(model, wb, inputs, options.layer, target)
     upsampled = upsample_bilinear(cam, (model.spec.require("height"), model.spec.require("width")))
-    # Guided backpropagation at the pixels.
-    guided_seed = wb.seed(acts.values, "guided", target.class_index)
-    at_input = backward(wb.graph, acts.values, guided_seed, "guided")[wb.graph.input_name]
-    pixels = pixel_gradient(at_input, model.spec)[0]
+    guided_run = run_backward(model, wb, inputs, "guided", target.class_index)  # guided backprop at the pixels
+    pixels = pixel_gradient(guided_run.signal, model.spec)[0]
     guided = np.abs(pixels).max(axis=-1) if options.reduce == "max_abs" else pixels.sum(axis=-1)
     values = guided * upsampled
     if progress is not None:
         progress(1, 1, "guided_gradcam")
-    return run.result(values, acts.stats, signed=options.reduce == "sum",
+    return run.result(values, [found.stats, guided_run.stats], signed=options.reduce == "sum",
                       extra={"graph": "instrumented", "layer": layer, "layer_size": list(cam.shape),
-                             "folded_batch_norms": wb.folded_batch_norms})
+                             "folded_batch_norms": wb.folded_batch_norms, **engine_extra(found, guided_run)})

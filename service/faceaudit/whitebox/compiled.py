@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import onnx
@@ -50,7 +50,8 @@ def compile_backward(wb: Instrumented, values: Mapping[str, np.ndarray], signal:
                      ) -> onnx.ModelProto:
     """The instrumented model plus the backward pass from its score to `source`, as one ONNX model.
 
-    Inputs: the model input and SEED (B, K). Outputs: the score and the signal at `source`.
+    Inputs: the model input and SEED (B, K). Outputs: the score, the signal at `source` and the
+    activations at `source` (Grad-CAM weighs them by the signal).
     `values` holds one instrumented run (only the shapes and the dtypes are read: shapes other than
     the batch axis are fixed by the model). With `softmax_seed` SEED is the one-hot e_k and the graph
     builds the gradient seed of softmax(z)_k itself, y_k (e_k − y) (Instrumented.seed). With
@@ -108,6 +109,7 @@ def compile_backward(wb: Instrumented, values: Mapping[str, np.ndarray], signal:
                     raise NotCompilable(f"{proto.op_type} passes no signal to input {index}")
                 arriving.setdefault(name, []).append(sent[index])
     result = em.op("Identity", [_accumulate(em, arriving[source])])
+    at_source = em.op("Identity", [source])
     model.graph.node.extend(em.nodes)
     model.graph.initializer.extend(em.initializers)
     model.graph.input.append(helper.make_tensor_value_info(SEED, TensorProto.FLOAT, [None] * len(shapes[graph.score])))
@@ -115,6 +117,7 @@ def compile_backward(wb: Instrumented, values: Mapping[str, np.ndarray], signal:
     model.graph.output.extend([
         helper.make_tensor_value_info(graph.score, TensorProto.FLOAT, [None] * len(shapes[graph.score])),
         helper.make_tensor_value_info(result, TensorProto.FLOAT, [None] * len(shapes[source])),
+        helper.make_tensor_value_info(at_source, TensorProto.FLOAT, [None] * len(shapes[source])),
     ])
     return model
 
@@ -130,6 +133,13 @@ def _seed(em: Emitter, score: str, softmax_seed: bool) -> str:
 def _accumulate(em: Emitter, parts: list[str]) -> str:
     """A tensor read by several nodes sums what each sends back (backward.py)."""
     return parts[0] if len(parts) == 1 else em.op("Sum", parts)
+
+
+class CompiledRun(NamedTuple):
+    score: np.ndarray
+    signal: np.ndarray  # at the source
+    activations: np.ndarray  # the source tensor's value
+    stats: ScoringStats
 
 
 class CompiledBackward:
@@ -151,13 +161,14 @@ class CompiledBackward:
         self._outputs = [v.name for v in proto.graph.output]
         self.wb, self.signal, self.softmax_seed, self.one_hot_seed = wb, signal, softmax_seed, one_hot_seed
 
-    def run(self, inputs: np.ndarray, seed: np.ndarray) -> tuple[np.ndarray, np.ndarray, ScoringStats]:
-        """Score (B, ...) and signal at the source (B, ...) for model inputs (B, ...) and seeds (B, K).
+    def run(self, inputs: np.ndarray, seed: np.ndarray) -> CompiledRun:
+        """Score (B, ...), signal at the source (B, ...) and activations there (B, ...) for model inputs
+        (B, ...) and seeds (B, K).
 
         One image with several seeds (inputs (1, ...), seeds (S, K), S > 1) shares the image's forward
         pass: the backward nodes broadcast its activations (batch 1) against S signals, so S maps cost
         one forward pass (and, for excitation, one W⁺x per layer) plus S backward passes. The score is
-        then (1, ...) and the signal (S, ...). A model that only runs at a fixed batch size gets one run
+        then (1, ...), the activations (1, ...) and the signal (S, ...). A model that only runs at a fixed batch size gets one run
         per seed instead."""
         if self.one_hot_seed and (np.count_nonzero(seed, axis=1) > 1).any():
             raise ValueError("this compiled backward was built for seeds with one non-zero per row")
@@ -165,7 +176,7 @@ class CompiledBackward:
         session = self.wb.session
         shared = len(inputs) == 1 and len(seed) > 1
         step = 1 if shared and session.fixed_batch else session.max_batch
-        scores, signals, batches = [], [], 0
+        scores, signals, activations, batches = [], [], [], 0
         for i in range(0, len(seed) if shared else len(inputs), step):
             chunk = inputs if shared else inputs[i : i + step]
             rows = seed[i : i + step].astype(np.float32)
@@ -173,13 +184,16 @@ class CompiledBackward:
             if len(chunk) < size:  # a model that only runs at its fixed batch size
                 chunk = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), chunk.dtype)])
                 rows = np.concatenate([rows, np.zeros((size - n, *rows.shape[1:]), rows.dtype)])
-            score, signal = self._session.run(self._outputs, {self.wb.graph.input_name: chunk, SEED: rows})
+            score, signal, at_source = self._session.run(self._outputs, {self.wb.graph.input_name: chunk, SEED: rows})
             scores.append(score[:1] if shared else score[:n])
+            activations.append(at_source[:1] if shared else at_source[:n])
             signals.append(signal[:n])
             batches += 1
         stats = ScoringStats(images=len(inputs), batches=batches, runtime_seconds=time.perf_counter() - started,
                              provider=session.provider)
-        return scores[0] if shared else np.concatenate(scores), np.concatenate(signals), stats
+        if shared:
+            return CompiledRun(scores[0], np.concatenate(signals), activations[0], stats)
+        return CompiledRun(np.concatenate(scores), np.concatenate(signals), np.concatenate(activations), stats)
 
 
 @dataclass(frozen=True)
@@ -191,6 +205,7 @@ class BackwardRun:
     stats: ScoringStats
     engine: str  # "onnxruntime" or "numpy"
     fallback: str = ""  # why the numpy engine ran, when it did
+    activations: np.ndarray | None = None  # the source tensor's value (float64)
 
 
 SeedKind = Literal["dense", "one_hot", "softmax"]
@@ -257,9 +272,10 @@ def seeded_backward(model: PreparedModel, wb: Instrumented, inputs: np.ndarray, 
         model.derived[key] = model.derived.pop(key)  # most recently used last
     compiled, reason = entry[1], entry[2]
     if compiled is not None:
-        score, at_source, stats = compiled.run(inputs, seed)
+        score, at_source, activations, stats = compiled.run(inputs, seed)
         if np.isfinite(at_source).all() and np.isfinite(score).all():
-            return BackwardRun(at_source.astype(np.float64), score, stats, "onnxruntime")
+            return BackwardRun(at_source.astype(np.float64), score, stats, "onnxruntime",
+                               activations=activations.astype(np.float64))
         reason = "the compiled signal was not finite"
     return _numpy_run(wb, graph, wb.forward(inputs), seed, numpy_seed, signal, source, reason)
 
@@ -311,4 +327,5 @@ def _numpy_run(wb: Instrumented, graph: SignalGraph, acts: Any, seed: np.ndarray
         at_source = backward(graph, values, seed, signal, source=source)[source]
     else:  # one image, several seeds (CompiledBackward.run): the same activations for each
         at_source = np.concatenate([backward(graph, values, row[None], signal, source=source)[source] for row in seed])
-    return BackwardRun(at_source, np.asarray(values[graph.score]), acts.stats, "numpy", reason)
+    return BackwardRun(at_source, np.asarray(values[graph.score]), acts.stats, "numpy", reason,
+                       activations=np.asarray(values[source], dtype=np.float64))
