@@ -11,6 +11,9 @@ from faceaudit.images.preprocess import to_model_input
 from faceaudit.methods.cebp import CebpOptions, cebp
 from faceaudit.methods.common import ExplainTarget, references
 from faceaudit.methods.ebp import EbpOptions, ebp
+from faceaudit.methods.ecebp import ecebp
+from faceaudit.methods.eebp import eebp, target_as_winner
+from faceaudit.methods.etcebp import etcebp
 from faceaudit.methods.gradcam import gradcam
 from faceaudit.methods.gradient import gradient
 from faceaudit.methods.guided_gradcam import guided_gradcam
@@ -19,7 +22,7 @@ from faceaudit.testing import zoo
 from faceaudit.whitebox import backward, instrument, instrument_graph
 from faceaudit.whitebox import compiled as compiled_module
 from faceaudit.whitebox.compiled import (
-    COMPILED_SIGNALS, CompiledBackward, NotCompilable, compile_backward, run_backward,
+    COMPILED_SIGNALS, CompiledBackward, NotCompilable, compile_backward, run_backward, seeded_backward,
 )
 
 from faceaudit.engine.prepare import PreparedModel, prepare
@@ -43,7 +46,7 @@ def _assert_close(actual: np.ndarray, expected: np.ndarray) -> None:
 
 
 def _seed(signal: str, rows: int, width: int, rng: np.random.Generator) -> np.ndarray:
-    if signal == "excitation":
+    if signal in ("excitation", "extended"):
         return np.eye(width)[rng.integers(0, width, rows)]
     return rng.normal(size=(rows, width))
 
@@ -144,6 +147,24 @@ def _request(model: PreparedModel, rng: np.random.Generator) -> tuple[np.ndarray
                                 non_mate=rng.uniform(0, 255, size).astype(np.float32))
 
 
+@pytest.mark.parametrize("name", [*ZOO, "attribute", "embedding", "identity"])
+def test_extended_with_the_target_read_as_a_winner_matches_the_numpy_engine(name):
+    """eEBP as the methods run it (the target unit's response |y|, methods.eebp.target_as_winner) on the
+    zoo and demo models: PReLU, mean-subtracted inputs, residual sums, BatchNorm, the similarity head."""
+    model = _model(name)
+    image, target = _request(model, np.random.default_rng(5))
+    refs = None if target.class_index is not None else references(model, target)
+    wb = instrument(model, references=refs)
+    inputs = to_model_input(image[None], model.spec)
+    acts = wb.forward(inputs)
+    seed = wb.seed(acts.values, "excitation", target.class_index)
+    winner = target_as_winner(wb.graph, acts.values)
+    expected = backward(wb.graph, acts.values, seed, "extended", responses=winner)[wb.graph.input_name]
+    found = seeded_backward(model, wb, inputs, seed, "extended", winners=tuple(winner))
+    assert (found.engine, found.fallback) == ("onnxruntime", "")
+    _assert_close(found.signal, expected)
+
+
 @pytest.mark.parametrize("signal", ["gradient", "excitation"])
 @pytest.mark.parametrize("name", [*ZOO, "attribute", "embedding", "identity"])
 def test_zoo_and_demo_models_match_the_numpy_engine(name, signal):
@@ -226,14 +247,17 @@ def test_several_classes_of_one_image_in_one_call(name):
 
 
 def test_maps_say_which_engine_made_them_and_agree(monkeypatch):
-    """gradient, ebp, Grad-CAM and guided Grad-CAM maps from the compiled graph equal the maps of the numpy
-    engine, which they fall back to (and say so, with the reason) when a path does not compile."""
+    """gradient, ebp, Grad-CAM, guided Grad-CAM, eebp, ecebp and etcebp maps from the compiled graph equal the
+    maps of the numpy engine, which they fall back to (and say so, with the reason) when a path does not
+    compile (the demo identity model: PReLU, mean-subtracted input)."""
     image, target = _request(_model("identity"), np.random.default_rng(2))
 
     def maps(model: PreparedModel) -> list:
         return [gradient(model, image=image, target=target),
                 ebp(model, image=image, target=target, options=EbpOptions(layer="last_conv")),
-                gradcam(model, image=image, target=target), guided_gradcam(model, image=image, target=target)]
+                gradcam(model, image=image, target=target), guided_gradcam(model, image=image, target=target),
+                eebp(model, image=image, target=target), ecebp(model, image=image, target=target),
+                etcebp(model, image=image, target=target)]
 
     fast_maps = maps(_model("identity"))
 
@@ -271,8 +295,8 @@ def test_an_operator_without_compiled_rule_falls_back_to_the_numpy_engine():
 def test_signals_without_compiled_rules_are_refused():
     wb = instrument_graph(nets.relu_net(0), "x", "y")
     values = wb.forward(np.zeros((1, 3, 12, 12), np.float32)).values
-    with pytest.raises(NotCompilable, match="signal extended"):
-        compile_backward(wb, values, "extended", "x", softmax_seed=False)
+    with pytest.raises(NotCompilable, match="signal lrp_epsilon"):
+        compile_backward(wb, values, "lrp_epsilon", "x", softmax_seed=False)
 
 
 @pytest.mark.parametrize(("build", "signal"), [(nets.mlp_classifier, "gradient"), (nets.relu_net, "excitation")])

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Union
 
@@ -44,7 +44,6 @@ import numpy as np
 import onnx
 
 from faceaudit.engine.prepare import PreparedModel
-from faceaudit.engine.scorer import ScoringStats
 from faceaudit.errors import InvalidRequest, ModelOutputError
 from faceaudit.images.preprocess import to_model_input
 from faceaudit.methods.common import ExplainTarget, Progress, Run, check_request
@@ -52,9 +51,10 @@ from faceaudit.methods.ebp import MAX_SMOOTH
 from faceaudit.methods.gradient import instrument_for
 from faceaudit.methods.saliency_map import SaliencyMap
 from faceaudit.whitebox.dataflow import SignalGraph
-from faceaudit.whitebox.instrument import Activations, Instrumented
+from faceaudit.whitebox.instrument import Instrumented
 from faceaudit.whitebox.compiled import BackwardRun, engine_extra, resolve_layer, score_width, seeded_backward
 from faceaudit.whitebox.maps import channels_first, smooth_and_normalise, upsample_bilinear
+from faceaudit.whitebox.signals import Signal
 
 FORMS = ("difference", "zhang")
 CONTRASTS = ("others", "dual")
@@ -124,6 +124,16 @@ def top_layer(graph: SignalGraph) -> tuple[onnx.NodeProto, int, int]:
                                      "so its dual unit is undefined; contrast with a class index or 'others'")
 
 
+def winner_tensors(graph: SignalGraph) -> tuple[str, ...]:
+    """eEBP's target unit: the top layer's output, read as a pos-neuron whatever its sign (methods.eebp);
+    none without a top layer."""
+    try:
+        node, _, _ = top_layer(graph)
+    except InvalidRequest:
+        return ()
+    return (node.output[0],)
+
+
 def dual_graph(graph: SignalGraph) -> SignalGraph:
     """The graph whose top layer's weights are negated (Zhang's dual unit), for the backward pass only."""
     node, _, weight = top_layer(graph)
@@ -169,40 +179,20 @@ def contrast_layer(model: PreparedModel, wb: Instrumented, name: str, inputs: np
     return layer
 
 
-class ImageForward:
-    """One image on the instrumented model: its model input, and its activations computed on first use.
-    The numpy rules (eEBP) read the activations; compiled passes run their own forward pass, so cEBP
-    and tcEBP on that engine never pay for this one."""
-
-    def __init__(self, wb: Instrumented, inputs: np.ndarray) -> None:
-        self.wb, self.inputs = wb, inputs
-        self._acts: Activations | None = None
-
-    @property
-    def values(self) -> Mapping[str, np.ndarray]:
-        if self._acts is None:
-            self._acts = self.wb.forward(self.inputs)
-        return self._acts.values
-
-    def stats(self) -> list[ScoringStats]:
-        """The forward pass's stats, if it ran."""
-        return [] if self._acts is None else [self._acts.stats]
-
-
-def image_forward(model: PreparedModel, image: np.ndarray, target: ExplainTarget
-                  ) -> tuple[ExplainTarget, Instrumented, ImageForward]:
-    """Validate the request and instrument the model (cached per model); the forward pass waits for a reader."""
+def instrumented_request(model: PreparedModel, image: np.ndarray, target: ExplainTarget
+                         ) -> tuple[ExplainTarget, Instrumented, np.ndarray]:
+    """Validate the request, instrument the model (cached per model) and convert the image to model input.
+    The compiled backward passes run the forward pass themselves."""
     image, target = check_request(model, image, target)
-    wb = instrument_for(model, target)
-    return target, wb, ImageForward(wb, to_model_input(image[None], model.spec))
+    return target, instrument_for(model, target), to_model_input(image[None], model.spec)
 
 
-# pair(wb, acts, units, layer): the target's and the contrast's signals at `layer` (EBP or eEBP).
-Pair = Callable[[Instrumented, ImageForward, "Units", str], tuple[np.ndarray, np.ndarray]]
-# difference(wb, acts, units, layer): the target's signal minus the contrast's at `layer`.
-Difference = Callable[[Instrumented, ImageForward, "Units", str], np.ndarray]
-# down(wb, acts, signal, start, layer): a signal at `start` carried on down to `layer`.
-Down = Callable[[Instrumented, ImageForward, np.ndarray, str, str], np.ndarray]
+# pair(wb, inputs, units, layer): the target's and the contrast's signals at `layer` (EBP or eEBP).
+Pair = Callable[[Instrumented, np.ndarray, "Units", str], tuple[np.ndarray, np.ndarray]]
+# difference(wb, inputs, units, layer): the target's signal minus the contrast's at `layer`.
+Difference = Callable[[Instrumented, np.ndarray, "Units", str], np.ndarray]
+# down(wb, inputs, signal, start, layer): a signal at `start` carried on down to `layer`.
+Down = Callable[[Instrumented, np.ndarray, np.ndarray, str, str], np.ndarray]
 
 
 def per_pixel(signal: np.ndarray, layer: str, wb: Instrumented, model: PreparedModel) -> np.ndarray:
@@ -220,53 +210,55 @@ def finish(values: np.ndarray, model: PreparedModel, smooth: float, method: str)
     return smooth_and_normalise(upsample_bilinear(values, (height, width)), smooth * width)
 
 
-def compiled_pair(model: PreparedModel, runs: list[BackwardRun]) -> Pair:
-    """The target's and the contrast's EBP signals at `layer` by whitebox.compiled (the numpy engine where a
-    path does not compile), appended to `runs`: both seeds in one run sharing the image's forward pass, or
-    two runs when the contrast walks its own graph (the dual's)."""
+def compiled_pair(model: PreparedModel, runs: list[BackwardRun], signal: Signal = "excitation") -> Pair:
+    """The target's and the contrast's signals at `layer` (EBP, or eEBP with signal "extended") by
+    whitebox.compiled (the numpy engine where a path does not compile), appended to `runs`: both seeds in
+    one run sharing the image's forward pass, or two runs when the contrast walks its own graph (the dual's)."""
 
-    def pair(wb: Instrumented, image: ImageForward, found: Units, layer: str) -> tuple[np.ndarray, np.ndarray]:
-        inputs = image.inputs
+    def pair(wb: Instrumented, inputs: np.ndarray, found: Units, layer: str) -> tuple[np.ndarray, np.ndarray]:
+        winners = winner_tensors(wb.graph) if signal == "extended" else ()
         if found.contrast_graph is wb.graph:
             seeds = np.concatenate([found.target, found.contrast])
-            runs.append(seeded_backward(model, wb, inputs, seeds, "excitation", source=layer))
+            runs.append(seeded_backward(model, wb, inputs, seeds, signal, source=layer, winners=winners))
             return runs[-1].signal[:1], runs[-1].signal[1:]
-        runs.append(seeded_backward(model, wb, inputs, found.target, "excitation", source=layer))
-        runs.append(seeded_backward(model, wb, inputs, found.contrast, "excitation", source=layer,
-                                    graph=found.contrast_graph, variant="dual"))
+        runs.append(seeded_backward(model, wb, inputs, found.target, signal, source=layer, winners=winners))
+        runs.append(seeded_backward(model, wb, inputs, found.contrast, signal, source=layer,
+                                    graph=found.contrast_graph, variant="dual", winners=winners))
         return runs[-2].signal, runs[-1].signal
 
     return pair
 
 
-def compiled_difference(model: PreparedModel, runs: list[BackwardRun]) -> Difference:
+def compiled_difference(model: PreparedModel, runs: list[BackwardRun], signal: Signal = "excitation") -> Difference:
     """P − N at `layer` in one backward pass from the seed target − contrast: with the activations fixed,
-    EBP's rule p_x = x ⊙ W⁺ᵀ(p_y ⊘ W⁺x) (and every other excitation rule) is linear in p, so the
-    difference of the two signals is the signal of the difference. A contrast on its own graph (the
-    dual's, other weights) takes both passes of `compiled_pair`."""
-    both = compiled_pair(model, runs)
+    EBP's rule p_x = x ⊙ W⁺ᵀ(p_y ⊘ W⁺x) (and every other excitation rule, eEBP's included: its streams
+    split by the sign of the responses, not of p) is linear in p, so the difference of the two signals
+    is the signal of the difference. A contrast on its own graph (the dual's, other weights) takes both
+    passes of `compiled_pair`."""
+    both = compiled_pair(model, runs, signal)
 
-    def difference(wb: Instrumented, image: ImageForward, found: Units, layer: str) -> np.ndarray:
+    def difference(wb: Instrumented, inputs: np.ndarray, found: Units, layer: str) -> np.ndarray:
         if found.contrast_graph is not wb.graph:
-            p, n = both(wb, image, found, layer)
+            p, n = both(wb, inputs, found, layer)
             return p - n
-        runs.append(seeded_backward(model, wb, image.inputs, found.target - found.contrast, "excitation",
-                                    source=layer))
+        winners = winner_tensors(wb.graph) if signal == "extended" else ()
+        runs.append(seeded_backward(model, wb, inputs, found.target - found.contrast, signal, source=layer,
+                                    winners=winners))
         return runs[-1].signal
 
     return difference
 
 
-def compiled_down(model: PreparedModel, runs: list[BackwardRun]) -> Down:
-    """EBP of a signal at tensor `start` down to `layer` (the same tensor: unchanged), appended to `runs`."""
+def compiled_down(model: PreparedModel, runs: list[BackwardRun], signal: Signal = "excitation") -> Down:
+    """EBP (or eEBP) of a signal at tensor `start` down to `layer` (the same tensor: unchanged), appended to
+    `runs`."""
 
-    def down(wb: Instrumented, image: ImageForward, signal: np.ndarray, start: str, layer: str) -> np.ndarray:
+    def down(wb: Instrumented, inputs: np.ndarray, p: np.ndarray, start: str, layer: str) -> np.ndarray:
         if layer == start:
-            return signal
+            return p
         graph = dataclasses.replace(wb.graph, score=start)
         try:
-            runs.append(seeded_backward(model, wb, image.inputs, signal, "excitation",
-                                        source=layer, graph=graph))
+            runs.append(seeded_backward(model, wb, inputs, p, signal, source=layer, graph=graph))
         except ValueError as exc:
             raise InvalidRequest("layer", f"{layer!r} is not below the contrast layer {start!r}") from exc
         return runs[-1].signal
@@ -286,29 +278,28 @@ def cebp(
 
 def contrastive_map(
     method: str, difference: Difference, down: Down, model: PreparedModel, image: np.ndarray, target: ExplainTarget,
-    options: CebpOptions, progress: Progress | None, *, runs: list[BackwardRun] | None = None,
+    options: CebpOptions, progress: Progress | None, *, runs: list[BackwardRun],
 ) -> SaliencyMap:
     """The cEBP map with `difference` and `down` propagating the signals (EBP here, eEBP in ecebp); `runs`
-    collects the backward passes of compiled ones (their forward passes and engines are reported)."""
+    collects their backward passes (their forward passes and engines are reported)."""
     run = Run(method, model, target, options)
-    target, wb, forward = image_forward(model, image, target)
-    layer = resolve_layer(model, wb, options.layer, forward.inputs)
-    found = units(wb, score_width(model, wb, forward.inputs), target, options.contrast)
+    target, wb, inputs = instrumented_request(model, image, target)
+    layer = resolve_layer(model, wb, options.layer, inputs)
+    found = units(wb, score_width(model, wb, inputs), target, options.contrast)
     extra: dict = {"contrast": found.description, "form": options.form}
     if options.form == "difference":
-        contrast = np.maximum(per_pixel(difference(wb, forward, found, layer), layer, wb, model), 0.0)
+        contrast = np.maximum(per_pixel(difference(wb, inputs, found, layer), layer, wb, model), 0.0)
     else:
-        at = contrast_layer(model, wb, options.contrast_layer, forward.inputs)
-        excess = np.maximum(difference(wb, forward, found, at), 0.0)
-        below = down(wb, forward, excess, at, layer)
+        at = contrast_layer(model, wb, options.contrast_layer, inputs)
+        excess = np.maximum(difference(wb, inputs, found, at), 0.0)
+        below = down(wb, inputs, excess, at, layer)
         contrast = np.maximum(per_pixel(below, layer, wb, model), 0.0)
         extra.update(contrast_layer=at, mass_at_contrast_layer=float(excess.sum()),
                      mass_at_layer=float(below.sum()))
     values = finish(contrast, model, options.smooth, method)
     if progress is not None:
         progress(1, 1, method)
-    if runs:
-        extra.update(engine_extra(*runs))
-    return run.result(values, [*forward.stats(), *(r.stats for r in runs or [])], signed=False,
+    extra.update(engine_extra(*runs))
+    return run.result(values, [r.stats for r in runs], signed=False,
                       extra={"graph": "instrumented", "layer": layer, "layer_size": list(contrast.shape),
                              "folded_batch_norms": wb.folded_batch_norms, **extra})

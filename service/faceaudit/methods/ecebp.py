@@ -22,18 +22,15 @@ Defaults:
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from faceaudit.engine.prepare import PreparedModel
-from faceaudit.errors import InvalidRequest
-from faceaudit.methods.cebp import CebpOptions, ImageForward, Units, contrastive_map
+from faceaudit.methods.cebp import CebpOptions, compiled_difference, compiled_down, contrastive_map
 from faceaudit.methods.common import ExplainTarget, Progress
-from faceaudit.methods.eebp import extended
 from faceaudit.methods.saliency_map import SaliencyMap
-from faceaudit.whitebox.instrument import Instrumented
+from faceaudit.whitebox.compiled import BackwardRun
 
 
 @dataclass(frozen=True)
@@ -41,36 +38,11 @@ class EcebpOptions(CebpOptions):
     """The form, the contrast unit, the zhang form's contrast layer, and the map's layer and smoothing."""
 
 
-def extended_pair(wb: Instrumented, image: ImageForward, found: Units, layer: str) -> tuple[np.ndarray, np.ndarray]:
-    """The target's and the contrast's eEBP signals at `layer`."""
-    p = extended(wb.graph, image.values, found.target, layer)
-    n = extended(found.contrast_graph, image.values, found.contrast, layer)
-    return p, n
-
-
-def extended_difference(wb: Instrumented, image: ImageForward, found: Units, layer: str) -> np.ndarray:
-    """The target's eEBP signal at `layer` minus the contrast's: one pass from the seed target − contrast
-    (the streams split by the sign of the forward responses, not of the signal, so eEBP is linear in its
-    seed as EBP is), or both passes when the contrast walks its own graph (the dual's)."""
-    if found.contrast_graph is not wb.graph:
-        p, n = extended_pair(wb, image, found, layer)
-        return p - n
-    return extended(wb.graph, image.values, found.target - found.contrast, layer)
-
-
-def extended_down(wb: Instrumented, image: ImageForward, signal: np.ndarray, start: str, layer: str) -> np.ndarray:
-    """eEBP of `signal` at tensor `start` down to `layer` (the same tensor: unchanged)."""
-    if layer == start:
-        return signal
-    try:
-        return extended(dataclasses.replace(wb.graph, score=start), image.values, signal, layer, top=wb.graph)
-    except ValueError as exc:
-        raise InvalidRequest("layer", f"{layer!r} is not below the contrast layer {start!r}") from exc
-
-
 def ecebp(
     model: PreparedModel, *, image: np.ndarray, target: ExplainTarget,
     options: EcebpOptions = EcebpOptions(), progress: Progress | None = None,
 ) -> SaliencyMap:
     """Extended contrastive EBP map (unit mass) of a class against a contrast, or of a mate against a non-mate."""
-    return contrastive_map("ecebp", extended_difference, extended_down, model, image, target, options, progress)
+    runs: list[BackwardRun] = []
+    return contrastive_map("ecebp", compiled_difference(model, runs, "extended"), compiled_down(model, runs, "extended"),
+                           model, image, target, options, progress, runs=runs)

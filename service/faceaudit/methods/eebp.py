@@ -38,13 +38,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from faceaudit.engine.prepare import PreparedModel
-from faceaudit.errors import InvalidRequest
-from faceaudit.methods.cebp import per_pixel, top_layer
+from faceaudit.methods.cebp import instrumented_request, per_pixel, winner_tensors
 from faceaudit.methods.common import ExplainTarget, Progress, Run
 from faceaudit.methods.ebp import EbpOptions
 from faceaudit.methods.gradient import instrumented_forward
 from faceaudit.methods.saliency_map import SaliencyMap
 from faceaudit.whitebox import backward
+from faceaudit.whitebox.compiled import engine_extra, resolve_layer, run_backward
 from faceaudit.whitebox.dataflow import SignalGraph
 from faceaudit.whitebox.instrument import Activations, Instrumented
 from faceaudit.whitebox.maps import smooth_and_normalise, upsample_bilinear
@@ -60,36 +60,40 @@ class EebpOptions(EbpOptions):
 
 def target_as_winner(graph: SignalGraph, values: Responses) -> dict[str, np.ndarray]:
     """The top layer's responses as |y|, so eEBP reads the target unit as a pos-neuron (none without a top layer)."""
-    try:
-        node, _, _ = top_layer(graph)
-    except InvalidRequest:
-        return {}
-    return {node.output[0]: np.abs(np.asarray(values[node.output[0]], dtype=np.float64))}
+    return {name: np.abs(np.asarray(values[name], dtype=np.float64)) for name in winner_tensors(graph)}
 
 
 def extended(graph: SignalGraph, values: Responses, seed: np.ndarray, layer: str, *,
-             responses: Responses | None = None, top: SignalGraph | None = None) -> np.ndarray:
-    """The eEBP signal at `layer` from `seed` at graph's score; `responses` override â (gweEBP's ã).
-    `top`: the graph whose top layer is the target unit (default `graph`; a graph cut below it has none)."""
-    winner = target_as_winner(top or graph, values)
+             responses: Responses | None = None) -> np.ndarray:
+    """The eEBP signal at `layer` from `seed` at graph's score by the numpy engine; `responses` override â
+    (gweEBP's ã)."""
+    winner = target_as_winner(graph, values)
     return backward(graph, values, seed, "extended", source=layer, responses={**(responses or {}), **winner})[layer]
 
 
 def extended_map(method: str, model: PreparedModel, image: np.ndarray, target: ExplainTarget, options: EbpOptions,
                  progress: Progress | None, weigh: Weigh | None = None) -> SaliencyMap:
-    """eEBP map (unit mass) of a class or a match to a mate; `weigh` gives responses ã and extra fields (gweEBP)."""
+    """eEBP map (unit mass) of a class or a match to a mate; `weigh` gives responses ã and extra fields (gweEBP,
+    on the numpy engine); without it the backward pass is compiled (whitebox.compiled, signal "extended")."""
     run = Run(method, model, target, options)
-    target, wb, acts = instrumented_forward(model, image, target)
-    layer = wb.layer(options.layer, acts.values)
-    responses, extra = weigh(wb, acts) if weigh is not None else ({}, {})
-    seed = wb.seed(acts.values, "excitation", target.class_index)
-    probability = extended(wb.graph, acts.values, seed, layer, responses=responses)
+    if weigh is None:
+        target, wb, inputs = instrumented_request(model, image, target)
+        layer = resolve_layer(model, wb, options.layer, inputs)
+        found = run_backward(model, wb, inputs, "extended", target.class_index, source=layer,
+                             winners=winner_tensors(wb.graph))
+        probability, stats, extra = found.signal, [found.stats], engine_extra(found)
+    else:
+        target, wb, acts = instrumented_forward(model, image, target)
+        layer = wb.layer(options.layer, acts.values)
+        responses, extra = weigh(wb, acts)
+        seed = wb.seed(acts.values, "excitation", target.class_index)
+        probability, stats = extended(wb.graph, acts.values, seed, layer, responses=responses), [acts.stats]
     values = per_pixel(probability, layer, wb, model)
     height, width = model.spec.require("height"), model.spec.require("width")
     result = smooth_and_normalise(upsample_bilinear(values, (height, width)), options.smooth * width)
     if progress is not None:
         progress(1, 1, method)
-    return run.result(result, acts.stats, signed=False,
+    return run.result(result, stats, signed=False,
                       extra={"graph": "instrumented", "layer": layer, "layer_size": list(values.shape),
                              "mass_at_layer": float(probability.sum()), "folded_batch_norms": wb.folded_batch_norms,
                              **extra})

@@ -1,7 +1,7 @@
 """Extended truncated contrastive excitation backprop (etcEBP): `tcebp` on eEBP maps.
 
 Math (Castañón & Byrne 2018 §V-B with Wang et al. 2025 §2.2 eqs. 3–4):
-    P, N = eEBP maps of the target and its contrast (faceaudit.methods.ecebp.extended_pair), per pixel
+    P, N = eEBP maps of the target and its contrast (methods.cebp.compiled_pair with the extended signal), per pixel
     at the map's layer; T = max(⌊P⌋_ε / ‖⌊P⌋_ε‖₁ − ⌊N⌋_ε / ‖⌊N⌋_ε‖₁, 0), ⌊f⌋_ε = f where f > ε, else 0.
     ε rules and contrast units are `tcebp`'s: percentile (ε = the percentile-th percentile of P, both
     maps) or mass (each map keeps its largest values holding `mass` of its mass, the xfr code's rule);
@@ -24,8 +24,9 @@ import numpy as np
 
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.methods.common import ExplainTarget, Progress
-from faceaudit.methods.ecebp import extended_pair
+from faceaudit.methods.cebp import compiled_pair
 from faceaudit.methods.saliency_map import SaliencyMap
+from faceaudit.whitebox.compiled import BackwardRun
 from faceaudit.methods.tcebp import TcebpOptions, truncated_contrastive_map
 
 
@@ -39,4 +40,6 @@ def etcebp(
     options: EtcebpOptions = EtcebpOptions(), progress: Progress | None = None,
 ) -> SaliencyMap:
     """Extended truncated contrastive EBP map (unit mass): a class against a contrast, or a mate against a non-mate."""
-    return truncated_contrastive_map("etcebp", extended_pair, model, image, target, options, progress)
+    runs: list[BackwardRun] = []
+    return truncated_contrastive_map("etcebp", compiled_pair(model, runs, "extended"), model, image, target, options,
+                                     progress, runs=runs)

@@ -36,7 +36,7 @@ import numpy as np
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.errors import InvalidRequest, ModelOutputError
 from faceaudit.methods.cebp import (
-    Contrast, Pair, check_contrast, check_map_options, compiled_pair, finish, image_forward, per_pixel, units,
+    Contrast, Pair, check_contrast, check_map_options, compiled_pair, finish, instrumented_request, per_pixel, units,
 )
 from faceaudit.methods.common import ExplainTarget, Progress, Run
 from faceaudit.methods.saliency_map import SaliencyMap
@@ -105,15 +105,15 @@ def tcebp(
 
 def truncated_contrastive_map(
     method: str, pair: Pair, model: PreparedModel, image: np.ndarray, target: ExplainTarget, options: TcebpOptions,
-    progress: Progress | None, *, runs: list[BackwardRun] | None = None,
+    progress: Progress | None, *, runs: list[BackwardRun],
 ) -> SaliencyMap:
     """The tcEBP map with `pair` computing the target and contrast signals (EBP here, eEBP in etcebp); `runs`
     collects the backward passes of a compiled `pair` (their forward passes and engines are reported)."""
     run = Run(method, model, target, options)
-    target, wb, forward = image_forward(model, image, target)
-    layer = resolve_layer(model, wb, options.layer, forward.inputs)
-    found = units(wb, score_width(model, wb, forward.inputs), target, options.contrast)
-    p_signal, n_signal = pair(wb, forward, found, layer)
+    target, wb, inputs = instrumented_request(model, image, target)
+    layer = resolve_layer(model, wb, options.layer, inputs)
+    found = units(wb, score_width(model, wb, inputs), target, options.contrast)
+    p_signal, n_signal = pair(wb, inputs, found, layer)
     p, n = per_pixel(p_signal, layer, wb, model), per_pixel(n_signal, layer, wb, model)
     if options.truncation == "percentile":
         eps_p = eps_n = float(np.percentile(p, options.percentile))
@@ -126,7 +126,7 @@ def truncated_contrastive_map(
     values = finish(contrast, model, options.smooth, method)
     if progress is not None:
         progress(1, 1, method)
-    return run.result(values, [*forward.stats(), *(r.stats for r in runs or [])], signed=False,
+    return run.result(values, [r.stats for r in runs], signed=False,
                       extra={"graph": "instrumented", "layer": layer, "layer_size": list(contrast.shape),
                              "contrast": found.description, "epsilon": eps_p, "epsilon_contrast": eps_n,
-                             "folded_batch_norms": wb.folded_batch_norms, **(engine_extra(*runs) if runs else {})})
+                             "folded_batch_norms": wb.folded_batch_norms, **engine_extra(*runs)})

@@ -38,16 +38,16 @@ from faceaudit.whitebox.compiled_rules import COMPILED_RULES, Emitter, Node, Not
 from faceaudit.whitebox.dataflow import SignalGraph
 from faceaudit.whitebox.instrument import Instrumented
 from faceaudit.whitebox.rules import NodeContext
-from faceaudit.whitebox.signals import Signal
+from faceaudit.whitebox.signals import Signal, is_excitation
 
-COMPILED_SIGNALS: tuple[Signal, ...] = ("gradient", "guided", "deconv", "excitation")
+COMPILED_SIGNALS: tuple[Signal, ...] = ("gradient", "guided", "deconv", "excitation", "extended")
 SEED = "faceaudit_seed"  # (B, K) at the score: the seed, or the one-hot the softmax seed is built from
 CACHED_BACKWARDS = 8  # per model: (instrumentation, signal, source) combinations kept
 
 
 def compile_backward(wb: Instrumented, values: Mapping[str, np.ndarray], signal: Signal, source: str, *,
-                     softmax_seed: bool, one_hot_seed: bool = False, graph: SignalGraph | None = None
-                     ) -> onnx.ModelProto:
+                     softmax_seed: bool, one_hot_seed: bool = False, graph: SignalGraph | None = None,
+                     winners: tuple[str, ...] = ()) -> onnx.ModelProto:
     """The instrumented model plus the backward pass from its score to `source`, as one ONNX model.
 
     Inputs: the model input and SEED (B, K). Outputs: the score, the signal at `source` and the
@@ -58,7 +58,9 @@ def compile_backward(wb: Instrumented, values: Mapping[str, np.ndarray], signal:
     `one_hot_seed` every row of SEED has at most one non-zero (CompiledBackward.run checks it), which
     lets the top layer read one row of its weights (compiled_rules._dense_one_hot). `graph` replaces wb.graph: the
     same nodes with another score (a seed at an intermediate tensor, SEED then has its shape) or other
-    constants (cEBP's dual unit), which the rules read instead of the model's initializers.
+    constants (cEBP's dual unit), which the rules read instead of the model's initializers. `winners`
+    (extended only): tensors whose response is read as |y|, pos-neurons whatever their sign (eEBP's
+    target unit, methods.cebp.winner_tensors).
     """
     if signal not in COMPILED_SIGNALS:
         raise NotCompilable(f"signal {signal}")
@@ -89,6 +91,7 @@ def compile_backward(wb: Instrumented, values: Mapping[str, np.ndarray], signal:
                       and node.input[0] in carrying
                       and any(r.op_type == "MaxPool" and r.input[0] == node.output[0] for r in model.graph.node)}
     em.nonnegative = nonnegative_tensors(model.graph.node, graph.constants)
+    em.responses = {name: em.op("Abs", [name]) for name in winners if signal == "extended"}
     for original in reversed(nodes):
         proto = by_output[original.output[0]]  # the node in the model being extended
         rule = COMPILED_RULES.get(operator_label(proto))
@@ -212,11 +215,13 @@ SeedKind = Literal["dense", "one_hot", "softmax"]
 
 
 def run_backward(model: PreparedModel, wb: Instrumented, inputs: np.ndarray, signal: Signal,
-                 class_index: int | np.ndarray | None, source: str | None = None) -> BackwardRun:
+                 class_index: int | np.ndarray | None, source: str | None = None, winners: tuple[str, ...] = ()
+                 ) -> BackwardRun:
     """Forward and backward for model inputs (B, ...) from Instrumented.seed at the score: compiled when
     the path compiles, else the numpy engine. Gradients of softmax(z)_k get their seed built in the graph.
-    One image (B = 1) with an array of S > 1 classes gives S signals from one shared forward pass."""
-    softmax_seed = wb.softmax and signal != "excitation" and not wb.similarity
+    One image (B = 1) with an array of S > 1 classes gives S signals from one shared forward pass.
+    `winners`: as seeded_backward's (eEBP's target unit)."""
+    softmax_seed = wb.softmax and not is_excitation(signal) and not wb.similarity
     classes = np.atleast_1d(class_index) if class_index is not None else None
     shared = len(inputs) == 1 and classes is not None and len(classes) > 1
     rows = len(classes) if shared else len(inputs)
@@ -232,12 +237,13 @@ def run_backward(model: PreparedModel, wb: Instrumented, inputs: np.ndarray, sig
             return np.concatenate([wb.seed(values, signal, int(k)) for k in classes])
         return wb.seed(values, signal, class_index)
 
-    return seeded_backward(model, wb, inputs, seed, signal, source=source, kind=kind, numpy_seed=numpy_seed)
+    return seeded_backward(model, wb, inputs, seed, signal, source=source, kind=kind, numpy_seed=numpy_seed,
+                           winners=winners)
 
 
 def seeded_backward(model: PreparedModel, wb: Instrumented, inputs: np.ndarray, seed: np.ndarray, signal: Signal,
                     *, source: str | None = None, graph: SignalGraph | None = None, variant: str = "",
-                    kind: SeedKind | None = None,
+                    kind: SeedKind | None = None, winners: tuple[str, ...] = (),
                     numpy_seed: Callable[[Mapping[str, np.ndarray]], np.ndarray] | None = None) -> BackwardRun:
     """Forward and backward from an explicit `seed` (B, ...) at graph.score (default wb.graph's); one
     image (inputs (1, ...)) with S seeds (S, ...) shares its forward pass (CompiledBackward.run).
@@ -248,18 +254,19 @@ def seeded_backward(model: PreparedModel, wb: Instrumented, inputs: np.ndarray, 
     names what distinguishes `graph`'s constants from the model's (cEBP's "dual"): graphs with equal
     names must be equal. `kind` defaults to "one_hot" when every row of a 2-D seed has at most one
     non-zero, else "dense"; `numpy_seed` gives the fallback its seed from its own run (softmax seeds).
+    `winners`: for the extended signal, tensors read as pos-neurons (compile_backward).
     """
     graph = graph or wb.graph
     source = source or graph.input_name
     if kind is None:
         kind = "one_hot" if seed.ndim == 2 and (np.count_nonzero(seed, axis=1) <= 1).all() else "dense"
-    key = ("compiled_backward", id(wb), signal, source, graph.score, variant, kind)
+    key = ("compiled_backward", id(wb), signal, source, graph.score, variant, kind, winners)
     entry = model.derived.get(key)
     if entry is None or entry[0] is not wb:
         acts = wb.forward(inputs)
         try:
             proto = compile_backward(wb, acts.values, signal, source, softmax_seed=kind == "softmax",
-                                     one_hot_seed=kind == "one_hot", graph=graph)
+                                     one_hot_seed=kind == "one_hot", graph=graph, winners=winners)
             entry = (wb, CompiledBackward(proto, wb, signal, kind == "softmax", kind == "one_hot"), "")
         except NotCompilable as exc:
             entry = (wb, None, str(exc))
@@ -267,7 +274,7 @@ def seeded_backward(model: PreparedModel, wb: Instrumented, inputs: np.ndarray, 
             entry = (wb, None, f"internal error of the compiler: {exc!r}")
         _remember(model, key, entry)
         if entry[1] is None:
-            return _numpy_run(wb, graph, acts, seed, numpy_seed, signal, source, entry[2])
+            return _numpy_run(wb, graph, acts, seed, numpy_seed, signal, source, entry[2], winners)
     else:
         model.derived[key] = model.derived.pop(key)  # most recently used last
     compiled, reason = entry[1], entry[2]
@@ -277,7 +284,7 @@ def seeded_backward(model: PreparedModel, wb: Instrumented, inputs: np.ndarray, 
             return BackwardRun(at_source.astype(np.float64), score, stats, "onnxruntime",
                                activations=activations.astype(np.float64))
         reason = "the compiled signal was not finite"
-    return _numpy_run(wb, graph, wb.forward(inputs), seed, numpy_seed, signal, source, reason)
+    return _numpy_run(wb, graph, wb.forward(inputs), seed, numpy_seed, signal, source, reason, winners)
 
 
 def score_width(model: PreparedModel, wb: Instrumented, inputs: np.ndarray) -> int:
@@ -320,12 +327,17 @@ def engine_extra(*runs: BackwardRun) -> dict[str, str]:
 
 def _numpy_run(wb: Instrumented, graph: SignalGraph, acts: Any, seed: np.ndarray,
                numpy_seed: Callable[[Mapping[str, np.ndarray]], np.ndarray] | None, signal: Signal, source: str,
-               reason: str) -> BackwardRun:
+               reason: str, winners: tuple[str, ...] = ()) -> BackwardRun:
     values = acts.values
     seed = numpy_seed(values) if numpy_seed is not None else seed
+    responses = {name: np.abs(np.asarray(values[name], dtype=np.float64)) for name in winners} or None
+
+    def walk(rows: np.ndarray) -> np.ndarray:
+        return backward(graph, values, rows, signal, source=source, responses=responses)[source]
+
     if len(seed) == len(values[graph.score]):
-        at_source = backward(graph, values, seed, signal, source=source)[source]
+        at_source = walk(seed)
     else:  # one image, several seeds (CompiledBackward.run): the same activations for each
-        at_source = np.concatenate([backward(graph, values, row[None], signal, source=source)[source] for row in seed])
+        at_source = np.concatenate([walk(row[None]) for row in seed])
     return BackwardRun(at_source, np.asarray(values[graph.score]), acts.stats, "numpy", reason,
                        activations=np.asarray(values[source], dtype=np.float64))

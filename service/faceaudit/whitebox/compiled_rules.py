@@ -66,6 +66,11 @@ class Emitter:
         self.nonnegative: set[str] = set()  # tensors that are ≥ 0 by construction (`nonnegative_tensors`)
         self.pooled_relus: set[str] = set()  # Relu outputs whose rule the MaxPool reading them applied
         self.relu_before: set[str] = set()  # Relu outputs on the path that only a MaxPool reads
+        self.responses: dict[str, str] = {}  # eEBP: tensors whose response is another tensor (|y| of the target)
+
+    def response(self, name: str) -> str:
+        """The response â the extended rules weigh and read the sign of: the tensor, or its override."""
+        return self.responses.get(name, name)
 
     def fresh(self, base: str) -> str:
         name, i = f"bw_{base}", 1
@@ -187,14 +192,69 @@ def _window_attrs(node: Node) -> dict[str, Any]:
     return {a.name: helper.get_attribute_value(a) for a in node.proto.attribute if a.name in keep}
 
 
-def _linear(em: Emitter, node: Node, grad: str, signal: Signal, forward: Callable[[str], str],
-            transpose: Callable[[str], str], forward_pos: Callable[[str], str],
-            transpose_pos: Callable[[str], str]) -> str:
-    """The signal into x of y = A x: Aᵀg, or x ⊙ A⁺ᵀ(p ⊘ A⁺x) for excitation (linear_signal)."""
+@dataclass(frozen=True)
+class LinearParts:
+    """A constant linear map y = A x (bias excluded) as emitters: A⁺x, A⁺ᵀg and Aᵀg, and A⁻x, A⁻ᵀg with
+    A⁻ = A − A⁺ (None where every weight is ≥ 0: pools)."""
+
+    transpose: Callable[[str], str]
+    forward_pos: Callable[[str], str]
+    transpose_pos: Callable[[str], str]
+    forward_neg: Callable[[str], str] | None = None
+    transpose_neg: Callable[[str], str] | None = None
+
+
+def _linear(em: Emitter, node: Node, grad: str, signal: Signal, parts: LinearParts, *, index: int = 0,
+            elementwise: bool = False) -> str:
+    """The signal into input `index` of y = A x: Aᵀg; x ⊙ A⁺ᵀ(p ⊘ A⁺x) for excitation (linear_signal);
+    eEBP's two streams for extended (`_extended`), the parent's sign read from y's response, or from the
+    bias-free A x for an `elementwise` rescaling (rules.linear.linear_input)."""
+    x = node.proto.input[index]
     if signal == "excitation":
-        share = em.safe_divide(grad, forward_pos(node.x), vanishing=node.x in em.nonnegative)
-        return em.op("Mul", [node.x, transpose_pos(share)])
-    return transpose(grad)
+        share = em.safe_divide(grad, parts.forward_pos(x), vanishing=x in em.nonnegative)
+        return em.op("Mul", [x, parts.transpose_pos(share)])
+    if signal == "extended":
+        x = em.response(x)
+        parent = _forward(em, parts, x) if elementwise else em.response(node.y)
+        return _extended(em, x, grad, parts, parent)
+    return parts.transpose(grad)
+
+
+def _forward(em: Emitter, parts: LinearParts, x: str) -> str:
+    """A x = A⁺x + A⁻x."""
+    positive = parts.forward_pos(x)
+    return positive if parts.forward_neg is None else em.op("Add", [positive, parts.forward_neg(x)])
+
+
+def _extended(em: Emitter, x: str, grad: str, parts: LinearParts, parent: str) -> str:
+    """eEBP at y = A x (rules.linear.extended_signal, Wang et al. 2025 eqs. 3–4), with x = x⁺ + x⁻:
+    D⁺ = A⁺x⁺ + A⁻x⁻, D⁻ = A⁻x⁺ + A⁺x⁻, s± = [parent ≷ 0] p ⊘ D±,
+    p_x = x⁺ ⊙ (A⁺ᵀs⁺ + A⁻ᵀs⁻) + x⁻ ⊙ (A⁻ᵀs⁺ + A⁺ᵀs⁻).
+    Every term of D± has one sign, so D± = 0 makes each of them 0 and the quotient there is never read
+    (vanishing). A response known to be ≥ 0 has no x⁻ terms."""
+    fp, tp = parts.forward_pos, parts.transpose_pos
+    fn, tn = parts.forward_neg, parts.transpose_neg
+    signed = x not in em.nonnegative
+    x_pos = em.op("Relu", [x]) if signed else x
+    x_neg = em.op("Sub", [x, x_pos]) if signed else None
+
+    def plus(*terms: str | None) -> str | None:
+        present = [t for t in terms if t is not None]
+        return None if not present else present[0] if len(present) == 1 else em.op("Add", present)
+
+    d_pos = plus(fp(x_pos), fn(x_neg) if fn and x_neg else None)
+    d_neg = plus(fn(x_pos) if fn else None, fp(x_neg) if x_neg else None)
+    up = em.indicator(em.op("GreaterOrEqual", [parent, em.zero()]))
+    s_pos = em.safe_divide(em.op("Mul", [grad, up]), d_pos, vanishing=True)
+    s_neg = None if d_neg is None else em.safe_divide(em.op("Mul", [grad, em.op("Sub", [em.one(), up])]), d_neg,
+                                                      vanishing=True)
+    into_pos = plus(tp(s_pos), tn(s_neg) if tn and s_neg else None)
+    result = em.op("Mul", [x_pos, into_pos])
+    if x_neg is not None:  # x⁻ ⊙ (A⁻ᵀs⁺ + A⁺ᵀs⁻)
+        into_neg = plus(tn(s_pos) if tn else None, tp(s_neg) if s_neg else None)
+        if into_neg is not None:
+            result = em.op("Add", [result, em.op("Mul", [x_neg, into_neg])])
+    return result
 
 
 def _transposed_window(em: Emitter, node: Node, g: str, weight: np.ndarray, group: int) -> str:
@@ -221,23 +281,31 @@ def _transposed_window(em: Emitter, node: Node, g: str, weight: np.ndarray, grou
 def conv(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
     weight = node.ctx.weight(1, "kernel")
     group = int(node.ctx.attr("group", 1))
-    positive = np.maximum(weight, 0.0)
-    return {0: _linear(
-        em, node, grad, signal, forward=lambda x: x, transpose=lambda g: _transposed_window(em, node, g, weight, group),
-        forward_pos=lambda x: em.op("Conv", [x, em.const(positive, "kernel_pos")], **_window_attrs(node)),
-        transpose_pos=lambda g: _transposed_window(em, node, g, positive, group))}
+    positive, negative = np.maximum(weight, 0.0), np.minimum(weight, 0.0)
+
+    def forward(kernel: np.ndarray, base: str) -> Callable[[str], str]:
+        return lambda x: em.op("Conv", [x, em.const(kernel, base)], **_window_attrs(node))
+
+    return {0: _linear(em, node, grad, signal, LinearParts(
+        transpose=lambda g: _transposed_window(em, node, g, weight, group),
+        forward_pos=forward(positive, "kernel_pos"),
+        transpose_pos=lambda g: _transposed_window(em, node, g, positive, group),
+        forward_neg=forward(negative, "kernel_neg"),
+        transpose_neg=lambda g: _transposed_window(em, node, g, negative, group)))}
 
 
 def _dense(em: Emitter, node: Node, grad: str, signal: Signal, weight: np.ndarray, transposed: str | None = None
            ) -> str:
     """y = x @ W with W (in, out) constant; `transposed` names an initializer holding Wᵀ already (Gemm's B)."""
-    if grad in em.one_hot:
+    if grad in em.one_hot and signal != "extended":
         return _dense_one_hot(em, node, grad, signal, weight, transposed)
-    positive = em.const(np.maximum(weight, 0.0), "weight_pos")
-    return _linear(em, node, grad, signal, forward=lambda x: x,
-                   transpose=lambda g: em.op("MatMul", [g, transposed or em.const(weight.T, "weight_t")]),
-                   forward_pos=lambda x: em.op("MatMul", [x, positive]),
-                   transpose_pos=lambda g: em.op("Gemm", [g, positive], transB=1))
+    positive, negative = em.const(np.maximum(weight, 0.0), "weight_pos"), em.const(np.minimum(weight, 0.0), "weight_neg")
+    return _linear(em, node, grad, signal, LinearParts(
+        transpose=lambda g: em.op("MatMul", [g, transposed or em.const(weight.T, "weight_t")]),
+        forward_pos=lambda x: em.op("MatMul", [x, positive]),
+        transpose_pos=lambda g: em.op("Gemm", [g, positive], transB=1),
+        forward_neg=lambda x: em.op("MatMul", [x, negative]),
+        transpose_neg=lambda g: em.op("Gemm", [g, negative], transB=1)))
 
 
 def _dense_one_hot(em: Emitter, node: Node, grad: str, signal: Signal, weight: np.ndarray, transposed: str | None
@@ -284,6 +352,17 @@ def _scale(em: Emitter, node: Node, index: int, grad: str, signal: Signal, facto
         positive = em.const(np.maximum(factor, 0.0), "scale_pos")
         share = em.safe_divide(grad, em.op("Mul", [x, positive]), vanishing=True)  # c⁺x = 0: c⁺ = 0 or x = 0
         return em.op("Mul", [x, em.unbroadcast(em.op("Mul", [share, positive]), g_shape, x_shape)])
+    if signal == "extended":
+        def by(values: np.ndarray, base: str) -> tuple[Callable[[str], str], Callable[[str], str]]:
+            c = em.const(values, base)
+            return (lambda v: em.op("Mul", [v, c]),
+                    lambda g: em.unbroadcast(em.op("Mul", [g, c]), g_shape, x_shape))
+
+        forward_pos, transpose_pos = by(np.maximum(factor, 0.0), "scale_pos")
+        forward_neg, transpose_neg = by(np.minimum(factor, 0.0), "scale_neg") if np.any(factor < 0) else (None, None)
+        parts = LinearParts(transpose=transpose_pos, forward_pos=forward_pos, transpose_pos=transpose_pos,
+                            forward_neg=forward_neg, transpose_neg=transpose_neg)
+        return _linear(em, node, grad, signal, parts, index=index, elementwise=True)
     scaled = grad if np.all(factor == 1.0) else em.op("Mul", [grad, em.const(factor, "scale")])
     return em.unbroadcast(scaled, g_shape, x_shape)
 
@@ -308,9 +387,24 @@ def arithmetic(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
 
 
 def add_tensors(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
-    """Residual sums: g to both; excitation splits p by the positive parts (rules.linear.add_tensors)."""
+    """Residual sums: g to both; excitation splits p by the positive parts (rules.linear.add_tensors);
+    extended by a⁺, b⁺ where y ≥ 0 and by a⁻, b⁻ where y < 0 (rules.linear.extended_sum, weights 1, 1)."""
     a, b = node.proto.input[0], node.proto.input[1]
     g_shape = node.shape(node.y)
+    if signal == "extended":
+        a, b = em.response(a), em.response(b)
+        up = em.indicator(em.op("GreaterOrEqual", [em.response(node.y), em.zero()]))
+        a_pos, b_pos = em.op("Relu", [a]), em.op("Relu", [b])
+        a_neg, b_neg = em.op("Sub", [a, a_pos]), em.op("Sub", [b, b_pos])
+        s_pos = em.safe_divide(em.op("Mul", [grad, up]), em.op("Add", [a_pos, b_pos]), vanishing=True)
+        s_neg = em.safe_divide(em.op("Mul", [grad, em.op("Sub", [em.one(), up])]), em.op("Add", [a_neg, b_neg]),
+                               vanishing=True)
+
+        def share(pos: str, neg: str) -> str:
+            return em.op("Add", [em.op("Mul", [pos, s_pos]), em.op("Mul", [neg, s_neg])])
+
+        return {0: em.unbroadcast(share(a_pos, a_neg), g_shape, node.shape(node.proto.input[0])),
+                1: em.unbroadcast(share(b_pos, b_neg), g_shape, node.shape(node.proto.input[1]))}
     if signal != "excitation":
         return {0: em.unbroadcast(grad, g_shape, node.shape(a)), 1: em.unbroadcast(grad, g_shape, node.shape(b))}
     a_pos, b_pos = em.op("Relu", [a]), em.op("Relu", [b])
@@ -444,8 +538,16 @@ def _tap_views(em: Emitter, node: Node, geometry: Any) -> list[str]:
 
 def global_average_pool(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
     n = float(np.prod(node.shape(node.x)[2:]))
+
+    def spread(g: str) -> str:
+        return em.op("Expand", [em.op("Mul", [g, em.const(np.float32(1.0 / n), "inverse")]), em.op("Shape", [node.x])])
+
+    if signal == "extended":
+        parts = LinearParts(transpose=spread, forward_pos=lambda x: em.op("GlobalAveragePool", [x]),
+                            transpose_pos=spread)
+        return {0: _linear(em, node, grad, signal, parts)}
     share = em.safe_divide(grad, node.y) if signal == "excitation" else grad
-    back = em.op("Expand", [em.op("Mul", [share, em.const(np.float32(1.0 / n), "inverse")]), em.op("Shape", [node.x])])
+    back = spread(share)
     return {0: em.op("Mul", [node.x, back]) if signal == "excitation" else back}
 
 
@@ -458,9 +560,18 @@ def average_pool(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled
     channels = node.shape(node.x)[1]
     ones = em.const(np.ones((channels, 1, *kernel)), "ones")
     attrs = _geometry_attrs(node, kernel)
+
+    def scatter(g: str) -> str:
+        scaled = em.op("Mul", [g, em.const(inverse, "inverse_count")])
+        return em.op("ConvTranspose", [scaled, ones], group=channels, **attrs)
+
+    if signal == "extended":
+        pool_attrs = {a.name: helper.get_attribute_value(a) for a in node.proto.attribute}
+        parts = LinearParts(transpose=scatter, forward_pos=lambda x: em.op("AveragePool", [x], **pool_attrs),
+                            transpose_pos=scatter)
+        return {0: _linear(em, node, grad, signal, parts)}
     share = em.safe_divide(grad, node.y) if signal == "excitation" else grad
-    scaled = em.op("Mul", [share, em.const(inverse, "inverse_count")])
-    back = em.op("ConvTranspose", [scaled, ones], group=channels, **attrs)
+    back = scatter(share)
     return {0: em.op("Mul", [node.x, back]) if signal == "excitation" else back}
 
 

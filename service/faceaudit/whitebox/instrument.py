@@ -42,7 +42,7 @@ from faceaudit.errors import InvalidRequest, ModelOutputError, UnsupportedModel
 from faceaudit.models.graph import make_batch_dynamic, quantised_operators
 from faceaudit.whitebox.backward import check_supported
 from faceaudit.whitebox.dataflow import SignalGraph, signal_graph
-from faceaudit.whitebox.signals import Signal
+from faceaudit.whitebox.signals import Signal, is_excitation
 
 SIMILARITY = "faceaudit_similarity"  # the similarity head's output: (B, R) cosines to the references
 
@@ -226,20 +226,20 @@ class Instrumented:
         """The (B, K) seed at the score: what the backward pass differentiates or distributes.
 
         Classifier, class k: e_k (∂z_k/∂z), or ∂softmax(z)_k/∂z = y_k (e_k − y) for gradients
-        under the spec's softmax; excitation always starts one-hot (p = 1 at the class).
+        under the spec's softmax; the excitation kinds (EBP, eEBP, LRP) always start one-hot (p = 1 at the class).
         Similarity head: gradients of cos_mate − cos_non-mate (1, −1), or of cos_mate alone when
         there is no non-mate; excitation starts one-hot at the mate (1, 0).
         """
         scores = np.asarray(values[self.graph.score], dtype=np.float64).reshape(len(values[self.graph.score]), -1)
         batch, width = scores.shape
         if self.similarity:
-            row = np.array([1.0, 0.0 if signal == "excitation" else -1.0])[:width]
+            row = np.array([1.0, 0.0 if is_excitation(signal) else -1.0])[:width]
             return np.tile(row, (batch, 1))
         if class_index is None:
             raise ValueError("a classifier seed needs a class index")
         one_hot = np.zeros((batch, width))
         one_hot[np.arange(batch), class_index] = 1.0
-        if signal == "excitation" or not self.softmax:
+        if is_excitation(signal) or not self.softmax:
             return one_hot
         exp = np.exp(scores - scores.max(axis=1, keepdims=True))
         y = exp / exp.sum(axis=1, keepdims=True)
