@@ -10,9 +10,10 @@ from onnx import numpy_helper
 from faceaudit.errors import InvalidRequest
 from faceaudit.methods.common import ExplainTarget
 from faceaudit.methods.eebp import eebp
-from faceaudit.methods.gweebp import GweebpOptions, gain_gradients, gradient_weighted, gweebp, weigh
+from faceaudit.methods.gweebp import GweebpOptions, gain_seed, gweebp
 from faceaudit.testing import zoo
-from faceaudit.whitebox import instrument_graph
+from faceaudit.whitebox import backward, instrument_graph
+from faceaudit.whitebox.gradient_weighting import gradient_weighted, weigh
 from faceaudit.whitebox.instrument import SIMILARITY, append_similarity_head
 
 from tests.conftest import prepared
@@ -53,7 +54,8 @@ def test_the_gradient_weighting_matches_finite_differences_of_the_gain(gain):
         cos = acts.values[SIMILARITY][0]
         if cos[0] > cos[1] + 0.1:
             break
-    gradients, value = gain_gradients(wb, acts.values, gain)
+    seed, value = gain_seed(acts.values[SIMILARITY], gain)
+    gradients = backward(wb.graph, acts.values, seed, "gradient", trace=True)
     h = acts.values[hidden][0].astype(np.float64)
     w2, b2 = w["c3"], w["c4"]
     refs = np.asarray(wb.graph.constants[f"{SIMILARITY}_references"], dtype=np.float64)  # as the head holds them
@@ -65,9 +67,9 @@ def test_the_gradient_weighting_matches_finite_differences_of_the_gain(gain):
         down[j] -= step
         numeric[j] = (_gain(w2 @ up + b2, refs, gain) - _gain(w2 @ down + b2, refs, gain)) / (2 * step)
     np.testing.assert_allclose(gradients[hidden][0], numeric, rtol=1e-4, atol=1e-6)
-    responses, extra = gradient_weighted(wb, acts, gain)
+    responses = gradient_weighted(wb.graph, acts.values, seed)
     np.testing.assert_allclose(responses[hidden], weigh(acts.values[hidden], gradients[hidden]))
-    assert "x" not in responses and SIMILARITY not in responses and extra["gain"] == gain
+    assert "x" not in responses and SIMILARITY not in responses
     assert (h < 0).any() and (h > 0).any()  # PRelu: both branches of eq. 6 are exercised
 
 
@@ -86,10 +88,11 @@ def test_hinge_with_zero_gradient_is_refused():
     wb, _, _ = _triplet_net(np.stack([-e, e]))  # mate opposite the probe, non-mate the probe itself
     acts = wb.forward(x)
     with pytest.raises(InvalidRequest) as info:
-        gradient_weighted(wb, acts, "hinge")
+        gain_seed(acts.values[SIMILARITY], "hinge")
     assert info.value.field == "gain" and "gain=similarity" in str(info.value)
-    responses, extra = gradient_weighted(wb, acts, "similarity")  # the default still explains it
-    assert extra["gain_value"] < 0 and any(np.abs(r).sum() > 0 for r in responses.values())
+    seed, value = gain_seed(acts.values[SIMILARITY], "similarity")  # the default still explains it
+    responses = gradient_weighted(wb.graph, acts.values, seed)
+    assert value[0] < 0 and any(np.abs(r).sum() > 0 for r in responses.values())
 
 
 def _triplet(seed: int):

@@ -12,11 +12,13 @@ from faceaudit.methods.cebp import CebpOptions, cebp
 from faceaudit.methods.common import ExplainTarget, references
 from faceaudit.methods.ebp import EbpOptions, ebp
 from faceaudit.methods.ecebp import ecebp
-from faceaudit.methods.eebp import eebp, target_as_winner
+from faceaudit.methods.cebp import winner_tensors
+from faceaudit.methods.eebp import eebp
 from faceaudit.methods.etcebp import etcebp
 from faceaudit.methods.gradcam import gradcam
 from faceaudit.methods.gradient import gradient
 from faceaudit.methods.guided_gradcam import guided_gradcam
+from faceaudit.methods.gweebp import GweebpOptions, gweebp
 from faceaudit.methods.tcebp import TcebpOptions, tcebp
 from faceaudit.testing import zoo
 from faceaudit.whitebox import backward, instrument, instrument_graph
@@ -149,7 +151,7 @@ def _request(model: PreparedModel, rng: np.random.Generator) -> tuple[np.ndarray
 
 @pytest.mark.parametrize("name", [*ZOO, "attribute", "embedding", "identity"])
 def test_extended_with_the_target_read_as_a_winner_matches_the_numpy_engine(name):
-    """eEBP as the methods run it (the target unit's response |y|, methods.eebp.target_as_winner) on the
+    """eEBP as the methods run it (the target unit's response |y|, methods.cebp.winner_tensors) on the
     zoo and demo models: PReLU, mean-subtracted inputs, residual sums, BatchNorm, the similarity head."""
     model = _model(name)
     image, target = _request(model, np.random.default_rng(5))
@@ -158,7 +160,7 @@ def test_extended_with_the_target_read_as_a_winner_matches_the_numpy_engine(name
     inputs = to_model_input(image[None], model.spec)
     acts = wb.forward(inputs)
     seed = wb.seed(acts.values, "excitation", target.class_index)
-    winner = target_as_winner(wb.graph, acts.values)
+    winner = {name: np.abs(acts.values[name].astype(np.float64)) for name in winner_tensors(wb.graph)}
     expected = backward(wb.graph, acts.values, seed, "extended", responses=winner)[wb.graph.input_name]
     found = seeded_backward(model, wb, inputs, seed, "extended", winners=tuple(winner))
     assert (found.engine, found.fallback) == ("onnxruntime", "")
@@ -271,6 +273,30 @@ def test_maps_say_which_engine_made_them_and_agree(monkeypatch):
         assert slow_map.extra["engine"] == "numpy" and slow_map.extra["engine_fallback"] == "refused by the test"
         _assert_close(fast_map.values, slow_map.values)
     assert fast_maps[1].extra["layer"] == slow_maps[1].extra["layer"] != "input"
+
+
+@pytest.mark.parametrize("name", ["iresnet", "iresnet_normalized", "embedding"])
+@pytest.mark.parametrize("gain", ["similarity", "hinge"])
+def test_gradient_weighted_extended_matches_the_numpy_engine(monkeypatch, name, gain):
+    """gweEBP: the gain's gradient walked in the same graph, every response on the path replaced by its ã,
+    then the extended pass; the map equals the numpy engine's (gradient_weighting.gradient_weighted)."""
+    model = _model(name)
+    rng = np.random.default_rng(7)
+    size = (model.spec.require("height"), model.spec.require("width"), 3)
+    image, mate = rng.uniform(0, 255, size).astype(np.float32), rng.uniform(0, 255, size).astype(np.float32)
+    near = np.clip(image + rng.normal(0, 25, size), 0, 255).astype(np.float32)
+    target = ExplainTarget(mate=near, non_mate=mate)  # nearer the mate: the hinge is active
+    fast = gweebp(model, image=image, target=target, options=GweebpOptions(gain=gain))
+
+    def refuse(*args, **kwargs):
+        raise NotCompilable("refused by the test")
+
+    monkeypatch.setattr(compiled_module, "compile_backward", refuse)
+    slow = gweebp(_model(name), image=image, target=target, options=GweebpOptions(gain=gain))
+    assert (fast.extra["engine"], slow.extra["engine"]) == ("onnxruntime", "numpy")
+    assert fast.extra["gain_value"] == pytest.approx(slow.extra["gain_value"], rel=1e-5)
+    _assert_close(fast.values, slow.values)
+    assert fast.forward_passes == (2 if gain == "hinge" else 1)  # the hinge's seed needs the cosines first
 
 
 def test_an_operator_without_compiled_rule_falls_back_to_the_numpy_engine():

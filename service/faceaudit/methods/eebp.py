@@ -32,25 +32,20 @@ Defaults:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from faceaudit.engine.prepare import PreparedModel
+from faceaudit.engine.scorer import ScoringStats
 from faceaudit.methods.cebp import instrumented_request, per_pixel, winner_tensors
 from faceaudit.methods.common import ExplainTarget, Progress, Run
 from faceaudit.methods.ebp import EbpOptions
-from faceaudit.methods.gradient import instrumented_forward
 from faceaudit.methods.saliency_map import SaliencyMap
-from faceaudit.whitebox import backward
 from faceaudit.whitebox.compiled import engine_extra, resolve_layer, run_backward
-from faceaudit.whitebox.dataflow import SignalGraph
-from faceaudit.whitebox.instrument import Activations, Instrumented
+from faceaudit.whitebox.instrument import Instrumented
 from faceaudit.whitebox.maps import smooth_and_normalise, upsample_bilinear
-
-Responses = Mapping[str, np.ndarray]
-Weigh = Callable[[Instrumented, Activations], tuple[Responses, dict]]
 
 
 @dataclass(frozen=True)
@@ -58,45 +53,36 @@ class EebpOptions(EbpOptions):
     """Where the map is read ("input", or a tensor name) and σ of its smoothing as a fraction of the width."""
 
 
-def target_as_winner(graph: SignalGraph, values: Responses) -> dict[str, np.ndarray]:
-    """The top layer's responses as |y|, so eEBP reads the target unit as a pos-neuron (none without a top layer)."""
-    return {name: np.abs(np.asarray(values[name], dtype=np.float64)) for name in winner_tensors(graph)}
+class Weighting(Protocol):
+    """gweEBP's gradient weighting: the gain seed ∂G/∂score (1, K) for the image, the stats of any forward
+    pass it took to find it, and the map's metadata once the run's score is known."""
 
+    def seed(self, wb: Instrumented, inputs: np.ndarray) -> tuple[np.ndarray, list[ScoringStats]]: ...
 
-def extended(graph: SignalGraph, values: Responses, seed: np.ndarray, layer: str, *,
-             responses: Responses | None = None) -> np.ndarray:
-    """The eEBP signal at `layer` from `seed` at graph's score by the numpy engine; `responses` override â
-    (gweEBP's ã)."""
-    winner = target_as_winner(graph, values)
-    return backward(graph, values, seed, "extended", source=layer, responses={**(responses or {}), **winner})[layer]
+    def extra(self, score: np.ndarray) -> dict: ...
 
 
 def extended_map(method: str, model: PreparedModel, image: np.ndarray, target: ExplainTarget, options: EbpOptions,
-                 progress: Progress | None, weigh: Weigh | None = None) -> SaliencyMap:
-    """eEBP map (unit mass) of a class or a match to a mate; `weigh` gives responses ã and extra fields (gweEBP,
-    on the numpy engine); without it the backward pass is compiled (whitebox.compiled, signal "extended")."""
+                 progress: Progress | None, weighting: Weighting | None = None) -> SaliencyMap:
+    """eEBP map (unit mass) of a class or a match to a mate, on the compiled backward (whitebox.compiled,
+    signal "extended"; the numpy engine where the path does not compile); `weighting` makes it gweEBP."""
     run = Run(method, model, target, options)
-    if weigh is None:
-        target, wb, inputs = instrumented_request(model, image, target)
-        layer = resolve_layer(model, wb, options.layer, inputs)
-        found = run_backward(model, wb, inputs, "extended", target.class_index, source=layer,
-                             winners=winner_tensors(wb.graph))
-        probability, stats, extra = found.signal, [found.stats], engine_extra(found)
-    else:
-        target, wb, acts = instrumented_forward(model, image, target)
-        layer = wb.layer(options.layer, acts.values)
-        responses, extra = weigh(wb, acts)
-        seed = wb.seed(acts.values, "excitation", target.class_index)
-        probability, stats = extended(wb.graph, acts.values, seed, layer, responses=responses), [acts.stats]
+    target, wb, inputs = instrumented_request(model, image, target)
+    layer = resolve_layer(model, wb, options.layer, inputs)
+    gain_seed, stats = weighting.seed(wb, inputs) if weighting is not None else (None, [])
+    found = run_backward(model, wb, inputs, "extended", target.class_index, source=layer,
+                         winners=winner_tensors(wb.graph), gain_seed=gain_seed)
+    probability = found.signal
     values = per_pixel(probability, layer, wb, model)
     height, width = model.spec.require("height"), model.spec.require("width")
     result = smooth_and_normalise(upsample_bilinear(values, (height, width)), options.smooth * width)
     if progress is not None:
         progress(1, 1, method)
-    return run.result(result, stats, signed=False,
+    extra = weighting.extra(found.score) if weighting is not None else {}
+    return run.result(result, [*stats, found.stats], signed=False,
                       extra={"graph": "instrumented", "layer": layer, "layer_size": list(values.shape),
                              "mass_at_layer": float(probability.sum()), "folded_batch_norms": wb.folded_batch_norms,
-                             **extra})
+                             **extra, **engine_extra(found)})
 
 
 def eebp(

@@ -32,20 +32,18 @@ Defaults:
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from faceaudit.engine.prepare import PreparedModel
+from faceaudit.engine.scorer import ScoringStats
 from faceaudit.errors import InvalidRequest
 from faceaudit.methods.cebp import check_map_options
 from faceaudit.methods.common import ExplainTarget, Progress
 from faceaudit.methods.eebp import extended_map
 from faceaudit.methods.saliency_map import SaliencyMap
-from faceaudit.whitebox import backward
-from faceaudit.whitebox.instrument import Activations, Instrumented
+from faceaudit.whitebox.instrument import Instrumented
 
 GAINS = ("similarity", "hinge")
 
@@ -79,26 +77,21 @@ def gain_seed(cosines: np.ndarray, gain: str) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([1.0 / d_p, -1.0 / d_n], axis=1), value
 
 
-def gain_gradients(wb: Instrumented, values: Mapping[str, np.ndarray], gain: str
-                   ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """∂G/∂a for every tensor between the input and the similarity head's score, and G (B,)."""
-    scores = np.asarray(values[wb.graph.score], dtype=np.float64).reshape(len(values[wb.graph.score]), -1)
-    seed, value = gain_seed(scores, gain)
-    return backward(wb.graph, values, seed, "gradient", trace=True), value
+@dataclass(frozen=True)
+class TripletGain:
+    """The triplet gain as eEBP's weighting (methods.eebp.Weighting): its seed ∂G/∂(c_p, c_n) at the head."""
 
+    gain: str
 
-def weigh(response: np.ndarray, gradient: np.ndarray) -> np.ndarray:
-    """Eq. 6 with the text's suppression: ã = â [g]⁺ where â ≥ 0, â [−g]⁺ where â < 0."""
-    response = np.asarray(response, dtype=np.float64)
-    return np.where(response >= 0, response * np.maximum(gradient, 0.0), response * np.maximum(-gradient, 0.0))
+    def seed(self, wb: Instrumented, inputs: np.ndarray) -> tuple[np.ndarray, list[ScoringStats]]:
+        if self.gain == "similarity":  # ∂(c_p − c_n)/∂(c_p, c_n) = (1, −1): no forward pass needed
+            return np.array([[1.0, -1.0]]), []
+        acts = wb.forward(inputs)  # the hinge's seed depends on the cosines (and is refused where G = 0)
+        return gain_seed(acts.values[wb.graph.score].reshape(len(inputs), -1), self.gain)[0], [acts.stats]
 
-
-def gradient_weighted(wb: Instrumented, acts: Activations, gain: str) -> tuple[dict[str, np.ndarray], dict]:
-    """ã for every activation between the input (excluded: no neuron) and the score (excluded: the seed)."""
-    gradients, value = gain_gradients(wb, acts.values, gain)
-    skip = {wb.graph.input_name, wb.graph.score}
-    responses = {name: weigh(acts.values[name], g) for name, g in gradients.items() if name not in skip}
-    return responses, {"gain": gain, "gain_value": float(value[0])}
+    def extra(self, score: np.ndarray) -> dict:
+        _, value = gain_seed(score.reshape(len(score), -1), self.gain)
+        return {"gain": self.gain, "gain_value": float(value[0])}
 
 
 def gweebp(
@@ -112,5 +105,4 @@ def gweebp(
     if target.mate is not None and target.non_mate is None:
         raise InvalidRequest("non_mate", "gweebp needs a non-mate: its triplet gain compares the probe's "
                                          "similarity to the mate with its similarity to the non-mate")
-    return extended_map("gweebp", model, image, target, options, progress,
-                        weigh=functools.partial(gradient_weighted, gain=options.gain))
+    return extended_map("gweebp", model, image, target, options, progress, weighting=TripletGain(options.gain))

@@ -36,31 +36,35 @@ from faceaudit.errors import FaceAuditError
 from faceaudit.whitebox.backward import backward, operator_label
 from faceaudit.whitebox.compiled_rules import COMPILED_RULES, Emitter, Node, NotCompilable, nonnegative_tensors
 from faceaudit.whitebox.dataflow import SignalGraph
+from faceaudit.whitebox.gradient_weighting import gradient_weighted
 from faceaudit.whitebox.instrument import Instrumented
 from faceaudit.whitebox.rules import NodeContext
 from faceaudit.whitebox.signals import Signal, is_excitation
 
 COMPILED_SIGNALS: tuple[Signal, ...] = ("gradient", "guided", "deconv", "excitation", "extended")
 SEED = "faceaudit_seed"  # (B, K) at the score: the seed, or the one-hot the softmax seed is built from
+GAIN_SEED = "faceaudit_gain_seed"  # (B, K) at the score: gweEBP's ∂G/∂score, whose gradient weighs the responses
 CACHED_BACKWARDS = 8  # per model: (instrumentation, signal, source) combinations kept
 
 
 def compile_backward(wb: Instrumented, values: Mapping[str, np.ndarray], signal: Signal, source: str, *,
                      softmax_seed: bool, one_hot_seed: bool = False, graph: SignalGraph | None = None,
-                     winners: tuple[str, ...] = ()) -> onnx.ModelProto:
+                     winners: tuple[str, ...] = (), gain_weighted: bool = False) -> onnx.ModelProto:
     """The instrumented model plus the backward pass from its score to `source`, as one ONNX model.
 
-    Inputs: the model input and SEED (B, K). Outputs: the score, the signal at `source` and the
-    activations at `source` (Grad-CAM weighs them by the signal).
+    Inputs: the model input and SEED (B, K) (and GAIN_SEED (B, K) with `gain_weighted`). Outputs: the
+    score, the signal at `source` and the activations at `source` (Grad-CAM weighs them by the signal).
     `values` holds one instrumented run (only the shapes and the dtypes are read: shapes other than
     the batch axis are fixed by the model). With `softmax_seed` SEED is the one-hot e_k and the graph
     builds the gradient seed of softmax(z)_k itself, y_k (e_k − y) (Instrumented.seed). With
     `one_hot_seed` every row of SEED has at most one non-zero (CompiledBackward.run checks it), which
     lets the top layer read one row of its weights (compiled_rules._dense_one_hot). `graph` replaces wb.graph: the
     same nodes with another score (a seed at an intermediate tensor, SEED then has its shape) or other
-    constants (cEBP's dual unit), which the rules read instead of the model's initializers. `winners`
-    (extended only): tensors whose response is read as |y|, pos-neurons whatever their sign (eEBP's
-    target unit, methods.cebp.winner_tensors).
+    constants (cEBP's dual unit), which the rules read instead of the model's initializers. Extended
+    signal only: `winners` are tensors whose response is read as |y|, pos-neurons whatever their sign
+    (eEBP's target unit, methods.cebp.winner_tensors); `gain_weighted` first walks the gradient from
+    GAIN_SEED and replaces every response on the path (the source included, the model input and the
+    score excepted) by its gradient-weighted ã (gweEBP, whitebox.gradient_weighting), winners last.
     """
     if signal not in COMPILED_SIGNALS:
         raise NotCompilable(f"signal {signal}")
@@ -80,42 +84,31 @@ def compile_backward(wb: Instrumented, values: Mapping[str, np.ndarray], signal:
     em = Emitter(taken, graph.opset)
     em.share_weights = own
     shapes = {name: tuple(np.shape(value)) for name, value in {**values, **graph.constants}.items()}
-    by_output = {node.output[0]: node for node in model.graph.node if node.output}
     seed = em.reshape_like(_seed(em, graph.score, softmax_seed), shapes[graph.score])
     if one_hot_seed and not softmax_seed and len(shapes[graph.score]) == 2:
         em.one_hot.add(seed)
-    arriving: dict[str, list[str]] = {graph.score: [seed]}
     readers = Counter(name for node in model.graph.node for name in node.input)
     em.relu_before = {node.output[0] for node in model.graph.node
                       if node.op_type == "Relu" and readers[node.output[0]] == 1 and node.output[0] != source
                       and node.input[0] in carrying
                       and any(r.op_type == "MaxPool" and r.input[0] == node.output[0] for r in model.graph.node)}
     em.nonnegative = nonnegative_tensors(model.graph.node, graph.constants)
-    em.responses = {name: em.op("Abs", [name]) for name in winners if signal == "extended"}
-    for original in reversed(nodes):
-        proto = by_output[original.output[0]]  # the node in the model being extended
-        rule = COMPILED_RULES.get(operator_label(proto))
-        if rule is None:
-            raise NotCompilable(f"operator {operator_label(proto)}")
-        if any(name in arriving for name in proto.output[1:] if name):
-            raise NotCompilable(f"{proto.op_type} with a used second output")
-        if proto.output[0] not in arriving:
-            raise NotCompilable(f"{proto.op_type} whose first output carries no signal")
-        grad = _accumulate(em, arriving.pop(proto.output[0]))
-        try:
-            sent = rule(em, Node(proto, NodeContext(proto, values, graph.constants, graph.opset), shapes), grad, signal)
-        except FaceAuditError as exc:  # the numpy engine reports it (or computes what this rule cannot)
-            raise NotCompilable(str(exc)) from exc
-        for index, name in enumerate(proto.input):
-            if name in carrying:
-                if index not in sent:
-                    raise NotCompilable(f"{proto.op_type} passes no signal to input {index}")
-                arriving.setdefault(name, []).append(sent[index])
-    result = em.op("Identity", [_accumulate(em, arriving[source])])
+    walk = _Walk(em, model, nodes, carrying, values, graph, shapes)
+    if gain_weighted:
+        if signal != "extended":
+            raise NotCompilable(f"gradient-weighted {signal}")
+        gradients = walk(em.reshape_like(GAIN_SEED, shapes[graph.score]), "gradient")
+        em.responses = {name: _weigh(em, name, g) for name, g in gradients.items()
+                        if name not in (graph.input_name, graph.score)}
+    if signal == "extended":
+        em.responses.update({name: em.op("Abs", [name]) for name in winners})
+    result = em.op("Identity", [walk(seed, signal)[source]])
     at_source = em.op("Identity", [source])
     model.graph.node.extend(em.nodes)
     model.graph.initializer.extend(em.initializers)
-    model.graph.input.append(helper.make_tensor_value_info(SEED, TensorProto.FLOAT, [None] * len(shapes[graph.score])))
+    for name in [SEED, GAIN_SEED] if gain_weighted else [SEED]:
+        model.graph.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT,
+                                                               [None] * len(shapes[graph.score])))
     del model.graph.output[:]
     model.graph.output.extend([
         helper.make_tensor_value_info(graph.score, TensorProto.FLOAT, [None] * len(shapes[graph.score])),
@@ -123,6 +116,55 @@ def compile_backward(wb: Instrumented, values: Mapping[str, np.ndarray], signal:
         helper.make_tensor_value_info(at_source, TensorProto.FLOAT, [None] * len(shapes[source])),
     ])
     return model
+
+
+@dataclass
+class _Walk:
+    """Emits one backward pass over the path: walk(seed, signal) → the accumulated signal of every tensor on it."""
+
+    em: Emitter
+    model: onnx.ModelProto
+    nodes: list[onnx.NodeProto]
+    carrying: set[str]
+    values: Mapping[str, np.ndarray]
+    graph: SignalGraph
+    shapes: dict[str, tuple[int, ...]]
+
+    def __call__(self, seed: str, signal: Signal) -> dict[str, str]:
+        em, graph = self.em, self.graph
+        by_output = {node.output[0]: node for node in self.model.graph.node if node.output}
+        arriving: dict[str, list[str]] = {graph.score: [seed]}
+        reached: dict[str, str] = {}
+        for original in reversed(self.nodes):
+            proto = by_output[original.output[0]]  # the node in the model being extended
+            rule = COMPILED_RULES.get(operator_label(proto))
+            if rule is None:
+                raise NotCompilable(f"operator {operator_label(proto)}")
+            if any(name in arriving for name in proto.output[1:] if name):
+                raise NotCompilable(f"{proto.op_type} with a used second output")
+            if proto.output[0] not in arriving:
+                raise NotCompilable(f"{proto.op_type} whose first output carries no signal")
+            grad = reached[proto.output[0]] = _accumulate(em, arriving.pop(proto.output[0]))
+            context = NodeContext(proto, self.values, graph.constants, graph.opset)
+            try:
+                sent = rule(em, Node(proto, context, self.shapes), grad, signal)
+            except FaceAuditError as exc:  # the numpy engine reports it (or computes what this rule cannot)
+                raise NotCompilable(str(exc)) from exc
+            for index, name in enumerate(proto.input):
+                if name in self.carrying:
+                    if index not in sent:
+                        raise NotCompilable(f"{proto.op_type} passes no signal to input {index}")
+                    arriving.setdefault(name, []).append(sent[index])
+        reached.update({name: _accumulate(em, parts) for name, parts in arriving.items()})  # the source
+        return reached
+
+
+def _weigh(em: Emitter, response: str, gradient: str) -> str:
+    """ã = â [g]⁺ where â ≥ 0, â [−g]⁺ where â < 0 (whitebox.gradient_weighting.weigh)."""
+    positive = em.op("Relu", [response])
+    kept = em.op("Mul", [positive, em.op("Relu", [gradient])])
+    return em.op("Add", [kept, em.op("Mul", [em.op("Sub", [response, positive]),
+                                            em.op("Relu", [em.op("Neg", [gradient])])])])
 
 
 def _seed(em: Emitter, score: str, softmax_seed: bool) -> str:
@@ -163,10 +205,11 @@ class CompiledBackward:
             raise NotCompilable(f"onnxruntime refused the compiled graph: {exc}") from exc
         self._outputs = [v.name for v in proto.graph.output]
         self.wb, self.signal, self.softmax_seed, self.one_hot_seed = wb, signal, softmax_seed, one_hot_seed
+        self.gain_weighted = any(value.name == GAIN_SEED for value in proto.graph.input)
 
-    def run(self, inputs: np.ndarray, seed: np.ndarray) -> CompiledRun:
+    def run(self, inputs: np.ndarray, seed: np.ndarray, gain_seed: np.ndarray | None = None) -> CompiledRun:
         """Score (B, ...), signal at the source (B, ...) and activations there (B, ...) for model inputs
-        (B, ...) and seeds (B, K).
+        (B, ...) and seeds (B, K); a gradient-weighted graph also takes `gain_seed` (B, K), one per image.
 
         One image with several seeds (inputs (1, ...), seeds (S, K), S > 1) shares the image's forward
         pass: the backward nodes broadcast its activations (batch 1) against S signals, so S maps cost
@@ -175,6 +218,8 @@ class CompiledBackward:
         per seed instead."""
         if self.one_hot_seed and (np.count_nonzero(seed, axis=1) > 1).any():
             raise ValueError("this compiled backward was built for seeds with one non-zero per row")
+        if self.gain_weighted != (gain_seed is not None):
+            raise ValueError("a gain seed goes with a gradient-weighted compiled backward, and only with one")
         started = time.perf_counter()
         session = self.wb.session
         shared = len(inputs) == 1 and len(seed) > 1
@@ -187,7 +232,12 @@ class CompiledBackward:
             if len(chunk) < size:  # a model that only runs at its fixed batch size
                 chunk = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), chunk.dtype)])
                 rows = np.concatenate([rows, np.zeros((size - n, *rows.shape[1:]), rows.dtype)])
-            score, signal, at_source = self._session.run(self._outputs, {self.wb.graph.input_name: chunk, SEED: rows})
+            feeds = {self.wb.graph.input_name: chunk, SEED: rows}
+            if gain_seed is not None:
+                gain = (gain_seed if shared else gain_seed[i : i + step]).astype(np.float32)
+                feeds[GAIN_SEED] = np.concatenate([gain, np.zeros((len(chunk) - len(gain), *gain.shape[1:]),
+                                                                  np.float32)])
+            score, signal, at_source = self._session.run(self._outputs, feeds)
             scores.append(score[:1] if shared else score[:n])
             activations.append(at_source[:1] if shared else at_source[:n])
             signals.append(signal[:n])
@@ -215,12 +265,12 @@ SeedKind = Literal["dense", "one_hot", "softmax"]
 
 
 def run_backward(model: PreparedModel, wb: Instrumented, inputs: np.ndarray, signal: Signal,
-                 class_index: int | np.ndarray | None, source: str | None = None, winners: tuple[str, ...] = ()
-                 ) -> BackwardRun:
+                 class_index: int | np.ndarray | None, source: str | None = None, winners: tuple[str, ...] = (),
+                 gain_seed: np.ndarray | None = None) -> BackwardRun:
     """Forward and backward for model inputs (B, ...) from Instrumented.seed at the score: compiled when
     the path compiles, else the numpy engine. Gradients of softmax(z)_k get their seed built in the graph.
     One image (B = 1) with an array of S > 1 classes gives S signals from one shared forward pass.
-    `winners`: as seeded_backward's (eEBP's target unit)."""
+    `winners` and `gain_seed`: as seeded_backward's (eEBP's target unit, gweEBP's weighting)."""
     softmax_seed = wb.softmax and not is_excitation(signal) and not wb.similarity
     classes = np.atleast_1d(class_index) if class_index is not None else None
     shared = len(inputs) == 1 and classes is not None and len(classes) > 1
@@ -238,12 +288,12 @@ def run_backward(model: PreparedModel, wb: Instrumented, inputs: np.ndarray, sig
         return wb.seed(values, signal, class_index)
 
     return seeded_backward(model, wb, inputs, seed, signal, source=source, kind=kind, numpy_seed=numpy_seed,
-                           winners=winners)
+                           winners=winners, gain_seed=gain_seed)
 
 
 def seeded_backward(model: PreparedModel, wb: Instrumented, inputs: np.ndarray, seed: np.ndarray, signal: Signal,
                     *, source: str | None = None, graph: SignalGraph | None = None, variant: str = "",
-                    kind: SeedKind | None = None, winners: tuple[str, ...] = (),
+                    kind: SeedKind | None = None, winners: tuple[str, ...] = (), gain_seed: np.ndarray | None = None,
                     numpy_seed: Callable[[Mapping[str, np.ndarray]], np.ndarray] | None = None) -> BackwardRun:
     """Forward and backward from an explicit `seed` (B, ...) at graph.score (default wb.graph's); one
     image (inputs (1, ...)) with S seeds (S, ...) shares its forward pass (CompiledBackward.run).
@@ -254,19 +304,22 @@ def seeded_backward(model: PreparedModel, wb: Instrumented, inputs: np.ndarray, 
     names what distinguishes `graph`'s constants from the model's (cEBP's "dual"): graphs with equal
     names must be equal. `kind` defaults to "one_hot" when every row of a 2-D seed has at most one
     non-zero, else "dense"; `numpy_seed` gives the fallback its seed from its own run (softmax seeds).
-    `winners`: for the extended signal, tensors read as pos-neurons (compile_backward).
+    `winners`: for the extended signal, tensors read as pos-neurons; `gain_seed` (B, K): responses weighted
+    by the gradient from it (gweEBP; compile_backward's gain_weighted).
     """
     graph = graph or wb.graph
     source = source or graph.input_name
     if kind is None:
         kind = "one_hot" if seed.ndim == 2 and (np.count_nonzero(seed, axis=1) <= 1).all() else "dense"
-    key = ("compiled_backward", id(wb), signal, source, graph.score, variant, kind, winners)
+    weighted = gain_seed is not None
+    key = ("compiled_backward", id(wb), signal, source, graph.score, variant, kind, winners, weighted)
     entry = model.derived.get(key)
     if entry is None or entry[0] is not wb:
         acts = wb.forward(inputs)
         try:
             proto = compile_backward(wb, acts.values, signal, source, softmax_seed=kind == "softmax",
-                                     one_hot_seed=kind == "one_hot", graph=graph, winners=winners)
+                                     one_hot_seed=kind == "one_hot", graph=graph, winners=winners,
+                                     gain_weighted=weighted)
             entry = (wb, CompiledBackward(proto, wb, signal, kind == "softmax", kind == "one_hot"), "")
         except NotCompilable as exc:
             entry = (wb, None, str(exc))
@@ -274,17 +327,17 @@ def seeded_backward(model: PreparedModel, wb: Instrumented, inputs: np.ndarray, 
             entry = (wb, None, f"internal error of the compiler: {exc!r}")
         _remember(model, key, entry)
         if entry[1] is None:
-            return _numpy_run(wb, graph, acts, seed, numpy_seed, signal, source, entry[2], winners)
+            return _numpy_run(wb, graph, acts, seed, numpy_seed, signal, source, entry[2], winners, gain_seed)
     else:
         model.derived[key] = model.derived.pop(key)  # most recently used last
     compiled, reason = entry[1], entry[2]
     if compiled is not None:
-        score, at_source, activations, stats = compiled.run(inputs, seed)
+        score, at_source, activations, stats = compiled.run(inputs, seed, gain_seed)
         if np.isfinite(at_source).all() and np.isfinite(score).all():
             return BackwardRun(at_source.astype(np.float64), score, stats, "onnxruntime",
                                activations=activations.astype(np.float64))
         reason = "the compiled signal was not finite"
-    return _numpy_run(wb, graph, wb.forward(inputs), seed, numpy_seed, signal, source, reason, winners)
+    return _numpy_run(wb, graph, wb.forward(inputs), seed, numpy_seed, signal, source, reason, winners, gain_seed)
 
 
 def score_width(model: PreparedModel, wb: Instrumented, inputs: np.ndarray) -> int:
@@ -327,10 +380,11 @@ def engine_extra(*runs: BackwardRun) -> dict[str, str]:
 
 def _numpy_run(wb: Instrumented, graph: SignalGraph, acts: Any, seed: np.ndarray,
                numpy_seed: Callable[[Mapping[str, np.ndarray]], np.ndarray] | None, signal: Signal, source: str,
-               reason: str, winners: tuple[str, ...] = ()) -> BackwardRun:
+               reason: str, winners: tuple[str, ...] = (), gain_seed: np.ndarray | None = None) -> BackwardRun:
     values = acts.values
     seed = numpy_seed(values) if numpy_seed is not None else seed
-    responses = {name: np.abs(np.asarray(values[name], dtype=np.float64)) for name in winners} or None
+    weighted = gradient_weighted(graph, values, gain_seed) if gain_seed is not None else {}
+    responses = {**weighted, **{name: np.abs(np.asarray(values[name], dtype=np.float64)) for name in winners}} or None
 
     def walk(rows: np.ndarray) -> np.ndarray:
         return backward(graph, values, rows, signal, source=source, responses=responses)[source]
