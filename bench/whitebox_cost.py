@@ -40,7 +40,7 @@ from faceaudit.whitebox import compiled, instrument
 sys.path.insert(0, str(Path(__file__).parent))
 from scorer_throughput import MODELS, build_prepared  # noqa: E402  (a sibling script)
 
-METHODS = ("gradient", "guided_backprop", "gradcam", "guided_gradcam", "ebp", "cebp", "tcebp")
+METHODS = ("gradient", "guided_backprop", "gradcam", "guided_gradcam", "ebp", "cebp", "tcebp", "eebp", "gweebp")
 # Maps read at an intermediate layer, as Wang et al. 2025 §4.2.5 read EBP maps: VGG16's eleventh
 # convolution (conv5_1, 14×14 at 224 px); label -> (method, options), per model.
 LAYER_ROWS: dict[str, dict[str, tuple[str, dict[str, str]]]] = {

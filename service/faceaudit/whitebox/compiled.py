@@ -2,17 +2,19 @@
 
 For a SignalGraph path (source → score) and a signal kind, `compile_backward` appends to the
 instrumented model one small ONNX subgraph per node, walking the path in reverse exactly as
-backward.py does, and returns a model with two inputs (the model input and the seed at the score)
-and two outputs (the score and the signal at the source). The rules, one per operator, are in
-compiled_rules.py.
+backward.py does, and returns a model with two inputs (the model input and the seed at the score;
+gweEBP's gain seed a third) and three outputs (the score, the signal at the source and the source's
+activations). The rules, one per operator, are in compiled_rules.py. One image may carry several
+seeds: its forward pass is shared (CompiledBackward.run).
 
-Supported signals: gradient, guided, deconv, excitation. Anything else (another signal, an
+Supported signals: gradient, guided, deconv, excitation, extended (eEBP, with the target unit read
+as a winner, and gweEBP's gradient-weighted responses). Anything else (another signal, an
 operator or attribute combination without a compiled rule, opset < 13, non-float32 tensors)
 raises NotCompilable; `run_backward` then runs the numpy engine (backward.py), the reference,
 and says which engine produced the signal. It never returns a compiled result it cannot vouch
 for: a non-finite compiled signal is recomputed by the numpy engine too.
 
-May touch: whitebox (dataflow, rules' geometry helpers, backward as the fallback), engine runtime
+May touch: whitebox (dataflow, rules' geometry helpers, backward and gradient_weighting as the fallback), engine runtime
 options and ScoringStats; nothing outside the instrumented model it is given.
 """
 

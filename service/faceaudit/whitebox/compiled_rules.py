@@ -6,10 +6,14 @@ The rules mirror rules/*.py:
                     onnxruntime's blocked Conv is the fast kernel) or a ConvTranspose with the Conv's
                     geometry (pads, strides, dilations, groups; output_padding for the exact input size)
                     excitation: x ⊙ W⁺ᵀ(p ⊘ Conv(x, W⁺)), 0/0 := 0
+                    extended (eEBP): the two streams with W⁺ and W⁻ over x⁺ and x⁻ (`_extended`), for
+                    every linear map (Conv, Gemm, MatMul, constant scales, pools), the parent's sign
+                    read from its response (Emitter.response: |y| for the target, gweEBP's ã)
     Gemm, MatMul    g Wᵀ;  x ⊙ (p ⊘ x W⁺) W⁺ᵀ   (constant W = α·op(B)); a one-hot seed at the top layer
                     reads only its row of Wᵀ (Gather)
     Add/Sub/Mul/Div a constant: the elementwise scale c (±1, c, 1/c), summed over broadcast axes;
-                    Add of two tensors: g to both; excitation splits p by a⁺, b⁺ (rules.linear.add_tensors)
+                    Add of two tensors: g to both; excitation splits p by a⁺, b⁺ (rules.linear.add_tensors);
+                    extended by a⁺, b⁺ where y ≥ 0 and by a⁻, b⁻ where y < 0
     BatchNorm       the per-channel scale γ/√(var + ε) (most are folded into their Conv already)
     Relu, PRelu, LeakyRelu, Clip, Sigmoid: products with 0/1 indicators (gradient, guided, deconv);
                     excitation passes p. A Relu read only by a MaxPool is applied on the pooled grid.
