@@ -127,6 +127,7 @@ ZOO = {
     "vgg16": (lambda: zoo.vgg16_classifier(height=32, width=32, width_div=16, classes=10), {"kind": "classifier"}),
     "iresnet": (lambda: zoo.iresnet_embedding(), {"kind": "embedding"}),
     "iresnet_normalized": (lambda: zoo.iresnet_embedding(normalize=True), {"kind": "embedding"}),
+    "lightcnn": (lambda: zoo.lightcnn_embedding(), {"kind": "embedding"}),
 }
 SIGNED = ("attribute", "embedding")  # demo models with mean-subtracted inputs (and PReLU): signed activations
 DEMO = Path(__file__).resolve().parents[2] / "service" / "faceaudit" / "demo" / "models"
@@ -275,7 +276,7 @@ def test_maps_say_which_engine_made_them_and_agree(monkeypatch):
     assert fast_maps[1].extra["layer"] == slow_maps[1].extra["layer"] != "input"
 
 
-@pytest.mark.parametrize("name", ["iresnet", "iresnet_normalized", "embedding"])
+@pytest.mark.parametrize("name", ["iresnet", "iresnet_normalized", "lightcnn", "embedding"])
 @pytest.mark.parametrize("gain", ["similarity", "hinge"])
 def test_gradient_weighted_extended_matches_the_numpy_engine(monkeypatch, name, gain):
     """gweEBP: the gain's gradient walked in the same graph, every response on the path replaced by its ã,

@@ -314,6 +314,38 @@ def iresnet_embedding(
     )
 
 
+def lightcnn_embedding(*, height: int = 32, width: int = 32, channels: int = 8, dim: int = 16, seed: int = 0
+                       ) -> onnx.ModelProto:
+    """LightCNN-style face embedder (Wang et al. 2025's LCNN9 family): max-feature-map (MFM) activations,
+    no ReLU, so responses are signed.
+
+    Conv3x3 (2C) → Split into halves → Max → MaxPool 2 → Conv3x3 (2C) → two Slices → Max (the MFM as
+    older exporters write it) → MaxPool 2 → Pad 1 (constant) → Conv3x3 without padding → Flatten →
+    Gemm (2·dim) → Split → Max to the output ``embedding`` [N, dim]. ``height`` and ``width`` must be
+    multiples of 4.
+    """
+    if height % 4 or width % 4:
+        raise ValueError(f"height and width must be multiples of 4, got {height}x{width}")
+    g = _GraphBuilder(seed)
+
+    def halves(x: str, size: int) -> list[str]:
+        return g.op_n("Split", [x, g.const(np.array([size, size], dtype=np.int64))], 2, axis=1)
+
+    x = g.op("Max", halves(g.conv("input", 3, 2 * channels), channels))
+    x = g.op("MaxPool", [x], kernel_shape=[2, 2], strides=[2, 2])
+    y = g.conv(x, channels, 2 * channels)
+    low, high = (g.op("Slice", [y, g.const(np.array([a], dtype=np.int64)), g.const(np.array([b], dtype=np.int64)),
+                                g.const(np.array([1], dtype=np.int64))])
+                 for a, b in ((0, channels), (channels, 2 * channels)))
+    x = g.op("MaxPool", [g.op("Max", [low, high])], kernel_shape=[2, 2], strides=[2, 2])
+    x = g.op("Pad", [x, g.const(np.array([0, 0, 1, 1, 0, 0, 1, 1], dtype=np.int64))], mode="constant")
+    w = g.const(g.he([channels, channels, 3, 3], channels * 9))
+    x = g.op("Flatten", [g.op("Conv", [x, w, g.const(g.small([channels]))], kernel_shape=[3, 3])], axis=1)
+    x = g.gemm(x, channels * (height // 4) * (width // 4), 2 * dim)
+    g.op("Max", halves(x, dim), output="embedding")
+    return g.model("lightcnn_embedding", [_input("input", ["N", 3, height, width])], [_input("embedding", ["N", dim])])
+
+
 def hardcoded_batch_classifier(
     *, height: int = 16, width: int = 16, classes: int = 4, seed: int = 0
 ) -> onnx.ModelProto:

@@ -36,7 +36,9 @@ from faceaudit.engine.runtime import available_cpus
 from faceaudit.engine.scorer import ScoringStats
 from faceaudit.errors import FaceAuditError
 from faceaudit.whitebox.backward import backward, operator_label
-from faceaudit.whitebox.compiled_rules import COMPILED_RULES, Emitter, Node, NotCompilable, nonnegative_tensors
+from faceaudit.whitebox.compiled_rules import (
+    COMPILED_RULES, MULTI_OUTPUT_RULES, Emitter, Node, NotCompilable, nonnegative_tensors,
+)
 from faceaudit.whitebox.dataflow import SignalGraph
 from faceaudit.whitebox.gradient_weighting import gradient_weighted
 from faceaudit.whitebox.instrument import Instrumented
@@ -139,17 +141,26 @@ class _Walk:
         reached: dict[str, str] = {}
         for original in reversed(self.nodes):
             proto = by_output[original.output[0]]  # the node in the model being extended
-            rule = COMPILED_RULES.get(operator_label(proto))
-            if rule is None:
-                raise NotCompilable(f"operator {operator_label(proto)}")
-            if any(name in arriving for name in proto.output[1:] if name):
-                raise NotCompilable(f"{proto.op_type} with a used second output")
-            if proto.output[0] not in arriving:
-                raise NotCompilable(f"{proto.op_type} whose first output carries no signal")
-            grad = reached[proto.output[0]] = _accumulate(em, arriving.pop(proto.output[0]))
-            context = NodeContext(proto, self.values, graph.constants, graph.opset)
+            label = operator_label(proto)
+            node = Node(proto, NodeContext(proto, self.values, graph.constants, graph.opset), self.shapes)
+            outputs = [name for name in proto.output if name]
             try:
-                sent = rule(em, Node(proto, context, self.shapes), grad, signal)
+                if label in MULTI_OUTPUT_RULES:
+                    if not all(name in arriving for name in outputs):
+                        raise NotCompilable(f"{proto.op_type} with an output that carries no signal")
+                    grads = [_accumulate(em, arriving.pop(name)) for name in outputs]
+                    reached.update(zip(outputs, grads))
+                    sent = MULTI_OUTPUT_RULES[label](em, node, grads, signal)
+                else:
+                    rule = COMPILED_RULES.get(label)
+                    if rule is None:
+                        raise NotCompilable(f"operator {label}")
+                    if any(name in arriving for name in outputs[1:]):
+                        raise NotCompilable(f"{proto.op_type} with a used second output")
+                    if outputs[0] not in arriving:
+                        raise NotCompilable(f"{proto.op_type} whose first output carries no signal")
+                    grad = reached[outputs[0]] = _accumulate(em, arriving.pop(outputs[0]))
+                    sent = rule(em, node, grad, signal)
             except FaceAuditError as exc:  # the numpy engine reports it (or computes what this rule cannot)
                 raise NotCompilable(str(exc)) from exc
             for index, name in enumerate(proto.input):

@@ -621,6 +621,72 @@ def lp_normalization(em: Emitter, node: Node, grad: str, signal: Signal) -> Comp
     return {0: em.op("Div", [em.op("Sub", [grad, along]), em.reduce_l2(node.x, [axis])])}
 
 
+def maximum(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    """Max (LightCNN's max-feature-map): each element's signal to the input holding the maximum, the first
+    on ties (input i wins where x_i > x_j for every j < i and x_i ≥ x_j for every j > i), for every
+    signal; a constant input's share is dropped (rules.activations.maximum)."""
+    names = list(node.proto.input)
+    g_shape = node.shape(node.y)
+    sent = {}
+    for i, name in enumerate(names):
+        if node.ctx.is_constant(i):
+            continue
+        wins = [em.op("Greater" if j < i else "GreaterOrEqual", [name, other])
+                for j, other in enumerate(names) if j != i]
+        while len(wins) > 1:
+            wins = [em.op("And", wins[:2]), *wins[2:]]
+        share = em.op("Mul", [grad, em.indicator(wins[0])]) if wins else grad
+        sent[i] = em.unbroadcast(share, g_shape, node.shape(name))
+    return sent
+
+
+def slice_(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    """Slice with unit steps off the batch axis: the signal padded back with zeros to the input's shape
+    (rules.shape.slice_ also takes other steps: those fall back to the numpy engine)."""
+    ctx, shape = node.ctx, node.shape(node.x)
+    starts, ends = ctx.weight(1, "starts"), ctx.weight(2, "ends")
+    axes = ctx.weight(3, "axes") if ctx.has_input(3) else np.arange(len(starts))
+    steps = ctx.weight(4, "steps") if ctx.has_input(4) else np.ones(len(starts))
+    begin, end = [0] * len(shape), [0] * len(shape)
+    for start, stop, axis, step in zip(starts, ends, axes, steps, strict=True):
+        axis = int(axis) % len(shape)
+        first, last, stride = slice(int(start), int(stop), int(step)).indices(shape[axis])
+        if stride != 1 or axis == 0 or last < first:
+            raise NotCompilable("Slice with a step other than 1, on the batch axis, or empty")
+        begin[axis], end[axis] = first, shape[axis] - last
+    pads = em.const(np.array([*begin, *end], dtype=np.int64), "pads")
+    return {0: em.op("Pad", [grad, pads])}
+
+
+def pad(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    """Pad in constant mode with non-negative pads off the batch axis: the signal cropped back to the input
+    (the padding value is a bias: no signal goes to it; rules.shape.pad)."""
+    ctx, shape = node.ctx, node.shape(node.x)
+    if ctx.attr("mode", "constant") != "constant":
+        raise NotCompilable("Pad in another mode than constant")
+    rank = len(shape)
+    pads = ctx.weight(1, "pads").astype(int).tolist()
+    axes = [int(a) % rank for a in ctx.weight(3, "axes")] if ctx.opset >= 18 and ctx.has_input(3) else list(range(rank))
+    begin = {a: pads[k] for k, a in enumerate(axes)}
+    end = {a: pads[k + len(axes)] for k, a in enumerate(axes)}
+    if min(pads, default=0) < 0 or begin.get(0, 0) or end.get(0, 0):
+        raise NotCompilable("Pad with negative pads or on the batch axis")
+    cropped = list(range(1, rank))
+    starts = [begin.get(a, 0) for a in cropped]
+    ends = [begin.get(a, 0) + shape[a] for a in cropped]
+    return {0: em.op("Slice", [grad, em.const(np.array(starts, dtype=np.int64), "start"),
+                               em.const(np.array(ends, dtype=np.int64), "end"),
+                               em.const(np.array(cropped, dtype=np.int64), "axes")])}
+
+
+def split(em: Emitter, node: Node, grads: list[str], signal: Signal) -> Compiled:
+    """Split (multi-output): the outputs' signals concatenated back along the axis (rules.shape.split)."""
+    axis = int(node.ctx.attr("axis", 0)) % len(node.shape(node.x))
+    if axis == 0:
+        raise NotCompilable("Split along the batch axis")
+    return {0: em.op("Concat", grads, axis=axis)}
+
+
 COMPILED_RULES: Mapping[str, CompiledRule] = {
     "Conv": conv, "Gemm": gemm, "MatMul": matmul,
     "Add": arithmetic, "Sub": arithmetic, "Mul": arithmetic, "Div": arithmetic,
@@ -629,8 +695,10 @@ COMPILED_RULES: Mapping[str, CompiledRule] = {
     "MaxPool": max_pool, "GlobalAveragePool": global_average_pool, "AveragePool": average_pool,
     "Flatten": reshape, "Reshape": reshape, "Squeeze": reshape, "Unsqueeze": reshape, "Identity": reshape,
     "Dropout": reshape, "Cast": reshape, "Transpose": transpose, "Concat": concat,
-    "Softmax": softmax, "LpNormalization": lp_normalization,
+    "Softmax": softmax, "LpNormalization": lp_normalization, "Max": maximum, "Slice": slice_, "Pad": pad,
 }
+# Rules of nodes whose outputs all carry signal: rule(em, node, [signal per output], signal).
+MULTI_OUTPUT_RULES: Mapping[str, Callable[[Emitter, Node, list[str], Signal], Compiled]] = {"Split": split}
 
 
 NONNEGATIVE_OUTPUTS = frozenset({"Relu", "Sigmoid", "Softmax"})
