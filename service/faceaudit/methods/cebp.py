@@ -45,10 +45,9 @@ import onnx
 
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.errors import InvalidRequest, ModelOutputError
-from faceaudit.images.preprocess import to_model_input
-from faceaudit.methods.common import ExplainTarget, Progress, Run, check_request
+from faceaudit.methods.common import ExplainTarget, Progress, Run
 from faceaudit.methods.ebp import MAX_SMOOTH
-from faceaudit.methods.gradient import instrument_for
+from faceaudit.methods.gradient import instrumented_request
 from faceaudit.methods.saliency_map import SaliencyMap
 from faceaudit.whitebox.dataflow import SignalGraph
 from faceaudit.whitebox.instrument import Instrumented
@@ -177,14 +176,6 @@ def contrast_layer(model: PreparedModel, wb: Instrumented, name: str, inputs: np
         raise InvalidRequest("contrast_layer", f"{name!r} is not below the top layer {node.name or node.output[0]!r}, "
                                                f"where the contrast unit differs from the target")
     return layer
-
-
-def instrumented_request(model: PreparedModel, image: np.ndarray, target: ExplainTarget
-                         ) -> tuple[ExplainTarget, Instrumented, np.ndarray]:
-    """Validate the request, instrument the model (cached per model) and convert the image to model input.
-    The compiled backward passes run the forward pass themselves."""
-    image, target = check_request(model, image, target)
-    return target, instrument_for(model, target), to_model_input(image[None], model.spec)
 
 
 # pair(wb, inputs, units, layer): the target's and the contrast's signals at `layer` (EBP or eEBP).

@@ -36,9 +36,8 @@ import numpy as np
 
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.errors import InvalidRequest
-from faceaudit.images.preprocess import to_model_input
-from faceaudit.methods.common import ExplainTarget, Progress, Run, check_request
-from faceaudit.methods.gradient import instrument_for
+from faceaudit.methods.common import ExplainTarget, Progress, Run
+from faceaudit.methods.gradient import instrumented_request
 from faceaudit.methods.saliency_map import SaliencyMap
 from faceaudit.whitebox.compiled import engine_extra, resolve_layer, run_backward
 from faceaudit.whitebox.maps import channels_first, smooth_and_normalise, upsample_bilinear
@@ -67,9 +66,7 @@ def ebp(
 ) -> SaliencyMap:
     """Excitation backprop map (unit mass) for a class, or for the match to a mate."""
     run = Run("ebp", model, target, options)
-    image, target = check_request(model, image, target)
-    wb = instrument_for(model, target)
-    inputs = to_model_input(image[None], model.spec)
+    target, wb, inputs = instrumented_request(model, image, target)
     layer = resolve_layer(model, wb, options.layer, inputs)
     found = run_backward(model, wb, inputs, "excitation", target.class_index, source=layer)
     probability = found.signal

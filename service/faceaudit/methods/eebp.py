@@ -39,9 +39,10 @@ import numpy as np
 
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.engine.scorer import ScoringStats
-from faceaudit.methods.cebp import instrumented_request, per_pixel, winner_tensors
+from faceaudit.methods.cebp import per_pixel, winner_tensors
 from faceaudit.methods.common import ExplainTarget, Progress, Run
 from faceaudit.methods.ebp import EbpOptions
+from faceaudit.methods.gradient import instrumented_request
 from faceaudit.methods.saliency_map import SaliencyMap
 from faceaudit.whitebox.compiled import engine_extra, resolve_layer, run_backward
 from faceaudit.whitebox.instrument import Instrumented

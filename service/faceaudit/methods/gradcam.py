@@ -28,9 +28,8 @@ import numpy as np
 
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.errors import InvalidRequest, ModelOutputError
-from faceaudit.images.preprocess import to_model_input
-from faceaudit.methods.common import ExplainTarget, Progress, Run, check_request
-from faceaudit.methods.gradient import instrument_for
+from faceaudit.methods.common import ExplainTarget, Progress, Run
+from faceaudit.methods.gradient import instrumented_request
 from faceaudit.methods.saliency_map import SaliencyMap
 from faceaudit.whitebox.compiled import BackwardRun, engine_extra, resolve_layer, run_backward
 from faceaudit.whitebox.instrument import Instrumented
@@ -74,9 +73,8 @@ def gradcam(
 ) -> SaliencyMap:
     """Grad-CAM map for a class or a mate (and non-mate), upsampled to the image."""
     run = Run("gradcam", model, target, options)
-    image, target = check_request(model, image, target)
-    wb = instrument_for(model, target)
-    layer, cam, found = class_activation_map(model, wb, to_model_input(image[None], model.spec), options.layer, target)
+    target, wb, inputs = instrumented_request(model, image, target)
+    layer, cam, found = class_activation_map(model, wb, inputs, options.layer, target)
     values = upsample_bilinear(cam, (model.spec.require("height"), model.spec.require("width")))
     if progress is not None:
         progress(1, 1, "gradcam")

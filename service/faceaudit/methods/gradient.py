@@ -74,6 +74,14 @@ def instrument_for(model: PreparedModel, target: ExplainTarget) -> Instrumented:
     return instrument(model, references=None if target.class_index is not None else references(model, target))
 
 
+def instrumented_request(model: PreparedModel, image: np.ndarray, target: ExplainTarget
+                         ) -> tuple[ExplainTarget, Instrumented, np.ndarray]:
+    """Validate the request, instrument the model (cached per model) and convert the image to model input;
+    the compiled backward passes (whitebox.compiled) run the forward pass themselves."""
+    image, target = check_request(model, image, target)
+    return target, instrument_for(model, target), to_model_input(image[None], model.spec)
+
+
 def instrumented_forward(
     model: PreparedModel, image: np.ndarray, target: ExplainTarget,
 ) -> tuple[ExplainTarget, Instrumented, Activations]:
@@ -114,9 +122,8 @@ def pixel_signal_map(
 ) -> SaliencyMap:
     """The H×W map of a gradient-like signal at the pixels: gradient, guided backprop, deconvnet."""
     run = Run(method, model, target, options)
-    image, target = check_request(model, image, target)
-    wb = instrument_for(model, target)
-    found = run_backward(model, wb, to_model_input(image[None], model.spec), signal, target.class_index)
+    target, wb, inputs = instrumented_request(model, image, target)
+    found = run_backward(model, wb, inputs, signal, target.class_index)
     pixels = pixel_gradient(found.signal, model.spec)[0]
     values = np.abs(pixels).max(axis=-1) if reduce == "max_abs" else pixels.sum(axis=-1)
     if progress is not None:

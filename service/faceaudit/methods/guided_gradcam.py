@@ -25,10 +25,9 @@ import numpy as np
 
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.errors import InvalidRequest
-from faceaudit.images.preprocess import to_model_input
-from faceaudit.methods.common import ExplainTarget, Progress, Run, check_request
+from faceaudit.methods.common import ExplainTarget, Progress, Run
 from faceaudit.methods.gradcam import class_activation_map
-from faceaudit.methods.gradient import check_reduction, instrument_for
+from faceaudit.methods.gradient import check_reduction, instrumented_request
 from faceaudit.methods.saliency_map import SaliencyMap
 from faceaudit.whitebox.compiled import engine_extra, run_backward
 from faceaudit.whitebox.maps import pixel_gradient, upsample_bilinear
@@ -53,9 +52,7 @@ def guided_gradcam(
 ) -> SaliencyMap:
     """Guided backpropagation ⊙ upsampled Grad-CAM for a class or a mate (and non-mate)."""
     run = Run("guided_gradcam", model, target, options)
-    image, target = check_request(model, image, target)
-    wb = instrument_for(model, target)
-    inputs = to_model_input(image[None], model.spec)
+    target, wb, inputs = instrumented_request(model, image, target)
     layer, cam, found = class_activation_map(model, wb, inputs, options.layer, target)
     upsampled = upsample_bilinear(cam, (model.spec.require("height"), model.spec.require("width")))
     guided_run = run_backward(model, wb, inputs, "guided", target.class_index)  # guided backprop at the pixels

@@ -36,9 +36,10 @@ import numpy as np
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.errors import InvalidRequest, ModelOutputError
 from faceaudit.methods.cebp import (
-    Contrast, Pair, check_contrast, check_map_options, compiled_pair, finish, instrumented_request, per_pixel, units,
+    Contrast, Pair, check_contrast, check_map_options, compiled_pair, finish, per_pixel, units,
 )
 from faceaudit.methods.common import ExplainTarget, Progress, Run
+from faceaudit.methods.gradient import instrumented_request
 from faceaudit.methods.saliency_map import SaliencyMap
 from faceaudit.whitebox.compiled import BackwardRun, engine_extra, resolve_layer, score_width
 
