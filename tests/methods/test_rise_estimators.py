@@ -187,13 +187,13 @@ def early(model, image, target, calls=None, **options):
     return rise(model, image=image, target=target, options=RiseOptions(**options), progress=progress)
 
 
-@pytest.mark.parametrize(("design", "factor"), [("independent", 2), ("orthogonal", 1)])
-def test_early_stopping_stops_earlier_on_an_easy_model_than_on_a_noisy_one(faces, design, factor):
+@pytest.mark.parametrize("design", ["independent", "orthogonal"])
+def test_early_stopping_stops_earlier_on_an_easy_model_than_on_a_noisy_one(faces, design):
     # Easy: the planted classifier's score depends strongly on one box, so the map is a bump well
     # above its Monte Carlo noise. Noisy: the IResNet-style embedder averages its features over the
     # whole image (global average pooling), so the cosine to the mate, near 1, barely varies with
     # any one region; its map is a small variation around a flat map and converges slowly
-    # (three random images: independent masks 256 against the maximum, 4000; orthogonal blocks 256 against 512–768).
+    # (three random images: independent masks 192 against the maximum, 4000; orthogonal blocks 128 against 448–640).
     image, mate = faces(2, 32, 32)
     easy = early(prepared(zoo.planted_region_classifier(), {"kind": "classifier"}), image,
                  ExplainTarget(class_index=0), masks=4000, target_fidelity=0.95, design=design)
@@ -201,7 +201,7 @@ def test_early_stopping_stops_earlier_on_an_easy_model_than_on_a_noisy_one(faces
                   masks=4000, target_fidelity=0.95, design=design)
     assert easy.extra["stop_reason"] == "target_fidelity" and easy.extra["fidelity_estimate"] >= 0.95
     assert easy.extra["fidelity_estimate"] == pytest.approx(easy.extra["spearman_brown"] ** 0.5)
-    assert easy.extra["masks"] <= 1000 and factor * easy.extra["masks"] < noisy.extra["masks"] <= 4000
+    assert easy.extra["masks"] <= 1000 and 2 * easy.extra["masks"] < noisy.extra["masks"] <= 4000
     for result in (easy, noisy):
         assert result.extra["masks"] == result.forward_passes
 

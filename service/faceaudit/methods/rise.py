@@ -3,7 +3,8 @@
 Math:
     s_i = f(I ⊙ M_i + (1 − M_i) ⊙ B)              score of the probe I under mask M_i, B the fill
     paper:    S(λ) = 1/(N·p) Σ_i s_i · M_i(λ)                 Monte Carlo estimate of E[s·M(λ)]/p
-    centred:  S_c(λ) = 1/((N−1)·p) Σ_i (s_i − s̄) · M_i(λ)     s̄ = (1/N) Σ_i s_i
+    centred:  S_c(λ) = 1/(D·p) Σ_i (s_i − s̄) · M_i(λ)         s̄ = (1/N) Σ_i s_i, D = N − 1 for
+              independent masks (see Estimators and Orthogonal blocks for D in blocks)
     f is the target class score of a classifier, or the cosine of the probe's embedding to the
     mate's. With a non-mate the map is contrastive, S_mate − S_non-mate; both estimators are linear
     in the scores, so it is either estimator applied to s_i^mate − s_i^non-mate (the contrastive
@@ -17,9 +18,17 @@ Estimators (option `estimator`):
     `centred` (the default) drops that term: S_c is the sample covariance of s and M(λ) divided
     by p, so E[S_c] = Cov(s, M(λ))/p = E[S] − E[s], the paper's map minus a constant map in
     expectation. Pixel rankings (so every hiding, deletion and insertion game) and correlations
-    with other maps are unchanged in expectation; only the offset and its noise are gone. Dividing
-    by N − 1 (Bessel's correction) makes the identity exact for every N ≥ 2; the 1/(N·p) of
-    issue 8 would give (N−1)/N times S_c. One streaming pass suffices: Σ (s_i − s̄)·M_i =
+    with other maps are unchanged in expectation; only the offset and its noise are gone. For
+    independent masks, dividing by D = N − 1 (Bessel's correction) makes the identity exact for
+    every N ≥ 2; the 1/(N·p) of issue 8 would give (N−1)/N times S_c. Masks drawn in blocks
+    (antithetic pairs at p = 0.5, orthogonal blocks) are dependent within a block, and Bessel's
+    proof needs E[s_j·M_i] = E[s]·E[M] for j ≠ i. Such a block of n exchangeable masks has
+    Σ_i M_i(λ) = n·p at every pixel, so for two masks of one block E[s_j·M_i] =
+    E[s]·p − Cov(s, M(λ))/(n − 1), for any model. Then E[Σ (s_i − s̄)·M_i] =
+    (N − 1 + P/(N·(n − 1)))·Cov(s, M(λ)), P = Σ_b m_b·(m_b − 1) over the blocks' sizes m_b (all n
+    but the last), and D = N − 1 + P/(N·(n − 1)) is the unbiased divisor: N when every block is
+    whole. (Antithetic pairs at p ≠ 0.5 do not sum to a constant; their centred map keeps
+    D = N − 1 and a relative bias of order 1/N.) One streaming pass suffices: Σ (s_i − s̄)·M_i =
     Σ s_i·M_i − s̄·Σ M_i, from running float64 sums Σ s·M, Σ M and Σ s. Measured on a face
     embedder (issue 8; 7×7 cells, p = 0.5; fidelity = correlation with a 16,000-mask reference):
     centred 0.96 at 500 masks, paper 0.95 at 8000; bench/rise_estimators.py measures the zoo's
@@ -32,22 +41,57 @@ Antithetic masks (option `antithetic`):
     summing to 1, M_{2k+1} = 1 − M_{2k} pixel for pixel (the clip to [0, 1] does nothing). The
     complement is taken before the shift and the shift is kept: with a new shift the pair would be
     complementary on the coarse grid only, not at the pixels the estimator sums over; and as the
-    shift is independent of the grid, each mask alone is still distributed as a RISE mask, so both
-    estimators keep their expectations. For p ≠ 0.5 the literal complement 1 − G would keep cells
-    with probability 1 − p and change the expectation; the antithetic grid keeps p (for p < 0.5 the
-    two grids are disjoint, for p > 0.5 they cover every cell). At p = 0.5, Σ_i M_i(λ) = N/2
-    exactly, so the paper estimator's mask-count noise vanishes: S_c = N/(N−1)·(S − s̄) within a
-    run, the two maps are the same up to offset and scale. Antithetic masks do not help the
-    centred estimator: Σ_i (s_i − s̄)·M_i = Σ_i (s_i − s̄)·(M_i − ½), and for a score linear in the
+    shift is independent of the grid, each mask alone is still distributed as a RISE mask, so the
+    paper estimator keeps its expectation (the centred one with its divisor for blocks, see
+    Estimators). For p ≠ 0.5 the literal complement 1 − G would keep cells with probability 1 − p
+    and change the expectation; the antithetic grid keeps p (for p < 0.5 the two grids are
+    disjoint, for p > 0.5 they cover every cell). At p = 0.5, Σ_i M_i(λ) = N/2 exactly, so the
+    paper estimator's mask-count noise vanishes: S_c = S − s̄ within a run (D = N), the two maps
+    are the same up to an offset. Antithetic masks do not help the centred estimator: Σ_i (s_i − s̄)·M_i = Σ_i (s_i − s̄)·(M_i − ½), and for a score linear in the
     mask both masks of a pair give the same term, so a pair carries one mask's information and the
     noise for N forward passes is up to that of N/2 independent masks. Use them with `paper`, to
     reproduce the published map at the centred estimator's noise. N must be even; an odd `chunk`
-    is rounded up by one so that pairs never straddle chunks.
+    is rounded up by one so that pairs never straddle chunks. They need design=independent: they
+    are a design of their own (n = 2), and orthogonal blocks already balance every cell.
+Orthogonal blocks (option `design`, "orthogonal" or "independent"):
+    Why: the centred estimator's noise is mostly cross-cell. For λ in cell c, Σ_i (s_i − s̄)·M_i(λ)
+    picks up every other cell c′'s effect on the score times Σ_i (g_ic′ − ½)(g_ic − ½), which
+    i.i.d. grids make zero only on average (it shrinks like 1/√N). Blocks make it zero exactly.
+    Design: a block is n = 2^k ≥ s² + 1 masks (64 for 7×7 cells). Its grids are s² distinct
+    non-constant columns of the n×n Sylvester Hadamard matrix H (±1, H[i, j] =
+    (−1)^popcount(i & j), scipy.linalg.hadamard), chosen at random, each multiplied by an
+    independent random sign, rows in random order; cell c of mask i is kept iff the entry is +1.
+    Each column is balanced (n/2 kept) and the centred columns are orthogonal:
+    Σ_i (g_ic − ½)(g_ic′ − ½) = n/4·δ_cc′. All masks of a block share one shift (dy, dx).
+    Unbiased: with independent random signs the entries of one row are independent fair coins,
+    so each mask alone is a RISE grid with p = 0.5, and the shift is uniform and independent of
+    it: every mask is distributed as a RISE mask, so the paper estimator keeps its expectation
+    for any model, and the centred one with its divisor D for blocks (see Estimators: here
+    Σ_i M_i(λ) = n/2 in a block because the columns are balanced and the bilinear weights sum to
+    1); only the joint law of the masks within a block changes (antithetic pairs are n = 2).
+    Less noise: with one shift, M_i(λ) = Σ_c w_c(λ)·g_ic with weights fixed in the block, so for
+    a score additive in the mask, s = a + Σ_c γ_c·g_c, a whole block's centred sum is exactly
+    (n/4)·Σ_c γ_c·w_c(λ): the cross-cell noise is gone, and with one shift the map is exact
+    (tests/methods/test_rise_orthogonal.py). What remains is the score's non-additivity
+    (interactions between cells) and the shift: N/n blocks sample N/n shifts only, so the shifts
+    are stratified: block b's shift is u_b = frac(u₀ + b·α) in [0, 1)², dy = floor(u_b,1·C_h),
+    dx = floor(u_b,2·C_w), the R2 low-discrepancy sequence α = (1/φ, 1/φ²), φ³ = φ + 1 (Roberts
+    2018), rotated by a uniform random u₀, so each block's shift is exactly uniform (unbiased)
+    and any run of blocks covers the shift square evenly. Rows are shuffled so that a partial
+    block is a random subset of rows (in Hadamard order the first n/2 rows would repeat
+    columns and hold one constant). When it does not help: a strongly non-additive score (a
+    saturated softmax, a cosine dominated by interactions) keeps most of its noise; a partial
+    block (N not a multiple of n) cancels less, and with estimator=paper its Σ_i M_i(λ) ≠ n/2
+    brings back the mean score × mask-count noise (use N a multiple of n with `paper`).
+    keep must be 0.5: a two-level orthogonal array keeps each cell half the time; other keep
+    values need design=independent (refused with InvalidRequest("design")).
 Early stopping (option `target_fidelity`):
     With a target fidelity ρ*, `masks` is the maximum N. Masks are dealt alternately to two halves
-    (by pair with antithetic masks: a pair is one sample), so the halves are independent maps of
-    N/2 masks each (with the centred estimator each half is centred by its own mean). At the first
-    chunk boundary at or after every multiple of `check_every` masks, the Pearson correlation r over
+    by sample: a pair with antithetic masks, a whole block with orthogonal ones, else one mask; so
+    the halves are independent maps of N/2 masks each (with the centred estimator each half is
+    centred by its own mean). `check_every` is rounded up to whole samples (100 → 128 with blocks
+    of 64), and orthogonal chunks hold whole blocks or divide one, so checks fall between blocks.
+    At the first chunk boundary at or after every multiple of that step, the Pearson correlation r over
     pixels of the two half-maps gives the Spearman–Brown estimate ρ = 2r/(1 + r): the correlation
     to expect between two independent maps of N masks, the map's reliability (averaging the halves
     halves the noise variance). For a map = signal + independent noise, ρ = var(signal)/var(map)
@@ -56,14 +100,14 @@ Early stopping (option `target_fidelity`):
     Neighbouring pixels share grid cells, so their noise is correlated: r varies like a correlation
     over about (s+1)² values, not H·W, but is not biased. A map without signal (a score that ignores
     the image) gives r ≈ 0 and runs to the maximum. With a target, chunks are at most
-    `check_every` masks and each chunk is scored before the next is made, so the run stops right at
+    that step and each chunk is scored before the next is made, so the run stops right at
     the first check that passes: the N reported equals the forward passes, never exceeds `masks`,
     and the map is the fixed-N map of that N. A low target (say 0.5) can pass on noise: r over the
     map has only about (cells + 1)² independent values.
     Metadata (SaliencyMap.extra): masks (N used), split_half_r, spearman_brown and
     fidelity_estimate (√spearman_brown) over the final halves (also without a target; None where a
-    half-map is constant), stop_reason
-    ("target_fidelity", or "masks" when all masks were used).
+    half-map is constant), stop_reason ("target_fidelity", or "masks" when all masks were used),
+    sample_unit (masks dealt together to one half: 1, 2 or the block size n).
     Progress: progress(done, masks, "rise") after every chunk, against the maximum; after an early
     stop one more call progress(done, masks, "rise: converged") with the real done (below the
     total), so a client streaming progress sees why the run ended early.
@@ -82,8 +126,11 @@ Masks, as `generate_masks`:
     grids, then the shifts, from numpy's global state. Here mask i uses row u_i ∈ [0, 1)^(s²+2) of
     `Generator(seed).random`: G = u_i[:s²] < p (row-major), dy = floor(u_i[s²]·C_h),
     dx = floor(u_i[s²+1]·C_w); the sequence of masks is the same whatever the chunk size. (With
-    antithetic masks, pair k uses row u_k.) The upsampled crop is R[dy:dy+H] · G · Cᵀ[dx:dx+W]
-    with the interpolation matrices R and C, computed in float32 for a whole chunk at once.
+    antithetic masks, pair k uses row u_k. Orthogonal blocks draw u₀ = `random(2)` first, then
+    per block the columns (`permutation` of 1..n−1, the first s²), the signs (`integers(0, 2)`)
+    and the row order (`permutation(n)`); only the rows a chunk needs are built.) The upsampled
+    crop is R[dy:dy+H] · G · Cᵀ[dx:dx+W] with the interpolation matrices R and C, computed in
+    float32 for a whole chunk at once.
 Memory:
     masks are generated, applied, scored and accumulated `chunk` at a time; peak memory does not
     depend on N.
@@ -96,10 +143,23 @@ Defaults:
     mask. We normalise by N·p as the paper and the reference (`sal / N / p1`) do; TorchRay divides
     by N only, so its maps are ours times p.
     estimator=centred (issue 8, see Estimators; `paper` reproduces published maps),
-    antithetic=False (the paper's independent masks), target_fidelity=None (a fixed N, as in the
-    paper), check_every=250 (a check costs two H×W maps and one correlation, nothing next to 250
-    forward passes; the run stops at most 250 masks, plus a batch in flight, after the N at which
-    the target was reached: ≤ 25 % more at N = 1000, ≤ 6 % at 4000).
+    design=orthogonal: like the centred estimator, the same expectation as the paper's masks (every
+    mask is a RISE mask) for less noise, so every map and game is unchanged in expectation and
+    closer to it. bench/rise_estimators.py (64×64, 7×7 cells, mean of 3 seeds, fidelity against a
+    16,000-mask reference) measured centred maps of orthogonal blocks at 250 masks at 0.992 (vgg,
+    zoo), 0.962 (iresnet, zoo), 0.989 and 0.992 (the demo's trained attribute classifier and
+    embedder), against 0.884, 0.771, 0.955 and 0.935 with independent masks, which need 2000 to
+    4000 masks for those values; early stopping at a raw split-half r of 0.95 used 256 to 811
+    masks (mean of 3 seeds per model) instead of 1024 to 4000. design=independent gives the
+    paper's i.i.d. masks (and is needed for keep ≠ 0.5 and for antithetic pairs).
+    antithetic=False, target_fidelity=None (a fixed N, as in the paper), check_every=64 (one
+    orthogonal block of 7×7 cells: a check costs two H×W maps and one correlation, nothing next to
+    64 forward passes, and with orthogonal blocks targets are reached within a few hundred masks,
+    where checks every 250 masks overshot by up to 100 %; the run stops at most one step, plus a
+    batch in flight, after the N at which the target was reached). With independent masks,
+    frequent checks stop on a lucky estimate a little more often (optional stopping: fidelity
+    0.94 reached for a target of 0.95 on the zoo's models, 0.96 with checks every 250; see
+    bench/README.md); orthogonal blocks' split-half estimate is conservative.
 """
 
 from __future__ import annotations
@@ -141,7 +201,7 @@ class RiseOptions(FillOptions):
     design: str = "orthogonal"  # "orthogonal": blocks of orthogonal grids, one shift each; "independent": i.i.d.
     antithetic: bool = False  # masks in pairs with complementary grids and a shared shift; N even
     target_fidelity: float | None = None  # stop once the estimated fidelity √(2r/(1+r)) reaches it, in (0, 1)
-    check_every: int = 250  # masks between convergence checks (at chunk boundaries)
+    check_every: int = 64  # masks between convergence checks (at chunk boundaries; whole pairs or blocks)
 
     def __post_init__(self) -> None:
         check_int("masks", self.masks, 1)
