@@ -300,6 +300,54 @@ def test_gradient_weighted_extended_matches_the_numpy_engine(monkeypatch, name, 
     assert fast.forward_passes == (2 if gain == "hinge" else 1)  # the hinge's seed needs the cosines first
 
 
+def test_gradient_weighted_extended_at_a_layer_inside_a_residual_block(monkeypatch):
+    """The residual skip around the layer gets its ã from the gradient flowing below the layer too: the
+    gain's gradient is walked from the model input (a reviewer's case: 30 % off when it was not)."""
+    model = _model("iresnet")
+    inside = [n.output[0] for n in model.loaded.proto.graph.node if n.op_type == "PRelu"][1]
+    rng = np.random.default_rng(7)
+    image, other = rng.uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    target = ExplainTarget(mate=np.clip(image + rng.normal(0, 25, image.shape), 0, 255).astype(np.float32),
+                           non_mate=other)
+    options = GweebpOptions(layer=inside, smooth=0.0)
+    fast = gweebp(model, image=image, target=target, options=options)
+
+    def refuse(*args, **kwargs):
+        raise NotCompilable("refused by the test")
+
+    monkeypatch.setattr(compiled_module, "compile_backward", refuse)
+    slow = gweebp(_model("iresnet"), image=image, target=target, options=options)
+    assert (fast.extra["engine"], slow.extra["engine"], fast.extra["layer"]) == ("onnxruntime", "numpy", inside)
+    _assert_close(fast.values, slow.values)
+
+
+def test_a_compiled_run_that_fails_falls_back_and_says_why(monkeypatch):
+    model = _model("vgg")
+    image, target = _request(model, np.random.default_rng(3))
+    gradient(model, image=image, target=target)  # compiled and cached
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(CompiledBackward, "run", fail)
+    result = gradient(model, image=image, target=target)
+    assert result.extra["engine"] == "numpy"
+    assert result.extra["engine_fallback"] == "onnxruntime failed running the compiled graph: out of memory"
+
+
+def test_a_model_run_at_its_fixed_batch_counts_a_forward_pass_per_seed():
+    """A graph that hard-codes its batch (it stays fixed once instrumented) runs seed by seed."""
+    model = prepared(zoo.hardcoded_batch_classifier(), {"kind": "classifier"})
+    wb = instrument(model)
+    assert wb.session.fixed_batch
+    image = np.random.default_rng(3).uniform(0, 255, (model.spec.require("height"), model.spec.require("width"), 3))
+    inputs = to_model_input(image.astype(np.float32)[None], model.spec)
+    found = run_backward(model, wb, inputs, "excitation", np.array([1, 2, 0]))
+    assert (len(found.signal), found.stats.images, found.stats.batches) == (3, 3, 3)
+    for row, k in enumerate([1, 2, 0]):
+        np.testing.assert_allclose(found.signal[row], run_backward(model, wb, inputs, "excitation", k).signal[0])
+
+
 def test_an_operator_without_compiled_rule_falls_back_to_the_numpy_engine():
     """ReduceMean has a numpy rule but no compiled one: the map is still right, and says why it is numpy."""
     n = nets.Net(0)

@@ -62,13 +62,25 @@ class GweebpOptions:
         check_map_options(self.layer, self.smooth)
 
 
-def gain_seed(cosines: np.ndarray, gain: str) -> tuple[np.ndarray, np.ndarray]:
-    """∂G/∂(c_p, c_n) (B, 2) and G (B,) from the head's cosines (B, 2); the hinge's zero gradient is refused."""
+def gain_value(cosines: np.ndarray, gain: str) -> np.ndarray:
+    """G (B,) from the head's cosines (B, 2): c_p − c_n, or max(0, ‖a − n‖ − ‖a − p‖) with ‖a − r‖ = √(2 − 2c_r)."""
     c_p, c_n = np.asarray(cosines, dtype=np.float64)[:, 0], np.asarray(cosines, dtype=np.float64)[:, 1]
     if gain == "similarity":
-        return np.tile([1.0, -1.0], (len(c_p), 1)), c_p - c_n
-    d_p, d_n = np.sqrt(np.maximum(2.0 - 2.0 * c_p, 0.0)), np.sqrt(np.maximum(2.0 - 2.0 * c_n, 0.0))
-    value = np.maximum(d_n - d_p, 0.0)
+        return c_p - c_n
+    return np.maximum(_distance(c_n) - _distance(c_p), 0.0)
+
+
+def _distance(cosine: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.maximum(2.0 - 2.0 * cosine, 0.0))
+
+
+def gain_seed(cosines: np.ndarray, gain: str) -> tuple[np.ndarray, np.ndarray]:
+    """∂G/∂(c_p, c_n) (B, 2) and G (B,) from the head's cosines (B, 2); the hinge's zero gradient is refused."""
+    value = gain_value(cosines, gain)
+    if gain == "similarity":
+        return np.tile([1.0, -1.0], (len(value), 1)), value
+    cosines = np.asarray(cosines, dtype=np.float64)
+    d_p, d_n = _distance(cosines[:, 0]), _distance(cosines[:, 1])
     if not (value > 0).all() or not (d_p > 0).all():
         raise InvalidRequest("gain", "the hinge gain max(0, ‖a−n‖ − ‖a−p‖) is 0 for this probe (it is at least as "
                                      f"close to the non-mate as to the mate: ‖a−p‖ = {d_p.max():.4f}, ‖a−n‖ = "
@@ -90,8 +102,7 @@ class TripletGain:
         return gain_seed(acts.values[wb.graph.score].reshape(len(inputs), -1), self.gain)[0], [acts.stats]
 
     def extra(self, score: np.ndarray) -> dict:
-        _, value = gain_seed(score.reshape(len(score), -1), self.gain)
-        return {"gain": self.gain, "gain_value": float(value[0])}
+        return {"gain": self.gain, "gain_value": float(gain_value(score.reshape(len(score), -1), self.gain)[0])}
 
 
 def gweebp(

@@ -20,6 +20,7 @@ options and ScoringStats; nothing outside the instrumented model it is given.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -112,7 +113,10 @@ def compile_backward(wb: Instrumented, values: Mapping[str, np.ndarray], signal:
     if gain_weighted:
         if signal != "extended":
             raise NotCompilable(f"gradient-weighted {signal}")
-        gradients = walk(em.reshape_like(GAIN_SEED, shapes[graph.score]), "gradient")
+        # From the model input, as gradient_weighting does: a tensor on the path (a residual skip around
+        # `source`) can have gradient flowing through nodes below `source` too.
+        below = _Walk(em, model, *graph.path(graph.input_name), values, graph, shapes)
+        gradients = below(em.reshape_like(GAIN_SEED, shapes[graph.score]), "gradient")
         em.responses = {name: _weigh(em, name, g) for name, g in gradients.items()
                         if name not in (graph.input_name, graph.score)}
     if signal == "extended":
@@ -266,7 +270,8 @@ class CompiledBackward:
             activations.append(at_source[:1] if shared else at_source[:n])
             signals.append(signal[:n])
             batches += 1
-        stats = ScoringStats(images=len(inputs), batches=batches, runtime_seconds=time.perf_counter() - started,
+        images = batches if shared and session.fixed_batch else len(inputs)  # there: one forward pass per seed
+        stats = ScoringStats(images=images, batches=batches, runtime_seconds=time.perf_counter() - started,
                              provider=session.provider)
         if shared:
             return CompiledRun(scores[0], np.concatenate(signals), activations[0], stats)
@@ -355,13 +360,23 @@ def seeded_backward(model: PreparedModel, wb: Instrumented, inputs: np.ndarray, 
     else:
         model.derived[key] = model.derived.pop(key)  # most recently used last
     compiled, reason = entry[1], entry[2]
+    spent = 0  # forward passes of a compiled run whose result is not used
     if compiled is not None:
-        score, at_source, activations, stats = compiled.run(inputs, seed, gain_seed)
-        if np.isfinite(at_source).all() and np.isfinite(score).all():
-            return BackwardRun(at_source.astype(np.float64), score, stats, "onnxruntime",
-                               activations=activations.astype(np.float64))
-        reason = "the compiled signal was not finite"
-    return _numpy_run(wb, graph, wb.forward(inputs), seed, numpy_seed, signal, source, reason, winners, gain_seed)
+        try:
+            score, at_source, activations, stats = compiled.run(inputs, seed, gain_seed)
+        except ValueError:  # the caller's seeds do not fit this graph
+            raise
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises untyped errors; the reference engine answers
+            reason = f"onnxruntime failed running the compiled graph: {exc}"
+        else:
+            if np.isfinite(at_source).all() and np.isfinite(score).all():
+                return BackwardRun(at_source.astype(np.float64), score, stats, "onnxruntime",
+                                   activations=activations.astype(np.float64))
+            reason, spent = "the compiled signal was not finite", stats.images
+    found = _numpy_run(wb, graph, wb.forward(inputs), seed, numpy_seed, signal, source, reason, winners, gain_seed)
+    if spent:
+        found = dataclasses.replace(found, stats=dataclasses.replace(found.stats, images=found.stats.images + spent))
+    return found
 
 
 def score_width(model: PreparedModel, wb: Instrumented, inputs: np.ndarray) -> int:
