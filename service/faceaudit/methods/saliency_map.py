@@ -31,7 +31,8 @@ class SaliencyMap:
     spec: dict[str, Any]  # ModelSpec.to_dict(): every field with its source (assumed ones included)
     seed: int | None
     timings: dict[str, float]  # seconds
-    forward_passes: int  # of the perturbed or instrumented images; reference embeddings not counted
+    forward_passes: int  # of the perturbed or instrumented images; reference embeddings and the one-off shape
+    # probes of building a compiled backward graph (the first map of a model and method) not counted
     frame: str = "input"
     signed: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
