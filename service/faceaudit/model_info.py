@@ -19,7 +19,6 @@ from faceaudit.models.graph import graph_inputs, graph_outputs, operator_counts,
 from faceaudit.models.loading import LoadedModel
 from faceaudit.models.spec import FLAGS, ModelSpec
 from faceaudit.whitebox import unsupported_operators
-from faceaudit.whitebox.compiled import uncompiled_operators
 
 
 @dataclass
@@ -34,7 +33,6 @@ class ModelInfo:
         proto = self.loaded.proto
         quantised = quantised_operators(proto)
         without_rule = unsupported_operators(proto)
-        uncompiled = uncompiled_operators(proto)
         return {
             "source": self.loaded.source,
             "sha256": self.loaded.sha256,
@@ -53,7 +51,6 @@ class ModelInfo:
             "operators": operator_counts(proto),
             "quantised_operators": quantised,
             "operators_without_white_box_rule": without_rule,
-            "operators_without_compiled_rule": uncompiled,
             "white_box": (
                 "unavailable: quantised operators have no meaningful backward; use black-box methods" if quantised
                 else "unavailable: operators without a white-box rule; use black-box methods" if without_rule
@@ -140,11 +137,6 @@ def render_text(info: dict[str, Any]) -> str:
     lines.append("operators  " + ", ".join(f"{op}×{n}" for op, n in info["operators"].items()))
     missing = info["quantised_operators"] or info["operators_without_white_box_rule"]
     lines.append(f"white-box  {info['white_box']}" + (f" ({', '.join(missing)})" if missing else ""))
-    if info["white_box"] == "available":
-        slow = info["operators_without_compiled_rule"]
-        lines.append("backward   " + (f"numpy engine where a map's path crosses {', '.join(slow)} (no compiled rule); "
-                                      "compiled into the ONNX graph elsewhere" if slow
-                                      else "compiled into the ONNX graph (onnxruntime) for every operator"))
     lines += [f"note       {n}" for n in info["notes"]]
     lines += [f"warning    {w}" for w in info["warnings"]]
     return "\n".join(lines)

@@ -15,7 +15,6 @@ from PIL import Image
 
 from faceaudit.cli.main import main
 from faceaudit.testing import zoo
-from tests.whitebox import nets
 
 
 @pytest.fixture
@@ -59,18 +58,6 @@ def test_inspect_text_shows_quantised_operators_and_batch_dependence(model_dir, 
     assert "batch-dependent: yes" in out and "ConvInteger" in out and "white-box  unavailable" in out
     assert main(["models", "inspect", str(model_dir / "hardcoded_batch.onnx")]) == 0
     assert "fixed at 1" in capsys.readouterr().out
-
-
-def test_inspect_says_where_white_box_maps_fall_back_to_the_numpy_engine(model_dir, capsys):
-    assert main(["models", "inspect", str(model_dir / "vgg_classifier.onnx")]) == 0
-    assert "backward   compiled into the ONNX graph (onnxruntime) for every operator" in capsys.readouterr().out
-    n = nets.Net(0)
-    x = n.op("Relu", [n.op("Conv", ["x", n.normal(4, 3, 3, 3)], kernel_shape=[3, 3], pads=[1, 1, 1, 1])])
-    n.op("Gemm", [n.op("ReduceMean", [x], axes=[2, 3], keepdims=0), n.normal(3, 4)], transB=1)
-    onnx.save_model(n.model(["N", 3, 8, 8], 3), model_dir / "reduce_mean.onnx")
-    assert main(["models", "inspect", str(model_dir / "reduce_mean.onnx"), "--json"]) == 0
-    info = json.loads(capsys.readouterr().out)
-    assert info["white_box"] == "available" and info["operators_without_compiled_rule"] == ["ReduceMean"]
 
 
 def test_errors_print_one_line_naming_the_field_and_exit_2(model_dir, capsys):

@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from faceaudit.audit.cms_groups import cms_section, save_map
-from faceaudit.audit.dataset import Dataset, Entry, load_dataset
+from faceaudit.audit.dataset import Entry, load_dataset
 from faceaudit.audit.inputs import Inputs
 from faceaudit.audit.demo_index import write_index
 from faceaudit.audit.report import write_report

@@ -314,6 +314,31 @@ def iresnet_embedding(
     )
 
 
+def se_embedding(*, height: int = 32, width: int = 32, channels: int = 8, dim: int = 16, seed: int = 0
+                 ) -> onnx.ModelProto:
+    """IResNet-SE-style face embedder: Conv-BN-PRelu stem; one residual block whose branch is gated by
+    squeeze-excitation (ReduceMean over H, W → Conv1x1 → Relu → Conv1x1 → Sigmoid → Mul); Add;
+    GlobalAveragePool, Flatten, Gemm; the embedding normalised in the graph by ReduceL2 + Div, as some
+    exports do. Output ``embedding`` [N, dim]."""
+    g = _GraphBuilder(seed)
+
+    def prelu(x: str) -> str:
+        return g.op("PRelu", [x, g.const(g.rng.uniform(0.05, 0.3, (channels, 1, 1)).astype(np.float32))])
+
+    def pointwise(x: str, c_in: int, c_out: int) -> str:
+        return g.op("Conv", [x, g.const(g.he([c_out, c_in, 1, 1], c_in)), g.const(g.small([c_out]))], kernel_shape=[1, 1])
+
+    stem = prelu(g.batch_norm(g.conv("input", 3, channels), channels))
+    branch = g.batch_norm(g.conv(prelu(g.conv(stem, channels, channels)), channels, channels), channels)
+    squeezed = g.op("ReduceMean", [branch], axes=[2, 3], keepdims=1)
+    gate = g.op("Sigmoid", [pointwise(g.op("Relu", [pointwise(squeezed, channels, 4)]), 4, channels)])
+    x = g.op("Add", [g.op("Mul", [branch, gate]), stem])
+    x = g.gemm(g.op("Flatten", [g.op("GlobalAveragePool", [x])], axis=1), channels, dim)
+    norm = g.op("ReduceL2", [x], axes=[1], keepdims=1)
+    g.op("Div", [x, norm], output="embedding")
+    return g.model("se_embedding", [_input("input", ["N", 3, height, width])], [_input("embedding", ["N", dim])])
+
+
 def lightcnn_embedding(*, height: int = 32, width: int = 32, channels: int = 8, dim: int = 16, seed: int = 0
                        ) -> onnx.ModelProto:
     """LightCNN-style face embedder (Wang et al. 2025's LCNN9 family): max-feature-map (MFM) activations,

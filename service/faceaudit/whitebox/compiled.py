@@ -40,8 +40,7 @@ from faceaudit.whitebox.backward import backward, operator_label
 from faceaudit.whitebox.compiled_rules import (
     COMPILED_RULES, MULTI_OUTPUT_RULES, Emitter, Node, NotCompilable, nonnegative_tensors,
 )
-from faceaudit.models.graph import graph_inputs
-from faceaudit.whitebox.dataflow import SignalGraph, path_nodes
+from faceaudit.whitebox.dataflow import SignalGraph
 from faceaudit.whitebox.gradient_weighting import gradient_weighted
 from faceaudit.whitebox.instrument import Instrumented
 from faceaudit.whitebox.rules import NodeContext
@@ -51,16 +50,6 @@ COMPILED_SIGNALS: tuple[Signal, ...] = ("gradient", "guided", "deconv", "excitat
 SEED = "faceaudit_seed"  # (B, K) at the score: the seed, or the one-hot the softmax seed is built from
 GAIN_SEED = "faceaudit_gain_seed"  # (B, K) at the score: gweEBP's ∂G/∂score, whose gradient weighs the responses
 CACHED_BACKWARDS = 8  # per model: (instrumentation, signal, source) combinations kept
-
-
-def uncompiled_operators(model: onnx.ModelProto) -> list[str]:
-    """Operators between the model's inputs and outputs without a compiled rule (for `models inspect`):
-    white-box maps whose path crosses one run on the numpy engine. (A compiled rule can still refuse an
-    attribute combination, such as Mul of two computed tensors; each map's metadata names the reason.)"""
-    sources, targets = [t.name for t in graph_inputs(model)], [v.name for v in model.graph.output]
-    walked, _ = path_nodes(list(model.graph.node), sources, targets)
-    compiled = COMPILED_RULES.keys() | MULTI_OUTPUT_RULES.keys()
-    return sorted({operator_label(n) for n in walked if operator_label(n) not in compiled})
 
 
 def compile_backward(wb: Instrumented, values: Mapping[str, np.ndarray], signal: Signal, source: str, *,

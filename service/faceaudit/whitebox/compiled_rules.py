@@ -45,6 +45,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from faceaudit.whitebox.rules import NodeContext
+from faceaudit.whitebox.rules.linear import reduce_axes
 from faceaudit.whitebox.rules.windows import WindowMean, window
 from faceaudit.whitebox.signals import Signal, is_excitation
 
@@ -122,6 +123,11 @@ class Emitter:
 
     def reduce_sum(self, x: str, axes: list[int], keepdims: bool) -> str:
         return self.op("ReduceSum", [x, self.const(np.array(axes, dtype=np.int64), "axes")], keepdims=int(keepdims))
+
+    def reduce_mean(self, x: str, axes: list[int]) -> str:
+        if self.opset >= 18:
+            return self.op("ReduceMean", [x, self.const(np.array(axes, dtype=np.int64), "axes")], keepdims=1)
+        return self.op("ReduceMean", [x], axes=axes, keepdims=1)
 
     def reduce_l2(self, x: str, axes: list[int]) -> str:
         if self.opset >= 18:
@@ -373,14 +379,12 @@ def _scale(em: Emitter, node: Node, index: int, grad: str, signal: Signal, facto
 
 def arithmetic(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
     op, ctx = node.proto.op_type, node.ctx
+    if op == "Div" and not ctx.is_constant(1):
+        return div_tensors(em, node, grad, signal)
     if not ctx.is_constant(0) and not ctx.is_constant(1):
-        if op != "Add":
-            raise NotCompilable(f"{op} of two computed tensors")
-        return add_tensors(em, node, grad, signal)
+        return {"Add": add_tensors, "Sub": sub_tensors, "Mul": mul_tensors}[op](em, node, grad, signal)
     i = 0 if ctx.is_constant(1) else 1
     constant = ctx.weight(1 - i, "constant operand")
-    if op == "Div" and i == 1:
-        raise NotCompilable("Div with a computed divisor")
     if op == "Mul":
         factor = constant
     elif op == "Div":
@@ -415,6 +419,122 @@ def add_tensors(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
     share = em.safe_divide(grad, em.op("Add", [a_pos, b_pos]), vanishing=True)  # a⁺ + b⁺ = 0: both are 0
     return {0: em.unbroadcast(em.op("Mul", [share, a_pos]), g_shape, node.shape(a)),
             1: em.unbroadcast(em.op("Mul", [share, b_pos]), g_shape, node.shape(b))}
+
+
+def sub_tensors(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    """y = a − b, both computed (rules.linear.sub_tensors): gradient (g, −g); excitation: a is the only
+    excitatory input, p_a = p where a ≠ 0, p_b = 0; extended: the sum with weights (1, −1), s± = [y ≷ 0] p ⊘ D±,
+    D⁺ = a⁺ − b⁻, D⁻ = a⁻ − b⁺, p_a = a⁺s⁺ + a⁻s⁻, p_b = −(b⁺s⁻ + b⁻s⁺)."""
+    a, b = node.proto.input[0], node.proto.input[1]
+    g_shape, a_shape, b_shape = node.shape(node.y), node.shape(a), node.shape(b)
+    if signal == "excitation":
+        present = em.op("Sub", [em.one(), em.indicator(em.op("Equal", [a, em.zero()]))])
+        return {0: em.unbroadcast(em.op("Mul", [grad, present]), g_shape, a_shape), 1: _nothing(em, node, grad, 1)}
+    if signal == "extended":
+        a, b = em.response(a), em.response(b)
+        up = em.indicator(em.op("GreaterOrEqual", [em.response(node.y), em.zero()]))
+        a_pos, b_pos = em.op("Relu", [a]), em.op("Relu", [b])
+        a_neg, b_neg = em.op("Sub", [a, a_pos]), em.op("Sub", [b, b_pos])
+        s_pos = em.safe_divide(em.op("Mul", [grad, up]), em.op("Sub", [a_pos, b_neg]), vanishing=True)
+        s_neg = em.safe_divide(em.op("Mul", [grad, em.op("Sub", [em.one(), up])]), em.op("Sub", [a_neg, b_pos]),
+                               vanishing=True)
+        p_a = em.op("Add", [em.op("Mul", [a_pos, s_pos]), em.op("Mul", [a_neg, s_neg])])
+        p_b = em.op("Neg", [em.op("Add", [em.op("Mul", [b_pos, s_neg]), em.op("Mul", [b_neg, s_pos])])])
+        return {0: em.unbroadcast(p_a, g_shape, a_shape), 1: em.unbroadcast(p_b, g_shape, b_shape)}
+    return {0: em.unbroadcast(grad, g_shape, a_shape), 1: em.unbroadcast(em.op("Neg", [grad]), g_shape, b_shape)}
+
+
+def _gated(em: Emitter, node: Node, grad: str, signal: Signal, index: int, gate: str) -> str:
+    """The signal into input `index` of y = x ⊙ s, the gate s read as a fixed scale (rules.linear.mul_tensors,
+    div_tensors): gradient g ⊙ s; excitation x ⊙ s⁺ ⊙ (p ⊘ s⁺x), all of p where s⁺x ≠ 0; extended the linear
+    rule with the signed weights s."""
+    x = node.proto.input[index]
+    g_shape, x_shape = node.shape(node.y), node.shape(x)
+    if signal == "excitation":
+        scaled = em.op("Mul", [x, em.op("Relu", [gate])])
+        share = em.safe_divide(grad, scaled, vanishing=True)  # s⁺x = 0: the product below is 0 there
+        return em.unbroadcast(em.op("Mul", [scaled, share]), g_shape, x_shape)
+    if signal == "extended":
+        positive = em.op("Relu", [gate])
+        negative = em.op("Sub", [gate, positive])
+
+        def by(factor: str) -> tuple[Callable[[str], str], Callable[[str], str]]:
+            return (lambda v: em.op("Mul", [v, factor]),
+                    lambda g: em.unbroadcast(em.op("Mul", [g, factor]), g_shape, x_shape))
+
+        (forward_pos, transpose_pos), (forward_neg, transpose_neg) = by(positive), by(negative)
+        parts = LinearParts(transpose=transpose_pos, forward_pos=forward_pos, transpose_pos=transpose_pos,
+                            forward_neg=forward_neg, transpose_neg=transpose_neg)
+        return _linear(em, node, grad, signal, parts, index=index)
+    return em.unbroadcast(em.op("Mul", [grad, gate]), g_shape, x_shape)
+
+
+def _nothing(em: Emitter, node: Node, grad: str, index: int) -> str:
+    """A zero signal of input `index`'s shape (with the signal's batch): a gate is no parent neuron."""
+    return em.op("Mul", [em.unbroadcast(grad, node.shape(node.y), node.shape(node.proto.input[index])), em.zero()])
+
+
+def mul_tensors(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    """y = a ⊙ b, both computed (squeeze-excitation gates, swish): the product rule for gradients; for the
+    excitation kinds the gate (the broadcast factor, else the second) is a fixed scale of the other factor
+    and gets no signal (rules.linear.mul_tensors)."""
+    a, b = node.proto.input[0], node.proto.input[1]
+    if not is_excitation(signal):
+        return {0: _gated(em, node, grad, signal, 0, b), 1: _gated(em, node, grad, signal, 1, a)}
+    gate = 0 if np.prod(node.shape(a)) < np.prod(node.shape(b)) else 1
+    return {1 - gate: _gated(em, node, grad, signal, 1 - gate, node.proto.input[gate]),
+            gate: _nothing(em, node, grad, gate)}
+
+
+def div_tensors(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    """y = a / b with b computed (ReduceL2 + Div normalisation): gradients g / b and −g a / b²; for the
+    excitation kinds 1/b is a fixed scale of a (safe: 1/0 := 0) and b gets no signal; a constant numerator
+    has no excitatory path (rules.linear.div_tensors)."""
+    a, b = node.proto.input[0], node.proto.input[1]
+    g_shape = node.shape(node.y)
+    if is_excitation(signal):
+        sent = {1: _nothing(em, node, grad, 1)}
+        if not node.ctx.is_constant(0):
+            sent[0] = _gated(em, node, grad, signal, 0, em.safe_divide(em.one(), b))
+        return sent
+    quotient = em.op("Div", [grad, b])
+    sent = {1: em.unbroadcast(em.op("Neg", [em.op("Div", [em.op("Mul", [quotient, a]), b])]), g_shape, node.shape(b))}
+    if not node.ctx.is_constant(0):
+        sent[0] = em.unbroadcast(quotient, g_shape, node.shape(a))
+    return sent
+
+
+def reduce_mean(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    """ReduceMean: linear with positive weights 1/n over the reduced axes (rules.linear.reduce_mean)."""
+    x_shape, y_shape = node.shape(node.x), node.shape(node.y)
+    axes = list(reduce_axes(node.ctx, len(x_shape)))
+    if 0 in axes or not axes:
+        raise NotCompilable("ReduceMean over the batch axis or over no axis")
+    kept = tuple(1 if i in axes else n for i, n in enumerate(x_shape))
+    n = float(np.prod([x_shape[i] for i in axes]))
+
+    def spread(g: str) -> str:
+        scaled = em.op("Mul", [em.reshape_like(g, kept), em.const(np.float32(1.0 / n), "inverse")])
+        return em.op("Expand", [scaled, em.op("Shape", [node.x])])
+
+    def mean(v: str) -> str:
+        return em.reshape_like(em.reduce_mean(v, axes), y_shape)
+
+    return {0: _linear(em, node, grad, signal, LinearParts(transpose=spread, forward_pos=mean, transpose_pos=spread))}
+
+
+def reduce_l2(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    """ReduceL2: gradient x ⊙ g / ‖x‖; the excitation kinds split p by each element's share of the squared
+    norm, x² ⊙ p / ‖x‖² (rules.normalize.reduce_l2), 0/0 := 0."""
+    x_shape = node.shape(node.x)
+    axes = list(reduce_axes(node.ctx, len(x_shape)))
+    if 0 in axes or not axes:
+        raise NotCompilable("ReduceL2 over the batch axis or over no axis")
+    g = em.reshape_like(grad, tuple(1 if i in axes else n for i, n in enumerate(x_shape)))
+    norm = em.reduce_l2(node.x, axes)
+    if is_excitation(signal):
+        return {0: em.op("Mul", [em.op("Mul", [node.x, node.x]), em.safe_divide(g, em.op("Mul", [norm, norm]))])}
+    return {0: em.op("Mul", [node.x, em.safe_divide(g, norm)])}
 
 
 def batch_normalization(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
@@ -696,6 +816,7 @@ COMPILED_RULES: Mapping[str, CompiledRule] = {
     "Flatten": reshape, "Reshape": reshape, "Squeeze": reshape, "Unsqueeze": reshape, "Identity": reshape,
     "Dropout": reshape, "Cast": reshape, "Transpose": transpose, "Concat": concat,
     "Softmax": softmax, "LpNormalization": lp_normalization, "Max": maximum, "Slice": slice_, "Pad": pad,
+    "ReduceMean": reduce_mean, "ReduceL2": reduce_l2,
 }
 # Rules of nodes whose outputs all carry signal: rule(em, node, [signal per output], signal).
 MULTI_OUTPUT_RULES: Mapping[str, Callable[[Emitter, Node, list[str], Signal], Compiled]] = {"Split": split}
