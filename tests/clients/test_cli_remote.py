@@ -10,6 +10,7 @@ import onnx
 import pytest
 from PIL import Image
 
+from faceaudit.alignment.templates import arcface_for_frame
 from faceaudit.cli.main import main
 from faceaudit.testing import zoo
 
@@ -64,6 +65,20 @@ def test_remote_embedding_explain_with_spec_flags_and_a_progress_bar(server, fil
     captured = capsys.readouterr()
     assert "rise" in captured.err and "64/64" in captured.err  # the progress bar drew the streamed progress
     assert_same_files(local, json.loads(captured.out))
+
+
+def test_remote_cis_with_landmarks_writes_the_files_of_the_local_command(server, files, tmp_path, capsys):
+    """--landmarks travel with the image (in its own pixels): the server aligns them as the local run does."""
+    landmarks = tmp_path / "landmarks.json"
+    landmarks.write_text(json.dumps((arcface_for_frame((70, 80)) + [1.0, -2.0]).tolist()))
+    common = ["--model", str(DEMO_MODELS / "identity.onnx"), "--image", str(files / "probe.png"), "--method", "cis",
+              "--target", "3", "--patch", "16", "--stride", "8", "--landmarks", str(landmarks)]
+    local = explain_json(capsys, *common, "--out", str(tmp_path / "local"))
+    remote = explain_json(capsys, *common, "--out", str(tmp_path / "remote"), "--server", f"127.0.0.1:{server.port}")
+    assert_same_files(local, remote)
+    assert main(["explain", *common, "--margin", "0.2", "--out", str(tmp_path / "x"),
+                 "--server", f"127.0.0.1:{server.port}"]) == 2
+    assert "margin" in capsys.readouterr().err
 
 
 def test_a_model_named_on_the_server_is_taken_from_its_repository(server, files, tmp_path, capsys):

@@ -13,7 +13,11 @@ from PIL import Image
 
 import grpc
 
+from faceaudit.alignment import LandmarkAligner
+from faceaudit.alignment.landmarks import rescale_landmarks
+from faceaudit.alignment.templates import arcface_for_frame
 from faceaudit.engine.prepare import prepare
+from faceaudit.images.io import fit_to_model
 from faceaudit.errors import FaceAuditError
 from faceaudit.methods.common import ExplainTarget
 from faceaudit.methods.registry import explain
@@ -69,6 +73,24 @@ def test_explain_equals_the_in_process_map_exactly(client, identity, local_ident
     for meta in (expected, got):
         meta.pop("timings")
     assert got == expected  # options, target, sha256, spec with sources, seed, passes, frame, extra
+
+
+def test_cis_with_landmarks_in_the_photos_pixels(client, identity, local_identity):
+    photo = np.random.default_rng(4).uniform(0, 255, (96, 80, 3)).astype(np.float32)  # resized to 64×64 by the server
+    landmarks = arcface_for_frame((96, 80)) + np.array([1.5, -2.0])
+    served = client.explain(identity, photo, method="cis", target=3, options={"patch": 16, "stride": 8},
+                            landmarks=landmarks)
+    image = fit_to_model(photo, local_identity.spec)
+    aligner = LandmarkAligner(arcface_for_frame((64, 64)), (64, 64), margin=0.5)
+    local = explain(local_identity, "cis", image=image, target=ExplainTarget(class_index=3),
+                    options={"patch": 16, "stride": 8},
+                    correspondence=aligner.correspond(image, rescale_landmarks(landmarks, (96, 80), (64, 64))))
+    assert served.frame == "canonical"
+    np.testing.assert_allclose(served.values, local.values, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="landmarks"):
+        client.explain(identity, photo, method="cis", target=3, landmarks=[1.0, 2.0, 3.0])
+    with pytest.raises(InvalidArgument, match=r"images\[0\]\.landmarks: occlusion takes no landmarks"):
+        client.explain(identity, photo, method="occlusion", target=3, landmarks=landmarks)
 
 
 def test_encoded_image_and_float16_pixels_give_the_served_map_of_the_same_face(client, identity, faces):

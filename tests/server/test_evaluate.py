@@ -90,6 +90,8 @@ def test_list_games_is_the_registry(client):
     (lambda f: pb.EvaluateRequest(model="planted", game="deletion", images=[pixels(f)]), "images"),
     (lambda f: pb.EvaluateRequest(model="planted", game="deletion", methods=["nope"],
                                   items=[pb.EvaluateItem(image=pixels(f))]), "method"),
+    (lambda f: pb.EvaluateRequest(model="planted", game="deletion", methods=["cis"],
+                                  items=[pb.EvaluateItem(image=pixels(f))]), "methods"),
     (lambda f: pb.EvaluateRequest(model="planted", game="deletion", items=[pb.EvaluateItem(
         image=pixels(f), maps={"m": array_to_tensor(np.zeros((5, 5), np.float32))})]), "items[0].maps[m]"),
 ])

@@ -9,6 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from faceaudit.alignment import LandmarkAligner
+from faceaudit.alignment.landmarks import rescale_landmarks
+from faceaudit.alignment.templates import arcface_for_frame
+from faceaudit.images.io import fit_to_model
 from faceaudit.methods.common import ExplainTarget
 from faceaudit.methods.registry import METHODS, explain
 from faceaudit.models import load_model, resolve_spec
@@ -130,6 +134,43 @@ def bad_tensor(**changes):
     return pb.Image(pixels=tensor)
 
 
+def test_cis_of_a_pre_aligned_face_equals_the_in_process_map(client, identity, local_identity, faces):
+    """Without landmarks the model-sized crop is its own canonical frame, as the CLI's default."""
+    served = client.explain.Explain(request(method="cis", images=[pixels(faces[0])], targets=[pb.Target(class_index=3)],
+                                            patch=16, stride=8))
+    local = explain(local_identity, "cis", image=faces[0], target=ExplainTarget(class_index=3),
+                    options={"patch": 16, "stride": 8})
+    (only,) = served.maps
+    assert only.frame == "canonical"
+    np.testing.assert_array_equal(array(only.values), local.values)
+
+
+def test_cis_with_landmarks_in_the_sent_images_pixels(client, identity, local_identity):
+    """A 128×128 photo with its five landmarks in its own pixels: the server resizes it to the model's
+    64×64 and moves the landmarks with it, as the CLI's --landmarks does."""
+    photo = np.random.default_rng(3).uniform(0, 255, (128, 128, 3)).astype(np.float32)
+    landmarks = arcface_for_frame((128, 128)) + np.array([2.0, -3.0])  # a little off the template
+    served = client.explain.Explain(request(method="cis", images=[with_landmarks(pixels(photo), landmarks.ravel())],
+                                            targets=[pb.Target(class_index=3)], patch=16, stride=8))
+    image = fit_to_model(photo, local_identity.spec)
+    aligner = LandmarkAligner(arcface_for_frame((64, 64)), (64, 64), margin=0.5)
+    correspondence = aligner.correspond(image, rescale_landmarks(landmarks, (128, 128), (64, 64)))
+    local = explain(local_identity, "cis", image=image, target=ExplainTarget(class_index=3),
+                    options={"patch": 16, "stride": 8}, correspondence=correspondence)
+    np.testing.assert_allclose(array(served.maps[0].values), local.values, rtol=1e-6, atol=1e-7)
+    unaligned = explain(local_identity, "cis", image=image, target=ExplainTarget(class_index=3),
+                        options={"patch": 16, "stride": 8})
+    assert not np.allclose(local.values, unaligned.values)  # the landmarks were used
+
+
+FIVE_POINTS = arcface_for_frame((64, 64))  # landmarks of a 64×64 face in ArcFace's layout
+
+
+def with_landmarks(image: pb.Image, values) -> pb.Image:
+    image.landmarks.extend(values)
+    return image
+
+
 @pytest.mark.parametrize(("make", "field"), [
     (lambda f: request(method="nope", images=[pixels(f)]), "method"),
     (lambda f: request(images=[pixels(f)], patch="big"), "patch"),
@@ -144,7 +185,9 @@ def bad_tensor(**changes):
     (lambda f: request(images=[pixels(f)], targets=[pb.Target(class_index=20)]), "target"),
     (lambda f: request(images=[pixels(f)], targets=[pb.Target(pair=pb.MatePair(mate=pixels(f)))]), "targets[0]"),
     (lambda f: request(images=[pixels(f)], targets=[pb.Target(predicted_class=False)]), "targets[0].predicted_class"),
-    (lambda f: request(method="cis", images=[pixels(f)]), "method"),
+    (lambda f: request(method="cis", images=[with_landmarks(pixels(f), [10.0] * 7)]), "images[0].landmarks"),
+    (lambda f: request(method="cis", images=[with_landmarks(pixels(f), [30.0, 30.0] * 5)]), "images[0].landmarks"),
+    (lambda f: request(images=[with_landmarks(pixels(f), FIVE_POINTS.ravel())]), "images[0].landmarks"),
 ])
 def test_bad_requests_name_the_field_and_the_server_keeps_serving(client, identity, faces, make, field):
     with pytest.raises(grpc.RpcError) as info:

@@ -111,8 +111,12 @@ function arrayToTensor({ shape, data }) {
   return { dtype: 'FLOAT32', shape, data: bytes };
 }
 
-// An image from a file path, encoded bytes (Buffer) or pixels { shape: [h, w, 3], data }.
+// An image from a file path, encoded bytes (Buffer) or pixels { shape: [h, w, 3], data }; for cis,
+// { image: <one of those>, landmarks: [[x, y], ...] } adds the face's 5 or 68 landmarks in its own pixels.
 function image(source) {
+  if (source && source.image !== undefined && Array.isArray(source.landmarks)) {
+    return { ...image(source.image), landmarks: source.landmarks.flat() };
+  }
   if (typeof source === 'string') return { encoded: fs.readFileSync(source) };
   if (Buffer.isBuffer(source)) return { encoded: source };
   if (source && source.shape && source.data) return { pixels: arrayToTensor(source) };

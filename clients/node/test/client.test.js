@@ -74,6 +74,22 @@ test('Explain several images × targets comes back image-major', async () => {
   assert.deepEqual(maps[0].values, maps[2].values); // the same face and class: the same map
 });
 
+test('cis with landmarks in the image\'s pixels; landmarks on another method are refused', async () => {
+  const points = [[22.0, 25.0], [42.0, 25.0], [32.0, 36.0], [24.0, 47.0], [40.0, 47.0]]; // ArcFace's order
+  const request = { model: 'chunked', method: 'cis', targets: [3], options: { patch: 16, stride: 8 } };
+  const [aligned] = await client.explain({ ...request, images: [{ image: face, landmarks: points }] });
+  const [crop] = await client.explain({ ...request, images: [face] });
+  assert.equal(aligned.frame, 'canonical');
+  assert.deepEqual(aligned.values.shape, [64, 64]);
+  assert.notDeepEqual(aligned.values.data, crop.values.data); // the landmarks moved the face onto the template
+  await assert.rejects(client.explain({ model: 'chunked', method: 'occlusion', targets: [3],
+    images: [{ image: face, landmarks: points }] }), (error) => {
+    assert.equal(error.code, status.INVALID_ARGUMENT);
+    assert.equal(error.field, 'images[0].landmarks');
+    return true;
+  });
+});
+
 test('an unknown method is INVALID_ARGUMENT naming the field; the server keeps serving', async () => {
   await assert.rejects(client.explain({ model: 'chunked', method: 'no-such-method', images: [face] }), (error) => {
     assert.ok(error instanceof FaceAuditError);

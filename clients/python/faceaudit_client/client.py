@@ -28,7 +28,7 @@ from faceaudit.models.spec import canonical_names, read_spec_file, spec_file_for
 from faceaudit.v1 import faceaudit_pb2 as pb
 from faceaudit.v1 import faceaudit_pb2_grpc as rpc
 from faceaudit_client.convert import (
-    ImageSource, Pair, TargetSource, array_to_tensor, from_struct, image_message, saliency_map, target_message,
+    ImageSource, Landmarks, Pair, TargetSource, array_to_tensor, from_struct, image_message, saliency_map, target_message,
     to_struct,
 )
 from faceaudit_client.errors import service_error
@@ -202,24 +202,31 @@ class Client:
                 for m in response.methods}
 
     def explain(self, model: ModelRef, image: ImageSource, *, method: str, target: TargetSource = None,
-                options: Mapping[str, Any] | None = None, progress: Progress | None = None,
-                timeout: float | None = None) -> SaliencyMap:
+                options: Mapping[str, Any] | None = None, landmarks: Landmarks | None = None,
+                progress: Progress | None = None, timeout: float | None = None) -> SaliencyMap:
         """One map of one face. `target`: a class index, Pair(mate, non_mate) (embedding models), or
-        None (a classifier's predicted class)."""
+        None (a classifier's predicted class). `landmarks` (cis only): the face's 5 or 68 (x, y) points in
+        the image's pixels; without them the image is taken as an aligned crop."""
         (only,) = self.explain_all(model, [image], method=method, targets=None if target is None else [target],
-                                   options=options, progress=progress, timeout=timeout)
+                                   options=options, landmarks=None if landmarks is None else [landmarks],
+                                   progress=progress, timeout=timeout)
         return only
 
     def explain_all(self, model: ModelRef, images: Sequence[ImageSource], *, method: str,
                     targets: Sequence[TargetSource] | None = None, options: Mapping[str, Any] | None = None,
-                    progress: Progress | None = None, timeout: float | None = None) -> list[SaliencyMap]:
+                    landmarks: Sequence[Landmarks | None] | None = None, progress: Progress | None = None,
+                    timeout: float | None = None) -> list[SaliencyMap]:
         """One map per (image, target), image-major: maps[i * len(targets) + j].
 
-        With no targets a classifier is explained for its predicted class of each image. With
-        `progress`, the phase of a request of several maps starts with "map k/n".
+        With no targets a classifier is explained for its predicted class of each image. `landmarks`:
+        one entry per image (None for an aligned crop), for cis. With `progress`, the phase of a request
+        of several maps starts with "map k/n".
         """
+        if landmarks is not None and len(landmarks) != len(images):
+            raise ValueError(f"landmarks: one entry per image ({len(images)}), got {len(landmarks)}")
+        marks = list(landmarks) if landmarks is not None else [None] * len(images)
         request = pb.ExplainRequest(model=_model(model), method=method, options=to_struct(options),
-                                    images=[image_message(im, f"images[{i}]") for i, im in enumerate(images)],
+                                    images=[image_message(im, f"images[{i}]", marks[i]) for i, im in enumerate(images)],
                                     targets=[target_message(t, f"targets[{j}]") for j, t in enumerate(targets or ())])
         if progress is None:
             return [saliency_map(m) for m in self._call(self._explain.Explain, request, timeout).maps]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -23,6 +23,7 @@ from faceaudit.v1 import faceaudit_pb2 as pb
 # An image: pixels as an array ((H, W, 3) or (H, W), values in [0, 255]), a file path, or the
 # encoded bytes of a PNG/JPEG/... file.
 ImageSource = Union[np.ndarray, str, os.PathLike, bytes]
+Landmarks = Union[np.ndarray, Sequence[Sequence[float]]]  # (K, 2) x, y in the image's pixels
 
 _DTYPES = {pb.Tensor.FLOAT32: np.dtype("<f4"), pb.Tensor.FLOAT16: np.dtype("<f2")}
 
@@ -59,17 +60,25 @@ def tensor_to_array(tensor: pb.Tensor) -> np.ndarray:
     return values.reshape(shape).astype(np.float32)  # astype copies: frombuffer's view is read-only
 
 
-def image_message(image: ImageSource, field: str = "image") -> pb.Image:
-    """Arrays travel as pixels, paths and bytes as the encoded file (the server decodes and resizes)."""
+def image_message(image: ImageSource, field: str = "image", landmarks: Landmarks | None = None) -> pb.Image:
+    """Arrays travel as pixels, paths and bytes as the encoded file (the server decodes and resizes);
+    `landmarks` (K, 2) as x, y in the image's pixels, flattened."""
     if isinstance(image, np.ndarray):
         if image.ndim not in (2, 3):
             raise ValueError(f"{field}: an image array is (H, W, 3) or (H, W), got shape {image.shape}")
-        return pb.Image(pixels=array_to_tensor(image))
-    if isinstance(image, (bytes, bytearray)):
-        return pb.Image(encoded=bytes(image))
-    if isinstance(image, (str, os.PathLike)):
-        return pb.Image(encoded=Path(image).read_bytes())
-    raise TypeError(f"{field}: give a numpy array, a file path or encoded bytes, not {type(image).__name__}")
+        message = pb.Image(pixels=array_to_tensor(image))
+    elif isinstance(image, (bytes, bytearray)):
+        message = pb.Image(encoded=bytes(image))
+    elif isinstance(image, (str, os.PathLike)):
+        message = pb.Image(encoded=Path(image).read_bytes())
+    else:
+        raise TypeError(f"{field}: give a numpy array, a file path or encoded bytes, not {type(image).__name__}")
+    if landmarks is not None:
+        points = np.asarray(landmarks, dtype=np.float64)
+        if points.ndim != 2 or points.shape[1] != 2:
+            raise ValueError(f"{field}.landmarks: give (x, y) points, shape (K, 2), got shape {points.shape}")
+        message.landmarks.extend(points.ravel().tolist())
+    return message
 
 
 def target_message(target: TargetSource, field: str = "target") -> pb.Target:

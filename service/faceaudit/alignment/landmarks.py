@@ -81,6 +81,13 @@ class LandmarkAligner:
                                               "check the landmarks' order and the template")
 
 
+def rescale_landmarks(points: np.ndarray, original: Shape, resized: Shape) -> np.ndarray:
+    """(K, 2) landmarks (x, y) of an image of shape `original` moved onto the same image resized to
+    `resized`, by pixel centres: x_resized + ½ = (x_original + ½) · W_resized / W_original (y likewise)."""
+    scale = np.array([resized[1] / original[1], resized[0] / original[0]])
+    return (np.asarray(points, dtype=np.float64) + 0.5) * scale - 0.5
+
+
 def _check_template(template: np.ndarray) -> np.ndarray:
     points = np.asarray(template, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != 2 or len(points) < 3 or not np.isfinite(points).all():

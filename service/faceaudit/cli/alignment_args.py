@@ -18,6 +18,7 @@ import numpy as np
 from faceaudit.alignment import (
     Correspondence, LandmarkAligner, OnnxLandmarkAligner, PreAligned, mean_face_68, mean_face_68_on, neutral_face,
 )
+from faceaudit.alignment.landmarks import rescale_landmarks
 from faceaudit.alignment.templates import arcface_for_frame
 from faceaudit.errors import InvalidRequest
 from faceaudit.models import ModelSpec
@@ -55,7 +56,7 @@ def correspondence_source(args: argparse.Namespace, spec: ModelSpec, *, per_imag
             raise InvalidRequest("landmark_units", "declare the landmark model's output units: normalized or pixels")
         predictor = OnnxLandmarkAligner.load(args.landmark_model, landmark_aligner, units=args.landmark_units)
         return lambda name, original, image: predictor.correspond(image)
-    table = _read_landmarks(Path(args.landmarks), len(template))
+    table = read_landmarks(Path(args.landmarks), len(template))
     if per_image and "*" in table:
         raise InvalidRequest("landmarks", "give a mapping of image file names to landmarks, one entry per image")
 
@@ -63,15 +64,13 @@ def correspondence_source(args: argparse.Namespace, spec: ModelSpec, *, per_imag
         points = table.get(name, table.get("*"))
         if points is None:
             raise InvalidRequest("landmarks", f"no landmarks for {name!r} in {args.landmarks}")
-        scale = np.array([image.shape[1] / original.shape[1], image.shape[0] / original.shape[0]])
-        # Pixel centres: x_model + 0.5 = (x_file + 0.5) * scale.
-        return landmark_aligner.correspond(image, (points + 0.5) * scale - 0.5)
+        return landmark_aligner.correspond(image, rescale_landmarks(points, original.shape[:2], image.shape[:2]))
 
     return correspond
 
 
 
-def _read_landmarks(path: Path, count: int) -> dict[str, np.ndarray]:
+def read_landmarks(path: Path, count: int) -> dict[str, np.ndarray]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -89,6 +88,20 @@ def _read_landmarks(path: Path, count: int) -> dict[str, np.ndarray]:
             where = "" if name == "*" else f" for {name!r}"
             raise InvalidRequest("landmarks", f"expected {count} [x, y] points{where}, got shape {points.shape}")
     return table
+
+
+def landmarks_to_send(args: argparse.Namespace, image_name: str) -> np.ndarray | None:
+    """`explain --server`: the image's landmarks from --landmarks (the server aligns them onto the template
+    their count names: 5 ArcFace points or the 68-point mean face, with the default --margin)."""
+    if not args.landmarks:
+        return None
+    if args.margin != 0.5:
+        raise InvalidRequest("margin", "with --server the server aligns with its default margin (0.5)")
+    table = read_landmarks(Path(args.landmarks), 5 if args.template == "arcface5" else 68)
+    points = table.get(image_name, table.get("*"))
+    if points is None:
+        raise InvalidRequest("landmarks", f"no landmarks for {image_name!r} in {args.landmarks}")
+    return points
 
 
 def canonical_backdrop(args: argparse.Namespace, shape: tuple[int, int]) -> np.ndarray:

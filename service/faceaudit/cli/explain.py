@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from faceaudit.cli.alignment_args import add_alignment_arguments, canonical_backdrop, correspondence_source
+from faceaudit.cli.alignment_args import (
+    add_alignment_arguments, canonical_backdrop, correspondence_source, landmarks_to_send,
+)
 from faceaudit.cli.model_args import open_model
 from faceaudit.cli.progress import ProgressBar
 from faceaudit.cli.remote import add_remote_arguments, connect, progress_bar, refuse_local_flags, remote_model
@@ -116,9 +118,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def explain_remotely(args: argparse.Namespace) -> int:
     """The same map computed by the server: the image file and targets are sent as encoded files."""
-    refuse_local_flags(args)
+    refuse_local_flags(args, sent=("landmarks",))
     out = output_folder(args.out)
     original = read_image(args.image, field="image")  # read here too: the backdrop and the warnings
+    if args.landmarks and get_method(args.method).name != "cis":
+        raise InvalidRequest("landmarks", "only the canonical methods (cis, and the cms command) use landmarks")
+    landmarks = landmarks_to_send(args, Path(args.image).name)
     with connect(args) as client:
         model = remote_model(client, args)
         if model.kind == "classifier":
@@ -131,10 +136,10 @@ def explain_remotely(args: argparse.Namespace) -> int:
             if not args.mate:
                 raise InvalidRequest("mate", "an embedding model needs --mate IMAGE (and optionally --non-mate IMAGE)")
             target = Pair(Path(args.mate), Path(args.non_mate) if args.non_mate else None)
-        result = client.explain(model, Path(args.image), method=args.method, target=target,
+        result = client.explain(model, Path(args.image), method=args.method, target=target, landmarks=landmarks,
                                 options=method_options(args), progress=progress_bar(args, Path(args.image).name))
     image = fit_to_model(original.astype(np.float32), ModelSpec(height=model.height, width=model.width))
-    backdrop = image if result.frame == "input" else None
+    backdrop = image if result.frame == "input" else canonical_backdrop(args, result.values.shape)
     return save_and_report(args, out, result, original, image, backdrop, model.details.get("assumed_fields", []))
 
 

@@ -59,9 +59,10 @@ def _token(path: str | None) -> str | None:
 _LOCAL_ONLY = {"provider": "auto", "threads": None, "exact": False, "landmarks": None, "landmark_model": None}
 
 
-def refuse_local_flags(args: argparse.Namespace) -> None:
+def refuse_local_flags(args: argparse.Namespace, *, sent: tuple[str, ...] = ()) -> None:
+    """Refuse the flags that only a local run reads; `sent` names those this command sends to the server."""
     for name, default in _LOCAL_ONLY.items():
-        if getattr(args, name, default) != default:
+        if name not in sent and getattr(args, name, default) != default:
             raise InvalidRequest(name, f"--{name.replace('_', '-')} applies to local runs; with --server the server "
                                        "decides (see faceaudit serve)")
 

@@ -19,7 +19,7 @@ from faceaudit.errors import (
     FaceAuditError, InvalidModel, InvalidRequest, LimitExceeded, ModelOutputError, RuntimeUnavailable,
     UnsupportedModel,
 )
-from faceaudit.images.io import DEFAULT_MAX_PIXELS, load_image
+from faceaudit.images.io import DEFAULT_MAX_PIXELS, check_image_array, fit_to_model, read_image
 from faceaudit.methods.common import ExplainTarget
 from faceaudit.models.spec import ModelSpec
 from faceaudit.v1 import faceaudit_pb2 as pb
@@ -62,14 +62,22 @@ def array_to_tensor(array: np.ndarray) -> pb.Tensor:
 
 def image_to_array(image: pb.Image, spec: ModelSpec, field: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """The model-sized float32 RGB image of an encoded or raw image message."""
+    return fit_to_model(decoded_image(image, field, max_pixels), spec)
+
+
+def decoded_image(image: pb.Image, field: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """The float32 RGB image (H, W, 3) of an encoded or raw image message, at its own size."""
     which = image.WhichOneof("source")
     if which == "encoded":
-        return load_image(image.encoded, spec, max_pixels=max_pixels, field=field)
+        return read_image(image.encoded, max_pixels=max_pixels, field=field).astype(np.float32)
     if which == "pixels":
         pixels = tensor_to_array(image.pixels, f"{field}.pixels")
         if pixels.ndim not in (2, 3):
             raise InvalidRequest(f"{field}.pixels.shape", f"{list(pixels.shape)} is not (H, W, 3) or (H, W)")
-        return load_image(pixels, spec, max_pixels=max_pixels, field=f"{field}.pixels")
+        if pixels.shape[0] * pixels.shape[1] > max_pixels:
+            raise LimitExceeded(f"{field}.pixels: {pixels.shape[1]}x{pixels.shape[0]} pixels is above the limit of "
+                                f"{max_pixels:,}")
+        return check_image_array(pixels, field=f"{field}.pixels")
     raise InvalidRequest(field, "no image: set encoded or pixels")
 
 

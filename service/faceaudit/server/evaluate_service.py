@@ -15,13 +15,12 @@ import numpy as np
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.errors import InvalidRequest, LimitExceeded
 from faceaudit.methods.common import ExplainTarget, predicted_class
-from faceaudit.methods.registry import explain
+from faceaudit.methods.registry import explain, get_method
 from faceaudit.metrics.common import GameItem, GamePoint
 from faceaudit.metrics.registry import GAMES, Game, evaluate, get_game
 from faceaudit.models.spec import ModelSpec
 from faceaudit.server.calls import Call, Servicer, Throttle, run_streaming, streaming, unary
 from faceaudit.server.convert import dict_to_struct, image_to_array, struct_to_dict, target_of, tensor_to_array
-from faceaudit.server.explain_service import checked_method
 from faceaudit.server.model_store import ModelStore
 from faceaudit.server.telemetry import Telemetry
 from faceaudit.v1 import faceaudit_pb2 as pb
@@ -82,7 +81,7 @@ def game_inputs(model: PreparedModel, game: Game, request: pb.EvaluateRequest, c
         raise LimitExceeded(f"items: {count} images in one request is above the limit of {MAX_ITEMS}; use Audit")
     inputs: dict[str, Any] = {}
     if "items" in wanted:
-        methods = [checked_method(name).name for name in request.methods]
+        methods = [game_method(name) for name in request.methods]
         inputs["items"] = [_item(model, item, i, methods, call) for i, item in enumerate(request.items)]
     if "images" in wanted:
         inputs["images"] = [image_to_array(image, model.spec, f"images[{i}]") for i, image in enumerate(request.images)]
@@ -90,6 +89,15 @@ def game_inputs(model: PreparedModel, game: Game, request: pb.EvaluateRequest, c
         inputs["pairs"] = np.array([[p.first, p.second] for p in request.pairs], dtype=np.int64)
         inputs["genuine"] = np.array([p.genuine for p in request.pairs], dtype=bool)
     return inputs
+
+
+def game_method(name: str) -> str:
+    """A method whose maps a game can read: on the input image (cis's lie on the canonical face)."""
+    method = get_method(name)
+    if method.context:
+        raise InvalidRequest("methods", f"{method.name} maps lie on the canonical face, not on the input image the "
+                                        "games perturb; audit canonical maps with cms in Audit")
+    return method.name
 
 
 class EvaluateServicer(Servicer, rpc.EvaluateServicer):

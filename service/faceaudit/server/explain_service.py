@@ -1,20 +1,29 @@
 """The Explain service: requests -> methods.registry.explain -> SaliencyMap messages.
 
 Thin on purpose: validation of images and targets is convert's, validation of methods and options
-the registry's; this module only walks the request's (image, target) pairs.
+the registry's; this module walks the request's (image, target) pairs and gives the canonical
+method (cis) each image's correspondence with the canonical face.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator
+from typing import Any
 
+import numpy as np
+
+from faceaudit.alignment import LandmarkAligner, PreAligned, mean_face_68
+from faceaudit.alignment.landmarks import rescale_landmarks
+from faceaudit.alignment.templates import arcface_for_frame
 from faceaudit.errors import InvalidRequest, LimitExceeded
+from faceaudit.images.io import fit_to_model
 from faceaudit.methods.common import ExplainTarget, Progress, predicted_class
 from faceaudit.methods.registry import METHODS, Method, explain, get_method
 from faceaudit.methods.saliency_map import SaliencyMap
+from faceaudit.models.spec import ModelSpec
 from faceaudit.server.calls import Call, Servicer, Throttle, run_streaming, streaming, unary
-from faceaudit.server.convert import array_to_tensor, dict_to_struct, image_to_array, struct_to_dict, target_of
+from faceaudit.server.convert import array_to_tensor, decoded_image, dict_to_struct, struct_to_dict, target_of
 from faceaudit.server.model_store import Entry, ModelStore
 from faceaudit.server.telemetry import Telemetry
 from faceaudit.v1 import faceaudit_pb2 as pb
@@ -39,18 +48,38 @@ def map_message(result: SaliencyMap, image_index: int, target_index: int) -> pb.
     )
 
 
-def checked_method(name: str) -> Method:
-    method = get_method(name)
-    if method.context:
-        raise InvalidRequest("method", f"{method.name} needs face landmarks ({', '.join(sorted(method.context))}), "
-                                       "which the API does not take yet; use the CLI")
-    return method
+TEMPLATES = {5: arcface_for_frame, 68: mean_face_68}  # landmark count -> canonical template for a frame shape
+MARGIN = 0.5  # the template's triangulation extended beyond its hull by this fraction (the CLI's default)
+
+
+def image_context(method: Method, message: pb.Image, original: np.ndarray, image: np.ndarray, spec: ModelSpec,
+                  field: str) -> dict[str, Any]:
+    """What a canonical method (cis) reads besides the image: its correspondence with the canonical face,
+    from the image's landmarks (5 or 68 points, onto the ArcFace or mean-face template in the model's
+    frame), or, without landmarks, the model-sized crop as its own canonical frame (pre-aligned faces)."""
+    if "correspondence" not in method.context:
+        if message.landmarks:
+            raise InvalidRequest(f"{field}.landmarks", f"{method.name} takes no landmarks: only the canonical "
+                                                       "method (cis) uses them")
+        return {}
+    shape = (spec.require("height"), spec.require("width"))
+    if not message.landmarks:
+        return {"correspondence": PreAligned(shape).correspond(image)}
+    values = np.asarray(message.landmarks, dtype=np.float64)
+    if len(values) % 2 or len(values) // 2 not in TEMPLATES:
+        raise InvalidRequest(f"{field}.landmarks", f"{len(values)} numbers: give 5 or 68 points as x0, y0, x1, y1, ...")
+    points = rescale_landmarks(values.reshape(-1, 2), original.shape[:2], image.shape[:2])
+    aligner = LandmarkAligner(TEMPLATES[len(points)](shape), shape, margin=MARGIN)
+    try:
+        return {"correspondence": aligner.correspond(image, points)}
+    except InvalidRequest as exc:  # the aligner names the field "landmarks"
+        raise InvalidRequest(f"{field}.landmarks", str(exc).removeprefix(f"{exc.field}: ")) from exc
 
 
 def explain_maps(entry: Entry, request: pb.ExplainRequest, call: Call, progress: Callable[[int], Progress],
                  telemetry: Telemetry) -> Iterator[pb.SaliencyMap]:
     """Every map of the request, in order; progress(k) is the callback of the k-th map."""
-    method = checked_method(request.method)
+    method = get_method(request.method)
     call.method = method.name
     model, spec = call.bind(entry.model), entry.model.spec
     if not request.images:
@@ -58,7 +87,10 @@ def explain_maps(entry: Entry, request: pb.ExplainRequest, call: Call, progress:
     count = len(request.images) * max(1, len(request.targets))
     if count > MAX_MAPS_PER_REQUEST:
         raise LimitExceeded(f"images, targets: {count} maps in one request is above the limit of {MAX_MAPS_PER_REQUEST}")
-    images = [image_to_array(image, spec, f"images[{i}]") for i, image in enumerate(request.images)]
+    originals = [decoded_image(image, f"images[{i}]") for i, image in enumerate(request.images)]
+    images = [fit_to_model(original, spec) for original in originals]
+    contexts = [image_context(method, message, original, image, spec, f"images[{i}]")
+                for i, (message, original, image) in enumerate(zip(request.images, originals, images, strict=True))]
     targets = [target_of(t, spec, f"targets[{j}]") for j, t in enumerate(request.targets)] or [None]
     classifier = spec.require("kind") == "classifier"
     for j, target in enumerate(targets):
@@ -72,7 +104,8 @@ def explain_maps(entry: Entry, request: pb.ExplainRequest, call: Call, progress:
         for j, target in enumerate(targets):
             chosen = target if target is not None else ExplainTarget(class_index=predicted_class(model, image))
             k = i * len(targets) + j
-            result = explain(model, method.name, image=image, target=chosen, options=options, progress=progress(k))
+            result = explain(model, method.name, image=image, target=chosen, options=options, progress=progress(k),
+                             **contexts[i])
             if not method.black_box:  # instrumented sessions bypass the batcher, which counts the others
                 telemetry.count_forward_passes(entry.name, result.forward_passes)
             yield map_message(result, i, j if request.targets else -1)

@@ -27,12 +27,14 @@ class Tensor(_message.Message):
     def __init__(self, dtype: _Optional[_Union[Tensor.DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class Image(_message.Message):
-    __slots__ = ("encoded", "pixels")
+    __slots__ = ("encoded", "pixels", "landmarks")
     ENCODED_FIELD_NUMBER: _ClassVar[int]
     PIXELS_FIELD_NUMBER: _ClassVar[int]
+    LANDMARKS_FIELD_NUMBER: _ClassVar[int]
     encoded: bytes
     pixels: Tensor
-    def __init__(self, encoded: _Optional[bytes] = ..., pixels: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    landmarks: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, encoded: _Optional[bytes] = ..., pixels: _Optional[_Union[Tensor, _Mapping]] = ..., landmarks: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Target(_message.Message):
     __slots__ = ("class_index", "predicted_class", "pair")
