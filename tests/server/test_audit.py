@@ -29,13 +29,18 @@ def datasets(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def auditing(datasets):
+def audit_server(datasets):
     server = start_server(dataset_repository=datasets)
     client = Client.connect(f"127.0.0.1:{server.port}")
     client.models.RegisterFromRepository(pb.RegisterFromRepositoryRequest(name="attribute"))
-    yield client
+    yield server, client
     client.channel.close()
     server.stop(0)
+
+
+@pytest.fixture(scope="module")
+def auditing(audit_server):
+    return audit_server[1]
 
 
 def audit_request(dataset: str = "faces") -> pb.AuditRequest:
@@ -74,3 +79,22 @@ def test_without_a_dataset_repository_audit_is_refused(client):
     with pytest.raises(grpc.RpcError) as info:
         list(client.audit.Audit(audit_request()))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and info.value.details().startswith("dataset:")
+
+
+def test_white_box_maps_of_an_audit_count_their_forward_passes(audit_server):
+    """Instrumented sessions bypass the batcher: the service adds the audit's white-box passes itself, and
+    only those (black-box ones went through the batcher). Two audits that differ in their method leave the
+    same remainder (the CMS pictures) once each method's and game's reported passes are taken off."""
+    server, client = audit_server
+    registry = server.telemetry.registry
+    remainders = []
+    for method in ("occlusion", "gradient"):
+        before = registry.get_sample_value("faceaudit_forward_passes_total", {"model": "attribute"}) or 0.0
+        request = pb.AuditRequest(model="attribute", dataset="faces", methods=[method], games=["confidence"])
+        request.options.update({"cms": OPTIONS["cms"], "methods": {m: o for m, o in OPTIONS["methods"].items()
+                                                                   if m == method}})
+        summary = json_format.MessageToDict(list(client.audit.Audit(request))[-1].summary)
+        counted = registry.get_sample_value("faceaudit_forward_passes_total", {"model": "attribute"}) - before
+        reported = summary["methods"][method]["forward_passes"] + summary["games"]["confidence"]["forward_passes"]
+        remainders.append(counted - reported)
+    assert remainders[0] == remainders[1] > 0

@@ -100,3 +100,27 @@ def test_bad_requests_name_the_field(client, planted, faces, make, field):
         list(client.evaluate.Evaluate(make(faces[0])))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert info.value.details().startswith(field), info.value.details()
+
+
+def test_white_box_maps_made_for_a_game_count_their_forward_passes(server, client, planted, faces):
+    """Instrumented sessions bypass the batcher, so the service counts their passes itself: asking for
+    gradient maps costs exactly one pass per item more than sending the same maps."""
+    registry = server.telemetry.registry
+
+    def passes() -> float:
+        return registry.get_sample_value("faceaudit_forward_passes_total", {"model": "planted"}) or 0.0
+
+    target = pb.Target(class_index=1)
+    sent = pb.EvaluateRequest(model="planted", game="deletion", items=[pb.EvaluateItem(
+        image=pixels(f), target=target,
+        maps={"gradient": array_to_tensor(explain(planted, "gradient", image=f,
+                                                  target=ExplainTarget(class_index=1)).values)}) for f in faces])
+    asked = pb.EvaluateRequest(model="planted", game="deletion", methods=["gradient"],
+                               items=[pb.EvaluateItem(image=pixels(f), target=target) for f in faces])
+    counts = []
+    for request in (sent, asked):
+        request.options.update({"steps": 4})
+        before = passes()
+        run(client, request)
+        counts.append(passes() - before)
+    assert counts[1] - counts[0] == len(faces)

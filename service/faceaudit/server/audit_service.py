@@ -14,6 +14,7 @@ from pathlib import Path
 
 from faceaudit.audit.run import run_audit
 from faceaudit.errors import InvalidRequest
+from faceaudit.methods.registry import METHODS
 from faceaudit.server.calls import Call, Servicer, Throttle, run_streaming, streaming
 from faceaudit.server.convert import NotFound, dict_to_struct, struct_to_dict
 from faceaudit.server.model_store import ModelStore, check_name
@@ -57,6 +58,9 @@ class AuditServicer(Servicer, rpc.AuditServicer):
                                  games=list(request.games) or None, options=struct_to_dict(request.options) or None,
                                  progress=progress, group_column=request.group_column or None)
                 summary = json.loads(Path(path).read_text(encoding="utf-8"))
+            for name, method in summary.get("methods", {}).items():  # the batcher counts the black-box ones
+                if name in METHODS and not METHODS[name].black_box:
+                    self.telemetry.count_forward_passes(entry.name, int(method.get("forward_passes", 0)))
             summary["dataset"]["path"] = request.dataset  # the server's folder layout is not the client's business
             summary["model"].update(name=entry.name, path=entry.info["source"])
             emit(pb.AuditEvent(summary=dict_to_struct(summary)))

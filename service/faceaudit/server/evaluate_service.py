@@ -52,7 +52,8 @@ def _target(model: PreparedModel, message: pb.Target | None, image: np.ndarray, 
     return ExplainTarget(class_index=predicted_class(model, image))
 
 
-def _item(model: PreparedModel, message: pb.EvaluateItem, i: int, methods: list[str], call: Call) -> GameItem:
+def _item(model: PreparedModel, message: pb.EvaluateItem, i: int, methods: list[str], call: Call,
+          white_box_passes: Callable[[int], None]) -> GameItem:
     spec: ModelSpec = model.spec
     field = f"items[{i}]"
     image = image_to_array(message.image, spec, f"{field}.image")
@@ -61,12 +62,16 @@ def _item(model: PreparedModel, message: pb.EvaluateItem, i: int, methods: list[
     for name in methods:
         if name in maps:
             raise InvalidRequest(f"{field}.maps[{name}]", "is also in methods: send the map or ask for it, not both")
-        maps[name] = explain(model, name, image=image, target=target, progress=call.check).values
+        result = explain(model, name, image=image, target=target, progress=call.check)
+        if not get_method(name).black_box:  # instrumented sessions bypass the batcher, which counts the others
+            white_box_passes(result.forward_passes)
+        maps[name] = result.values
     region = tensor_to_array(message.region, f"{field}.region") != 0 if message.HasField("region") else None
     return GameItem(image=image, target=target, maps=maps, region=region, name=message.name or str(i))
 
 
-def game_inputs(model: PreparedModel, game: Game, request: pb.EvaluateRequest, call: Call) -> dict[str, Any]:
+def game_inputs(model: PreparedModel, game: Game, request: pb.EvaluateRequest, call: Call,
+                white_box_passes: Callable[[int], None]) -> dict[str, Any]:
     """The keyword inputs of the game, built from the request fields it takes (and no others)."""
     given = {name for name, present in (("items", bool(request.items) or bool(request.methods)),
                                         ("images", bool(request.images)), ("pairs", bool(request.pairs))) if present}
@@ -82,7 +87,8 @@ def game_inputs(model: PreparedModel, game: Game, request: pb.EvaluateRequest, c
     inputs: dict[str, Any] = {}
     if "items" in wanted:
         methods = [game_method(name) for name in request.methods]
-        inputs["items"] = [_item(model, item, i, methods, call) for i, item in enumerate(request.items)]
+        inputs["items"] = [_item(model, item, i, methods, call, white_box_passes)
+                           for i, item in enumerate(request.items)]
     if "images" in wanted:
         inputs["images"] = [image_to_array(image, model.spec, f"images[{i}]") for i, image in enumerate(request.images)]
     if "pairs" in wanted:
@@ -123,7 +129,8 @@ class EvaluateServicer(Servicer, rpc.EvaluateServicer):
                 call.check()
                 throttle(done, total, phase)
 
-            inputs = game_inputs(model, game, request, call)
+            inputs = game_inputs(model, game, request, call,
+                                 lambda passes: self.telemetry.count_forward_passes(entry.name, passes))
             result = evaluate(model, game.name, options=struct_to_dict(request.options), progress=progress,
                               on_point=lambda point: emit(pb.EvaluateEvent(point=point_message(point))), **inputs)
             emit(pb.EvaluateEvent(result=dict_to_struct(result.to_dict())))
