@@ -29,7 +29,30 @@ def test_remote_audit_writes_the_local_audit_json(auditing, datasets, tmp_path, 
     for audit in (local, remote):
         del audit["dataset"]["path"], audit["model"]["path"], audit["model"]["name"], audit["created"]
     assert without_seconds(remote) == without_seconds(local)  # maps' numbers, CMS, games: all equal
-    assert not (tmp_path / "remote" / "report.html").exists()  # its map files stay on the server
+    # The map files came back (byte for byte the local ones) and the report was written over them.
+    local_maps = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local" / "maps").rglob("*.npy"))
+    assert local_maps and local_maps == sorted(p.relative_to(tmp_path / "remote")
+                                               for p in (tmp_path / "remote" / "maps").rglob("*.npy"))
+    for relative in local_maps:
+        assert (tmp_path / "remote" / relative).read_bytes() == (tmp_path / "local" / relative).read_bytes()
+    assert printed["audits"][0]["report"] == str(tmp_path / "remote" / "report.html")
+    report = (tmp_path / "remote" / "report.html").read_text()
+    assert "maps/cms.png" in report or "data:image/png" in report
+
+
+def test_file_chunks_are_written_in_place_and_paths_cannot_leave_the_folder(tmp_path):
+    from faceaudit.v1 import faceaudit_pb2 as pb
+    from faceaudit_client.client import _FileSink
+
+    sink = _FileSink(tmp_path)
+    for chunk in (pb.FileChunk(path="maps/a.npy", data=b"12"), pb.FileChunk(path="maps/a.npy", data=b"3", last=True),
+                  pb.FileChunk(path="maps/rows/1/b.png", data=b"", last=True)):
+        sink.write(chunk)
+    sink.finish()
+    assert (tmp_path / "maps" / "a.npy").read_bytes() == b"123" and (tmp_path / "maps/rows/1/b.png").read_bytes() == b""
+    for bad in ("../x", "/etc/x", "maps/../../x"):
+        with pytest.raises(RuntimeError, match="outside the output folder"):
+            sink.write(pb.FileChunk(path=bad, data=b"x", last=True))
 
 
 def test_the_demo_and_local_manifests_are_refused_remotely(auditing, tmp_path, capsys):

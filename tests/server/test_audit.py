@@ -98,3 +98,22 @@ def test_white_box_maps_of_an_audit_count_their_forward_passes(audit_server):
         reported = summary["methods"][method]["forward_passes"] + summary["games"]["confidence"]["forward_passes"]
         remainders.append(counted - reported)
     assert remainders[0] == remainders[1] > 0
+
+
+def test_map_files_go_out_in_chunks_that_reassemble(tmp_path, monkeypatch):
+    from faceaudit.server import audit_service
+
+    monkeypatch.setattr(audit_service, "CHUNK_BYTES", 1000)
+    files = {"maps/cms.npy": bytes(range(256)) * 9, "maps/rows/00001/image.png": b"", "maps/x.png": b"x" * 1000}
+    for name, data in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "skip.npz").write_bytes(b"not sent")
+    chunks = list(audit_service.map_chunks(tmp_path))
+    assert [c.path for c in chunks] == ["maps/cms.npy"] * 3 + ["maps/rows/00001/image.png", "maps/x.png"]
+    assert all(len(c.data) <= 1000 for c in chunks) and [c.last for c in chunks] == [False, False, True, True, True]
+    rebuilt: dict[str, bytes] = {}
+    for chunk in chunks:
+        rebuilt[chunk.path] = rebuilt.get(chunk.path, b"") + chunk.data
+    assert rebuilt == files

@@ -16,8 +16,8 @@ import os
 from contextlib import contextmanager
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO, TypeVar
 
 import grpc
 import numpy as np
@@ -284,23 +284,56 @@ class Client:
     # -- Audit -----------------------------------------------------------------------------------
 
     def audit(self, model: ModelRef, dataset: str, *, methods: Sequence[str] = (), games: Sequence[str] = (),
-              options: Mapping[str, Any] | None = None, group_column: str | None = None,
+              options: Mapping[str, Any] | None = None, group_column: str | None = None, out: str | Path | None = None,
               progress: Progress | None = None, timeout: float | None = None) -> dict[str, Any]:
         """Audit the model over a dataset folder of the server's --dataset-repository; returns
-        audit.json (its map files stay on the server). `options`: {"cms": {...}, "methods":
-        {name: {...}}, "games": {name: {...}}}."""
+        audit.json. With `out`, the audit's map files (maps/, which report.html links) are written
+        there as they arrive; without it they stay on the server. `options`: {"cms": {...},
+        "methods": {name: {...}}, "games": {name: {...}}}."""
         request = pb.AuditRequest(model=_model(model), dataset=dataset, methods=list(methods), games=list(games),
-                                  options=to_struct(options), group_column=group_column or "")
+                                  options=to_struct(options), group_column=group_column or "",
+                                  return_maps=out is not None)
         summary = None
+        files = _FileSink(Path(out)) if out is not None else None
         with self._stream(self._audit.Audit, request, timeout) as events:
             for event in events:
                 if event.HasField("summary"):  # plain JSON already: audit.json holds no NaN or inf
                     summary = from_struct(event.summary)
+                elif event.HasField("file") and files is not None:
+                    files.write(event.file)
                 elif progress is not None:
                     progress(event.progress.done, event.progress.total, event.progress.phase)
         if summary is None:
             raise RuntimeError("the Audit stream ended without a summary")
+        if files is not None:
+            files.finish()
         return summary
+
+
+class _FileSink:
+    """Writes streamed FileChunks under a folder; a path that would leave it (absolute, "..") is refused."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._open: tuple[str, BinaryIO] | None = None
+
+    def write(self, chunk: pb.FileChunk) -> None:
+        if self._open is None or self._open[0] != chunk.path:
+            self.finish()
+            relative = PurePosixPath(chunk.path)
+            if relative.is_absolute() or not relative.parts or ".." in relative.parts:
+                raise RuntimeError(f"the server sent a file path outside the output folder: {chunk.path!r}")
+            target = self.folder.joinpath(*relative.parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._open = (chunk.path, target.open("wb"))
+        self._open[1].write(chunk.data)
+        if chunk.last:
+            self.finish()
+
+    def finish(self) -> None:
+        if self._open is not None:
+            self._open[1].close()
+            self._open = None
 
 
 def _item(item: Item, i: int) -> pb.EvaluateItem:

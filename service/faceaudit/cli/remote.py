@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from faceaudit.audit.report import write_report
 from faceaudit.cli.model_args import spec_values
 from faceaudit.cli.progress import ProgressBar
 from faceaudit.errors import InvalidRequest
@@ -93,7 +94,7 @@ def audit_remotely(args: argparse.Namespace, methods: list[str] | None, games: l
                    options: dict[str, Any]) -> int:
     """`faceaudit audit --server`: --dataset names a folder of the server's --dataset-repository.
 
-    Writes OUT/audit.json; the map files (and so report.html) stay on the server.
+    Writes OUT/audit.json, the audit's map files (OUT/maps/, streamed back) and OUT/report.html.
     """
     from faceaudit.cli.explain import output_folder  # here: cli.explain imports this module
 
@@ -110,19 +111,21 @@ def audit_remotely(args: argparse.Namespace, methods: list[str] | None, games: l
     with connect(args) as client:
         model = remote_model(client, args)
         summary = client.audit(model, args.dataset, methods=methods or (), games=games or (), options=options,
-                               group_column=args.group_column, progress=progress_bar(args, model.name))
+                               group_column=args.group_column, out=out, progress=progress_bar(args, model.name))
     path = out / "audit.json"
     path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    report = write_report(path)
     seconds = time.perf_counter() - started
     brief = {"model": summary["model"]["name"], "images": summary["dataset"]["images"], "audit": str(path),
+             "report": str(report),
              "methods": {name: m.get("forward_passes") for name, m in summary.get("methods", {}).items()},
              "games": list(summary.get("games", {}))}
     if args.json:
         print(json.dumps({"seconds": round(seconds, 1), "server": args.server, "audits": [brief]}, indent=2))
         return 0
-    print(f"{brief['model']}: {brief['images']} images (on {args.server})\n  audit:  {path}")
+    print(f"{brief['model']}: {brief['images']} images (on {args.server})\n  audit:  {path}\n  report: {report}")
     for name, passes in brief["methods"].items():
         print(f"  {name}: {passes} forward passes")
     print(f"  games: {', '.join(brief['games']) or 'none'}")
-    print(f"done in {seconds:.1f} s (report.html needs the map files, which stay on the server)")
+    print(f"done in {seconds:.1f} s")
     return 0

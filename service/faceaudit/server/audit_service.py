@@ -1,8 +1,10 @@
 """The Audit service: a dataset folder of the server's dataset repository -> audit.run.run_audit.
 
 The audit writes its files into a temporary folder that is removed when the call ends; the client
-gets audit.json (numbers, options, versions) as the summary. Dataset names are names, never
-paths: the folder must lie inside the repository (symlinks leading out are refused).
+gets audit.json (numbers, options, versions) as the summary and, with return_maps, the map files
+report.html links (maps/), so that it can write the report itself (faceaudit audit --server does).
+Dataset names are names, never paths: the folder must lie inside the repository (symlinks leading
+out are refused).
 """
 
 from __future__ import annotations
@@ -34,6 +36,23 @@ def dataset_folder(repository: Path | None, name: str) -> Path:
     return folder
 
 
+CHUNK_BYTES = 1 << 20  # per FileChunk: far below the message limit
+
+
+def map_chunks(out: Path) -> Iterator[pb.FileChunk]:
+    """The files under out/maps in path order, in chunks of at most CHUNK_BYTES (one chunk for an empty file)."""
+    for path in sorted(p for p in (out / "maps").rglob("*") if p.is_file()):
+        relative = path.relative_to(out).as_posix()
+        with path.open("rb") as handle:
+            data = handle.read(CHUNK_BYTES)
+            while True:
+                following = handle.read(CHUNK_BYTES)
+                yield pb.FileChunk(path=relative, data=data, last=not following)
+                if not following:
+                    break
+                data = following
+
+
 class AuditServicer(Servicer, rpc.AuditServicer):
     def __init__(self, store: ModelStore, telemetry: Telemetry, datasets: Path | None) -> None:
         super().__init__(telemetry)
@@ -58,11 +77,15 @@ class AuditServicer(Servicer, rpc.AuditServicer):
                                  games=list(request.games) or None, options=struct_to_dict(request.options) or None,
                                  progress=progress, group_column=request.group_column or None)
                 summary = json.loads(Path(path).read_text(encoding="utf-8"))
-            for name, method in summary.get("methods", {}).items():  # the batcher counts the black-box ones
-                if name in METHODS and not METHODS[name].black_box:
-                    self.telemetry.count_forward_passes(entry.name, int(method.get("forward_passes", 0)))
-            summary["dataset"]["path"] = request.dataset  # the server's folder layout is not the client's business
-            summary["model"].update(name=entry.name, path=entry.info["source"])
-            emit(pb.AuditEvent(summary=dict_to_struct(summary)))
+                for name, method in summary.get("methods", {}).items():  # the batcher counts the black-box ones
+                    if name in METHODS and not METHODS[name].black_box:
+                        self.telemetry.count_forward_passes(entry.name, int(method.get("forward_passes", 0)))
+                summary["dataset"]["path"] = request.dataset  # the server's folder layout is not the client's
+                summary["model"].update(name=entry.name, path=entry.info["source"])
+                emit(pb.AuditEvent(summary=dict_to_struct(summary)))
+                if request.return_maps:
+                    for chunk in map_chunks(Path(out)):
+                        call.check()
+                        emit(pb.AuditEvent(file=chunk))
 
         yield from run_streaming(work, call)

@@ -323,25 +323,39 @@ class EvaluateEvent(_message.Message):
     def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., point: _Optional[_Union[GamePoint, _Mapping]] = ..., result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class AuditRequest(_message.Message):
-    __slots__ = ("model", "dataset", "methods", "games", "options", "group_column")
+    __slots__ = ("model", "dataset", "methods", "games", "options", "group_column", "return_maps")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     METHODS_FIELD_NUMBER: _ClassVar[int]
     GAMES_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     GROUP_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    RETURN_MAPS_FIELD_NUMBER: _ClassVar[int]
     model: str
     dataset: str
     methods: _containers.RepeatedScalarFieldContainer[str]
     games: _containers.RepeatedScalarFieldContainer[str]
     options: _struct_pb2.Struct
     group_column: str
-    def __init__(self, model: _Optional[str] = ..., dataset: _Optional[str] = ..., methods: _Optional[_Iterable[str]] = ..., games: _Optional[_Iterable[str]] = ..., options: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., group_column: _Optional[str] = ...) -> None: ...
+    return_maps: bool
+    def __init__(self, model: _Optional[str] = ..., dataset: _Optional[str] = ..., methods: _Optional[_Iterable[str]] = ..., games: _Optional[_Iterable[str]] = ..., options: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., group_column: _Optional[str] = ..., return_maps: _Optional[bool] = ...) -> None: ...
+
+class FileChunk(_message.Message):
+    __slots__ = ("path", "data", "last")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    data: bytes
+    last: bool
+    def __init__(self, path: _Optional[str] = ..., data: _Optional[bytes] = ..., last: _Optional[bool] = ...) -> None: ...
 
 class AuditEvent(_message.Message):
-    __slots__ = ("progress", "summary")
+    __slots__ = ("progress", "summary", "file")
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    FILE_FIELD_NUMBER: _ClassVar[int]
     progress: Progress
     summary: _struct_pb2.Struct
-    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., summary: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    file: FileChunk
+    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., summary: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., file: _Optional[_Union[FileChunk, _Mapping]] = ...) -> None: ...
