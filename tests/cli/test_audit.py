@@ -84,8 +84,11 @@ def test_fast_demo_goes_through_the_service_and_tables_every_method(tmp_path: Pa
                 assert 0.0 <= row["region_mass"] <= 1.0 and 0.0 <= row["pointing_hit_rate"] <= 1.0
                 assert method in (out / name / "report.html").read_text(encoding="utf-8")
             assert (row["inpainting_sr"] is not None) == (kind == "embedding" and row["skipped"] is None)
-        # The sample map fetched through Explain is the map the method gives locally for the audit's target.
-        sample = next(image for image in audit["images"] if image["files"])
+        # The map files came back from the server (Audit RPC, return_maps): each is the map the method gives
+        # locally for the audit's target, and every face has them.
+        assert all(image["files"] for image in audit["images"])
+        assert (out / name / audit["cms"]["overall"]["file"]).is_file()
+        sample = audit["images"][-1]
         loaded = load_model(DEMO_MODELS / f"{name}.onnx")
         inputs = Inputs(prepare(loaded, resolve_spec(loaded, {})), load_dataset(out / "data" / name))
         entry = next(e for e in inputs.dataset.entries if e.row == sample["row"])

@@ -5,18 +5,14 @@ bundled models as its --model-repository, the rendered datasets as its --dataset
 audits each demo model with every method of its kind (Audit RPC, methods=["all"]: a method that
 refuses the model is listed in methods_skipped with its reason). Writes under `out` only:
     data/<model>/               the rendered dataset the server audits
-    <model>/audit.json          what the Audit RPC returned, map files re-pointed at the files below
-    <model>/maps/...            the CMS pictures and the sample faces' maps (Explain RPC)
+    <model>/audit.json          what the Audit RPC returned
+    <model>/maps/...            the CMS pictures and every face's maps, streamed back by the Audit RPC
     <model>/report.html         audit.report over that folder
     report.html, audit.json     the entry point: every model's ground-truth table, links (audit.demo_index)
     report.png                  the one-picture summary (audit.report_png)
 
-Where the pictures come from: the Audit RPC returns audit.json (every number, every curve); the
-server writes its map files into a temporary folder that is removed when the call ends, so no
-client, local or remote, sees them. The demo asks the Explain RPC for every audited method's map
-of a few sample faces, with the audit's options. The CMS pictures need CIS with landmarks, which
-Explain does not take yet: the client computes them with the server's own code (see
-`_cms_pictures`). Every number in the reports is the server's.
+Every number and every picture is the server's: the Audit RPC returns audit.json and, asked with
+return_maps (`client.audit(..., out=...)`), the map files its report links.
 """
 
 from __future__ import annotations
@@ -28,26 +24,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image
-
-from faceaudit.audit.cms_groups import cms_section, save_map
-from faceaudit.audit.dataset import Entry, load_dataset
-from faceaudit.audit.inputs import Inputs
 from faceaudit.audit.demo_index import write_index
 from faceaudit.audit.report import write_report
 from faceaudit.demo.dataset import write_attribute_dataset, write_embedding_dataset, write_identity_dataset
-from faceaudit.engine.prepare import prepare
-from faceaudit.images.io import read_image
-from faceaudit.methods.cis import CisOptions, cis
-from faceaudit.methods.cms import CmsAccumulator
-from faceaudit.methods.common import Progress, options_from
 from faceaudit.errors import InvalidRequest
+from faceaudit.methods.common import Progress
 from faceaudit.methods.registry import METHODS, get_method
 from faceaudit.metrics.registry import games_for, get_game
-from faceaudit.models import load_model, resolve_spec
 from faceaudit.server.app import FaceAuditServer, ServerConfig
-from faceaudit_client import Client, ModelInfo, Pair
+from faceaudit_client import Client
 
 DEMO_MODELS = Path(__file__).resolve().parents[1] / "demo" / "models"
 
@@ -68,10 +53,9 @@ MODELS = (DemoModel("attribute", "classifier", write_attribute_dataset, "identit
 
 @dataclasses.dataclass(frozen=True)
 class Profile:
-    """How big the demo is: dataset sizes, sample faces shown, options of methods, games and CMS."""
+    """How big the demo is: dataset sizes, options of methods, games and CMS."""
 
     sizes: Mapping[str, int]  # demo model → identities (attribute: 2 faces each), faces (identity) or quadruplets
-    samples: int  # faces per model whose maps by every method are fetched and shown
     cms: Mapping[str, Any]
     methods: Mapping[str, Mapping[str, Any]]
     games: Mapping[str, Mapping[str, Any]]
@@ -84,7 +68,7 @@ class Profile:
 # 0.85, its impostors' below 0.45 (demo/models/manifest.json), and τ = 0.7 refuses the
 # doppelgangers, which the lowest τ at FPR 1 % (≈ 0.4) would still match.
 FULL = Profile(
-    sizes={"attribute": 12, "identity": 10, "embedding": 12}, samples=3, cms={"patch": 8, "stride": 4},
+    sizes={"attribute": 12, "identity": 10, "embedding": 12}, cms={"patch": 8, "stride": 4},
     methods={"rise": {"masks": 1000}, "corr_rise": {"masks": 1000}, "lime": {"samples": 300},
              "kernel_shap": {"samples": 300}, "smoothgrad": {"samples": 20}, "integrated_gradients": {"steps": 20}},
     games={"hiding_game": {"steps": 25}, "deletion": {"steps": 32}, "insertion": {"steps": 32},
@@ -92,7 +76,7 @@ FULL = Profile(
 )
 # CI's smoke run: the same pipeline and every method, on four faces and two quadruplets with cheap sweeps.
 FAST = Profile(
-    sizes={"attribute": 2, "identity": 2, "embedding": 2}, samples=1, cms={"patch": 16, "stride": 16},
+    sizes={"attribute": 2, "identity": 2, "embedding": 2}, cms={"patch": 16, "stride": 16},
     methods={"occlusion": {"patch": 16, "stride": 16}, "xface": {"patch": 16, "stride": 16},
              "cis": {"patch": 16, "stride": 16}, "rise": {"masks": 32}, "corr_rise": {"masks": 32},
              "lime": {"samples": 40, "segments": 12}, "kernel_shap": {"samples": 40, "segments": 12},
@@ -144,7 +128,7 @@ def run_demo(out: str | Path, *, profile: Profile = FULL, methods: list[str] | N
 def _audit(client: Client, model: DemoModel, out: Path, folder: Path, profile: Profile, methods: list[str] | None,
            games: list[str] | None, overrides: Mapping[str, Any] | None,
            progress: Callable[[str], Progress | None]) -> Path:
-    """One model's Audit RPC, its pictures through Explain, audit.json and report.html; the audit.json path."""
+    """One model's Audit RPC with its map files, audit.json and report.html; the audit.json path."""
     info = client.register_from_repository(model.name)
     # Named methods and games: each model gets those that apply to its kind (the models share the flags).
     named = None if methods is None else [get_method(m).name for m in methods if model.kind in get_method(m).kinds]
@@ -153,87 +137,11 @@ def _audit(client: Client, model: DemoModel, out: Path, folder: Path, profile: P
         if chosen == []:
             raise InvalidRequest(field, f"none of those named applies to the demo's {model.kind} model")
     options = demo_options(profile, model, named, overrides)
-    summary = client.audit(info, model.name, methods=named or ["all"], games=played or (), options=options,
-                           group_column=model.group_column, progress=progress(f"{model.name} audit"))
-    data = load_dataset(folder, group_column=model.group_column)
     target = out / model.name
-    (target / "maps" / "rows").mkdir(parents=True, exist_ok=True)
-    loaded = load_model(DEMO_MODELS / f"{model.name}.onnx")
-    inputs = Inputs(prepare(loaded, resolve_spec(loaded, {})), data)  # CIS only: see _cms_pictures
-    _cms_pictures(inputs, summary, target, progress(f"{model.name} CMS pictures"))
-    _sample_maps(client, info, inputs, summary, target, profile.samples, progress(f"{model.name} sample maps"))
+    summary = client.audit(info, model.name, methods=named or ["all"], games=played or (), options=options,
+                           group_column=model.group_column, out=target, progress=progress(f"{model.name} audit"))
     summary["dataset"]["path"] = str(folder.resolve())
-    summary["notes"].append("pictures: the sample maps come from the Explain RPC (the Audit RPC returns numbers; its "
-                            "map files stay on the server); the CMS pictures are recomputed by the client with the "
-                            "audit's CIS options (Explain takes no landmarks yet)")
     path = target / "audit.json"
     path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     write_report(path)
     return path
-
-
-def _cms_pictures(inputs: Inputs, summary: dict[str, Any], target: Path, progress: Progress | None) -> None:
-    """The CMS pictures overall and per group, the summary's files re-pointed at them.
-
-    Computed here, not fetched: the Explain RPC takes no landmarks yet, so it refuses CIS. The same
-    code as the server's audit (audit.inputs, methods.cis with the audit's CIS options) on the same
-    model file and faces gives the very maps the server's CMS numbers describe."""
-    options = options_from(CisOptions, summary["options"]["cms"])
-    overall = CmsAccumulator()
-    groups = {value: CmsAccumulator() for value in inputs.dataset.groups()}
-    for done, face in enumerate(inputs.faces(), start=1):
-        cis_map = cis(inputs.model, image=face.image, target=face.cms_target, options=options,
-                      correspondence=face.correspondence)
-        overall.add(cis_map)
-        if face.entry.group is not None:
-            groups[face.entry.group].add(cis_map)
-        if progress is not None:
-            progress(done, len(inputs.dataset.entries), "cis")
-    section, _ = cms_section(overall, groups, target / "maps", inputs.backdrop())
-    cms = summary["cms"]
-    cms["overall"]["file"] = section["overall"]["file"]
-    for value, group in section["groups"].items():
-        cms["groups"][value]["file"] = group["file"]
-    for pair, difference in section["group_differences"].items():
-        cms["group_differences"][pair]["file"] = difference["file"]
-
-
-def _sample_maps(client: Client, info: ModelInfo, inputs: Inputs, summary: dict[str, Any], target: Path,
-                 samples: int, progress: Progress | None) -> None:
-    """Every audited method's map of the first `samples` faces (faces with the cue first, for classifiers),
-    through Explain; CIS, which Explain refuses without landmarks, as in _cms_pictures."""
-    entries = sorted(sorted(inputs.dataset.entries, key=lambda e: e.class_index != 1)[:samples], key=lambda e: e.row)
-    methods = list(summary["methods"])
-    by_row = {image["row"]: image for image in summary["images"]}
-    for image in summary["images"]:
-        image["files"] = {}  # the server's files are gone; only the fetched faces get pictures
-    for k, entry in enumerate(entries):
-        folder = target / "maps" / "rows" / f"{entry.row:05d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        face = read_image(entry.image, field="image")
-        Image.fromarray(face.clip(0, 255).astype(np.uint8)).save(folder / "image.png")
-        files: dict[str, Any] = {"image": (folder / "image.png").relative_to(target).as_posix()}
-        for m, method in enumerate(methods, start=1):
-            options = summary["options"]["methods"].get(method)
-            if method == "cis":
-                local = inputs.face(inputs.dataset.entries.index(entry), entry)
-                result = cis(inputs.model, image=local.image, target=local.target,
-                             options=options_from(CisOptions, options), correspondence=local.correspondence)
-            else:
-                result = client.explain(info, entry.image, method=method, target=_target(entry, info, cms=False),
-                                        options=options)
-            npy = save_map(result.values, folder, method, face, signed=result.signed)
-            files[method] = {"npy": npy.relative_to(target).as_posix(),
-                             "png": npy.with_suffix(".png").relative_to(target).as_posix()}
-            if progress is not None:
-                progress(k * len(methods) + m, len(entries) * len(methods), method)
-        by_row[entry.row]["files"] = files
-
-
-def _target(entry: Entry, info: ModelInfo, *, cms: bool) -> int | Pair:
-    """The audit's targets (audit.inputs): a classifier's row class; an embedding model's mate, minus the
-    non-mate for method maps (contrastive) but not for the CMS."""
-    if info.kind == "classifier":
-        return entry.class_index
-    non_mate = None if cms or entry.non_mate is None else str(entry.non_mate)
-    return Pair(str(entry.mate), non_mate)

@@ -34,7 +34,9 @@ def write_png(path: Path, audits: dict[str, tuple[dict[str, Any], Path]]) -> Pat
     grid = figure.add_gridspec(len(names) + 1, columns, height_ratios=[1.0] * len(names) + [2.4])
     for r, name in enumerate(names):
         audit, folder = audits[name]
-        sample = next((image for image in audit["images"] if image["files"]), None)
+        shown = [image for image in audit["images"] if image["files"]]
+        # A face of class 1 first (the demo attribute model's planted cue), else the first face with maps.
+        sample = next((image for image in shown if image.get("label") == 1), shown[0] if shown else None)
         panels = [("CMS", audit["cms"]["overall"]["file"])]
         if sample is not None:
             methods = [m for m in SHOWN if m in sample["files"]][:PER_ROW]
