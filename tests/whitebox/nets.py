@@ -149,7 +149,7 @@ def block_net(seed: int = 0, opset: int = OPSET) -> onnx.ModelProto:
 
     Concat and Split, max-feature-map (Max of two tensors), a squeeze-excitation gate (ReduceMean,
     Sigmoid, Mul of two tensors), constant Pad and a Slice with negative steps, Sub and Div of two
-    tensors, a float Cast, and the embedding normalisation ReduceL2 + Div. At opset 18 ReduceMean,
+    tensors, a float Cast, and the embedding normalisation ReduceL2 + Expand + Div. At opset 18 ReduceMean,
     ReduceL2 and Pad read their axes from inputs.
     """
     n = Net(seed, np.float64)
@@ -173,7 +173,7 @@ def block_net(seed: int = 0, opset: int = OPSET) -> onnx.ModelProto:
     flat = n.op("Cast", [n.op("Flatten", [ratio], axis=1)], to=onnx.TensorProto.DOUBLE)
     embedding = n.op("Gemm", [flat, n.normal(5, 36, scale=0.3)], transB=1)
     norm = n.op("ReduceL2", [embedding, *axes_input([1])], keepdims=1, **axes([1]))
-    n.op("Div", [embedding, norm])
+    n.op("Div", [embedding, n.op("Expand", [norm, n.ints([1, 5])])])  # as torch's F.normalize exports it
     return n.model(["N", 4, 3, 3], 5, opset=opset)
 
 
@@ -241,5 +241,5 @@ RULE_COVERAGE = {
                   "Clip", "LpNormalization", "Softmax"},
     "norm_net": {"Gemm", "MatMul", "Add", "LpNormalization"},
     "block_net": {"Mul", "Concat", "Split", "Max", "Add", "ReduceMean", "Sigmoid", "Pad", "Slice", "Sub", "Div", "Cast",
-                  "Flatten", "Gemm", "ReduceL2"},
+                  "Flatten", "Gemm", "ReduceL2", "Expand"},
 }

@@ -80,7 +80,8 @@ def test_small_networks_match_the_numpy_engine(build, signal):
 
 def _two_tensor_net() -> onnx.ModelProto:
     """float32 (N, 3, 6, 6) → (N, 5): Sub, Mul (a squeeze-excitation gate after ReduceMean and Sigmoid) and Add of
-    two computed tensors, and the embedding normalised by ReduceL2 + Div; signed tensors throughout."""
+    two computed tensors, and the embedding normalised as torch's F.normalize exports it (ReduceL2, Clip,
+    Expand, Div); signed tensors throughout."""
     n = nets.Net(5, np.float32)
     a = n.op("Conv", ["x", n.normal(6, 3, 3, 3)], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
     r = n.op("Relu", [a])
@@ -88,7 +89,8 @@ def _two_tensor_net() -> onnx.ModelProto:
     gate = n.op("Sigmoid", [n.op("Mul", [n.op("ReduceMean", [d], axes=[2, 3], keepdims=1), n.normal(6, 1, 1)])])
     s = n.op("Add", [n.op("Mul", [r, gate]), d])
     e = n.op("Gemm", [n.op("Flatten", [s], axis=1), n.normal(5, 6 * 36, scale=0.3)], transB=1)
-    n.op("Div", [e, n.op("ReduceL2", [e], axes=[1], keepdims=1)])
+    norm = n.op("Clip", [n.op("ReduceL2", [e], axes=[1], keepdims=1), n.const(1e-12)])
+    n.op("Div", [e, n.op("Expand", [norm, n.ints([1, 5])])])  # torch's F.normalize
     return n.model(["N", 3, 6, 6], 5)
 
 
@@ -100,6 +102,25 @@ def test_products_differences_and_norms_of_computed_tensors_match_the_numpy_engi
     x = rng.normal(size=(3, 3, 6, 6)).astype(np.float32)
     acts = wb.forward(x)
     seed = _seed(signal, 3, 5, rng)
+    expected = backward(wb.graph, acts.values, seed, signal)["x"]
+    _assert_close(_compiled(wb, acts.values, signal).run(x, seed).signal, expected)
+
+
+@pytest.mark.parametrize("signal", ["gradient", "guided", "deconv"])
+def test_a_relu_read_by_overlapping_max_pool_windows_matches_the_numpy_engine(signal):
+    """Conv → Relu → MaxPool 3×3 stride 2 (ResNet's stem): guided and deconv read the sign of the signal the
+    overlapping windows sum at the Relu, so their Relu rule cannot move onto the pooled grid (it did: 54 % off
+    on a torch export)."""
+    n = nets.Net(2, np.float32)
+    x = n.op("Relu", [n.op("Conv", ["x", n.normal(6, 3, 3, 3)], kernel_shape=[3, 3], pads=[1, 1, 1, 1])])
+    pooled = n.op("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    n.op("Gemm", [n.op("Flatten", [pooled], axis=1), n.normal(4, 6 * 16)], transB=1)
+    model = n.model(["N", 3, 8, 8], 4)
+    wb = instrument_graph(model, "x", "y")
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(3, 3, 8, 8)).astype(np.float32)
+    acts = wb.forward(x)
+    seed = rng.normal(size=(3, 4))
     expected = backward(wb.graph, acts.values, seed, signal)["x"]
     _assert_close(_compiled(wb, acts.values, signal).run(x, seed).signal, expected)
 

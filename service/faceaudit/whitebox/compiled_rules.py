@@ -616,13 +616,16 @@ def max_pool(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
     """
     if node.ctx.attr("storage_order", 0):
         raise NotCompilable("column-major MaxPool")
-    if node.x in em.relu_before and not is_excitation(signal):
-        # MaxPool(Relu(v)): the winner's v > 0 exactly where the pool's output y > 0, so the Relu's rule is
-        # applied here, on the pooled grid, with y for its input: a quarter of the work at 2×2 windows.
-        grad = _rectified(em, node, grad, signal, 0.0)  # reads the sign of node.y, the pool's output
-        em.pooled_relus.add(node.x)
     kernel = tuple(int(k) for k in node.ctx.attr("kernel_shape"))
     geometry = window(node.ctx, kernel)
+    overlapping = any(s < (k - 1) * d + 1 for s, k, d in zip(geometry.strides, kernel, geometry.dilations, strict=True))
+    if node.x in em.relu_before and not is_excitation(signal) and (signal == "gradient" or not overlapping):
+        # MaxPool(Relu(v)): the winner's v > 0 exactly where the pool's output y > 0, so the Relu's rule is
+        # applied here, on the pooled grid, with y for its input: a quarter of the work at 2×2 windows. Guided
+        # and deconv rules also read the sign of the signal, which overlapping windows sum before the Relu
+        # sees it: there they stay at the Relu.
+        grad = _rectified(em, node, grad, signal, 0.0)  # reads the sign of node.y, the pool's output
+        em.pooled_relus.add(node.x)
     channels, rank, taps = node.shape(node.x)[1], len(kernel), int(np.prod(kernel))
     one_hot = np.zeros((channels * taps, 1, taps))
     one_hot[np.arange(channels * taps), 0, np.tile(np.arange(taps), channels)] = 1.0
@@ -703,6 +706,11 @@ def reshape(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
     if node.proto.op_type == "Cast" and node.ctx.attr("to") != TensorProto.FLOAT:
         raise NotCompilable("Cast to another type than float32")
     return {0: em.reshape_like(grad, node.shape(node.x))}
+
+
+def expand(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
+    """Expand copies each element: each gets back the sum of its copies' signals (rules.shape.expand)."""
+    return {0: em.unbroadcast(grad, node.shape(node.y), node.shape(node.x))}
 
 
 def transpose(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
@@ -814,7 +822,7 @@ COMPILED_RULES: Mapping[str, CompiledRule] = {
     "Relu": relu, "LeakyRelu": leaky_relu, "PRelu": prelu, "Clip": clip, "Sigmoid": sigmoid,
     "MaxPool": max_pool, "GlobalAveragePool": global_average_pool, "AveragePool": average_pool,
     "Flatten": reshape, "Reshape": reshape, "Squeeze": reshape, "Unsqueeze": reshape, "Identity": reshape,
-    "Dropout": reshape, "Cast": reshape, "Transpose": transpose, "Concat": concat,
+    "Dropout": reshape, "Cast": reshape, "Transpose": transpose, "Concat": concat, "Expand": expand,
     "Softmax": softmax, "LpNormalization": lp_normalization, "Max": maximum, "Slice": slice_, "Pad": pad,
     "ReduceMean": reduce_mean, "ReduceL2": reduce_l2,
 }

@@ -48,6 +48,7 @@ RULES: Mapping[str, Rule] = MappingProxyType({
     "Squeeze": Rule(shape.reshape),
     "Unsqueeze": Rule(shape.reshape),
     "Identity": Rule(shape.reshape),
+    "Expand": Rule(shape.expand),
     "Dropout": Rule(shape.reshape),
     "Transpose": Rule(shape.transpose),
     "Cast": Rule(shape.cast),

@@ -2,7 +2,8 @@
 
 Flatten, Reshape, Squeeze, Unsqueeze, Identity, Dropout (inference: identity) and float-to-float
 Cast keep the memory order, so the signal is reshaped to the input's shape; Transpose applies the
-inverse permutation; Concat splits the signal into its inputs' blocks, Split concatenates its
+inverse permutation; Expand copies each element, so each gets back the sum of its copies' signals
+(torch's F.normalize exports the norm as ReduceL2, Clip, Expand, Div); Concat splits the signal into its inputs' blocks, Split concatenates its
 outputs' signals; Slice scatters the signal back into zeros, Pad (constant mode) crops it.
 Excitation agrees: each is a linear map with 0/1 weights (each output reads at most one input
 element), whose EBP rule moves p unchanged; a padded constant is a bias, not a neuron.
@@ -15,11 +16,15 @@ from onnx import TensorProto
 
 from faceaudit.errors import UnsupportedModel
 from faceaudit.whitebox.rules.base import NodeContext, Signals
-from faceaudit.whitebox.signals import Signal
+from faceaudit.whitebox.signals import Signal, unbroadcast
 
 
 def reshape(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
     return {0: grad.reshape(ctx.shape(0))}
+
+
+def expand(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
+    return {0: unbroadcast(grad, ctx.shape(0)).reshape(ctx.shape(0))}
 
 
 def transpose(ctx: NodeContext, grad: np.ndarray, signal: Signal) -> Signals:
