@@ -77,7 +77,8 @@ def test_running_sums_give_zero_where_a_pixel_does_not_vary():
 
 
 @pytest.mark.parametrize(("values", "field"), [
-    ({"keep": 1.0, "design": "independent"}, "keep"), ({"keep": 1.0}, "design"), ({"masks": 1}, "masks"),
+    ({"keep": 1.0, "design": "independent"}, "keep"), ({"keep": 1.0}, "keep"), ({"keep": 1.0, "design": "orthogonal"},
+                                                                                "design"), ({"masks": 1}, "masks"),
 ])
 def test_options_that_cannot_vary_the_masks_are_refused(values, field):
     with pytest.raises(InvalidRequest) as info:

@@ -210,7 +210,7 @@ def test_early_stopping_never_exceeds_the_maximum_and_reports_it(faces):
     model = prepared(zoo.planted_region_classifier(), {"kind": "classifier"})
     image, target = faces(1, 32, 32)[0], ExplainTarget(class_index=0)
     calls: list[tuple[int, int, str]] = []
-    result = early(model, image, target, calls, masks=600, target_fidelity=0.999, check_every=100)
+    result = early(model, image, target, calls, masks=600, target_fidelity=0.99999, check_every=100)
     assert (result.extra["masks"], result.forward_passes, result.extra["stop_reason"]) == (600, 600, "masks")
     assert calls[-1] == (600, 600, "rise") and all(phase == "rise" for _, _, phase in calls)
     r, reliability = result.extra["split_half_r"], result.extra["spearman_brown"]
@@ -304,12 +304,15 @@ def test_estimator_and_stopping_options_convert_from_loose_values():
 def test_a_one_mask_run_reports_no_split_half_correlation(estimator):
     model = prepared(zoo.linear_classifier(), {"kind": "classifier"})
     image = np.full((8, 8, 3), 120, np.float32)
-    options = RiseOptions(masks=1, cells=3, estimator=estimator, target_fidelity=0.5, check_every=1)
+    options = RiseOptions(masks=1, cells=3, estimator=estimator, design="independent")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         result = rise(model, image=image, target=ExplainTarget(class_index=0), options=options)
     assert np.isfinite(result.values).all() and result.extra["masks"] == 1
     assert (result.extra["split_half_r"], result.extra["spearman_brown"], result.extra["stop_reason"]) == (None, None, "masks")
+    with pytest.raises(InvalidRequest) as info:  # a target needs both halves: two samples at least
+        RiseOptions(masks=1, cells=3, estimator=estimator, design="independent", target_fidelity=0.5)
+    assert info.value.field == "target_fidelity"
 
 
 @pytest.mark.parametrize(("max_batch", "chunk"), [(1024, 64), (64, 1000)])

@@ -82,17 +82,18 @@ def test_each_mask_alone_has_independent_fair_cells():
 
 
 def test_the_masks_are_the_block_grids_upsampled_at_one_shift_per_block():
-    # The shift of block b is floor(frac(u0 + b·α)·C), u0 the generator's first two uniforms and
+    # The shift of block b is floor(frac(u0[b mod 2] + ⌊b/2⌋·α)·C), u0 the generator's first four uniforms
+    # (one start for the even blocks, one for the odd: the two halves of early stopping) and
     # α = (1/φ, 1/φ²), φ the real root of x³ = x + 1 (the R2 sequence).
     height, width, cells, count = 20, 24, 7, 150
     masks = np.concatenate(list(rise_masks(np.random.default_rng(2), count, cells, 0.5, height, width, 50,
                                            design="orthogonal")))
     phi = max(root.real for root in np.roots([1, 0, -1, -1]) if abs(root.imag) < 1e-12)
-    start = np.random.default_rng(2).random(2)
+    starts = np.random.default_rng(2).random((2, 2))
     cell_h, cell_w = math.ceil(height / cells), math.ceil(width / cells)
     n = block_size(cells)
     for b, block in enumerate(blocks(2, cells, math.ceil(count / n), cell=0)):
-        u = (start + b * np.array([1 / phi, 1 / phi**2])) % 1.0
+        u = (starts[b % 2] + (b // 2) * np.array([1 / phi, 1 / phi**2])) % 1.0
         dy, dx = int(u[0] * cell_h), int(u[1] * cell_w)
         grids = block.grids(0, min(n, count - b * n)).reshape(-1, cells, cells)
         for i, grid in enumerate(grids):
@@ -101,18 +102,20 @@ def test_the_masks_are_the_block_grids_upsampled_at_one_shift_per_block():
 
 def test_each_block_shift_is_uniform_and_a_run_covers_the_shifts_evenly():
     # Uniform: the shift of block 3 over many seeds (the random start u0 rotates the sequence).
-    # Even: the first 16 shifts of a run fall 4 ± 2 in each quadrant of an 8×8 shift square,
-    # where independent uniform shifts miss that bound in about 2 runs out of 5.
+    # Even: each half's first 16 shifts (even blocks, odd blocks: two sequences) fall 4 ± 2 in each
+    # quadrant of an 8×8 shift square, where independent uniform shifts miss that bound in about 2
+    # runs out of 5.
     shifts = np.array([[blk.dy, blk.dx] for seed in range(2000) for blk in blocks(seed, 2, 4, cell=5)[3:]])
     counts = np.bincount(shifts[:, 0] * 5 + shifts[:, 1], minlength=25)
     chi2 = ((counts - 80) ** 2 / 80).sum()
     assert chi2 < 60  # 24 degrees of freedom: P(χ² > 60) ≈ 6e-5
     for seed in range(100):
-        first = blocks(seed, 2, 16, cell=8)
-        quadrants = np.zeros((2, 2), int)
-        for blk in first:
-            quadrants[blk.dy // 4, blk.dx // 4] += 1
-        assert np.abs(quadrants - 4).max() <= 2, (seed, quadrants)
+        first = blocks(seed, 2, 32, cell=8)
+        for half in (first[0::2], first[1::2]):
+            quadrants = np.zeros((2, 2), int)
+            for blk in half:
+                quadrants[blk.dy // 4, blk.dx // 4] += 1
+            assert np.abs(quadrants - 4).max() <= 2, (seed, quadrants)
 
 
 @pytest.mark.parametrize("cells", [3, 7])
@@ -212,7 +215,8 @@ def test_whole_blocks_make_the_centred_map_the_paper_map_minus_the_mean_score(fa
     # summing to 1), so Σ s_i·M_i − s̄·Σ M_i = N·p·(S − s̄): the same map up to an offset.
     model = prepared(zoo.planted_region_classifier(), {"kind": "classifier"})
     image, target = faces(1, 32, 32)[0], ExplainTarget(class_index=0)
-    paper = rise(model, image=image, target=target, options=RiseOptions(masks=256, seed=3, estimator="paper")).values
+    paper = rise(model, image=image, target=target,
+                 options=RiseOptions(masks=256, seed=3, estimator="paper", design="orthogonal")).values
     centred = rise(model, image=image, target=target, options=RiseOptions(masks=256, seed=3)).values
     offset = paper.astype(np.float64) - centred
     np.testing.assert_allclose(offset, offset.mean(), atol=1e-5 * np.ptp(paper))
@@ -274,9 +278,9 @@ def test_corr_rise_takes_orthogonal_blocks(faces):
 
 
 @pytest.mark.parametrize(("values", "field"), [
-    ({"design": "hadamard"}, "design"), ({"design": None}, "design"), ({"design": "Orthogonal"}, "design"),
-    ({"keep": 0.3}, "design"), ({"keep": 0.3, "design": "orthogonal"}, "design"),
-    ({"antithetic": True}, "antithetic"),
+    ({"design": "hadamard"}, "design"), ({"design": "Orthogonal"}, "design"),
+    ({"keep": 0.3, "design": "orthogonal"}, "design"), ({"antithetic": True, "design": "orthogonal"}, "antithetic"),
+    ({"masks": 100, "target_fidelity": 0.9}, "target_fidelity"),  # one block of 64 per half needs 128
 ])
 def test_bad_design_options_name_the_option(values, field):
     for options in (RiseOptions, CorrRiseOptions):
@@ -285,3 +289,33 @@ def test_bad_design_options_name_the_option(values, field):
         assert info.value.field == field
     assert RiseOptions(keep=0.3, design="independent").keep == 0.3
     assert RiseOptions(antithetic=True, design="independent").antithetic
+
+
+def test_unset_design_and_check_step_follow_the_estimator_and_the_masks():
+    """Unset: orthogonal blocks checked every 64 masks; the paper estimator, keep ≠ 0.5 and antithetic pairs
+    get the paper's independent masks (checked every 250); set values win."""
+    assert (RiseOptions().mask_design, RiseOptions().check_interval) == ("orthogonal", 64)
+    for values in ({"estimator": "paper"}, {"keep": 0.3}, {"antithetic": True}):
+        options = RiseOptions(**values)
+        assert (options.design, options.mask_design, options.check_interval) == (None, "independent", 250)
+    assert RiseOptions(estimator="paper", design="orthogonal", check_every=10).mask_design == "orthogonal"
+    assert RiseOptions(estimator="paper", check_every=10).check_interval == 10
+
+
+def test_the_two_halves_draw_independent_shifts():
+    """Even and odd blocks (early stopping's halves) start their shift sequences independently: knowing block
+    0's shift says nothing of block 1's (with one start it fixed it up to rounding)."""
+    pairs = np.array([[b[0].dy, b[1].dy] for b in (blocks(seed, 2, 2, cell=5) for seed in range(3000))])
+    table = np.zeros((5, 5))
+    np.add.at(table, (pairs[:, 0], pairs[:, 1]), 1)
+    expected = np.outer(table.sum(axis=1), table.sum(axis=0)) / len(pairs)
+    chi2 = ((table - expected) ** 2 / expected).sum()
+    assert chi2 < 45  # 16 degrees of freedom: P(χ² > 45) ≈ 1e-4; one shared start gives thousands
+
+
+def test_numpy_integer_options_are_taken():
+    model = prepared(zoo.linear_classifier(height=8, width=8), {"kind": "classifier"})
+    image = np.full((8, 8, 3), 120, np.float32)
+    options = RiseOptions(masks=np.int64(64), cells=np.int64(3), chunk=np.int64(8))
+    result = rise(model, image=image, target=ExplainTarget(class_index=0), options=options)
+    assert result.extra["masks"] == 64 and result.extra["design"] == "orthogonal"

@@ -18,7 +18,7 @@ Estimator, mask design, antithetic masks, early stopping:
     faceaudit.methods.rise): the two half-maps are correlation maps of alternate samples (masks,
     pairs or blocks), the Spearman–Brown estimate 2r/(1+r) of their correlation r is checked every
     `check_every` masks rounded up to whole samples, and the metadata reports masks, split_half_r,
-    spearman_brown, stop_reason and sample_unit. Progress phases are "corr_rise" and, after an
+    spearman_brown, stop_reason, sample_unit and design. Progress phases are "corr_rise" and, after an
     early stop, "corr_rise: converged". A ratio of sums, C is consistent, not unbiased, under either
     design (a bias of order 1/N); orthogonal blocks keep every mask a RISE mask, so its limit is
     the same.
@@ -34,8 +34,9 @@ Reference:
     Y. Lu, Z. Xu, T. Ebrahimi, "Towards visual saliency explanations of face verification",
     WACV 2024 (doi:10.1109/WACV57701.2024.00466); reference [22] of Wang et al. 2025.
 Defaults:
-    RISE's (masks=4000, cells=7, keep=0.5, fill=zero, estimator=centred, design=orthogonal,
-    check_every=64, a fixed N; see faceaudit.methods.rise): the mask settings of Lu et al. are not in the
+    RISE's (masks=4000, cells=7, keep=0.5, fill=zero, estimator=centred, design=None (orthogonal
+    blocks unless keep ≠ 0.5 or antithetic), check_every=None (64 with blocks, 250 without), a fixed
+    N; see faceaudit.methods.rise): the mask settings of Lu et al. are not in the
     texts we checked, and Wang et al. implemented CorrRISE "based on the official implementation of
     RISE". Embedding models only: a classifier raises InvalidRequest("target").
 """

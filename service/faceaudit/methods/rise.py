@@ -74,10 +74,13 @@ Orthogonal blocks (option `design`, "orthogonal" or "independent"):
     (n/4)·Σ_c γ_c·w_c(λ): the cross-cell noise is gone, and with one shift the map is exact
     (tests/methods/test_rise_orthogonal.py). What remains is the score's non-additivity
     (interactions between cells) and the shift: N/n blocks sample N/n shifts only, so the shifts
-    are stratified: block b's shift is u_b = frac(u₀ + b·α) in [0, 1)², dy = floor(u_b,1·C_h),
-    dx = floor(u_b,2·C_w), the R2 low-discrepancy sequence α = (1/φ, 1/φ²), φ³ = φ + 1 (Roberts
-    2018), rotated by a uniform random u₀, so each block's shift is exactly uniform (unbiased)
-    and any run of blocks covers the shift square evenly. Rows are shuffled so that a partial
+    are stratified: block b's shift is u_b = frac(u₀,ₕ + ⌊b/2⌋·α) in [0, 1)², h = b mod 2,
+    dy = floor(u_b,1·C_h), dx = floor(u_b,2·C_w), the R2 low-discrepancy sequence α = (1/φ, 1/φ²),
+    φ³ = φ + 1 (Roberts 2018), rotated by a uniform random start u₀,ₕ, one for the even blocks and
+    one for the odd ones: each block's shift is exactly uniform (unbiased), any run of blocks
+    covers the shift square evenly, and the two halves of early stopping (even and odd blocks)
+    draw independent shift sequences (with one start they were tied, which made the split-half
+    estimate read low). Rows are shuffled so that a partial
     block is a random subset of rows (in Hadamard order the first n/2 rows would repeat
     columns and hold one constant). When it does not help: a strongly non-additive score (a
     saturated softmax, a cosine dominated by interactions) keeps most of its noise; a partial
@@ -87,8 +90,9 @@ Orthogonal blocks (option `design`, "orthogonal" or "independent"):
     values need design=independent (refused with InvalidRequest("design")).
 Early stopping (option `target_fidelity`):
     With a target fidelity ρ*, `masks` is the maximum N. Masks are dealt alternately to two halves
-    by sample: a pair with antithetic masks, a whole block with orthogonal ones, else one mask; so
-    the halves are independent maps of N/2 masks each (with the centred estimator each half is
+    by sample: a pair with antithetic masks, a whole block with orthogonal ones (even and odd blocks
+    draw independent shift sequences), else one mask; so the halves are independent maps of N/2
+    masks each (with the centred estimator each half is
     centred by its own mean). `check_every` is rounded up to whole samples (100 → 128 with blocks
     of 64), and orthogonal chunks hold whole blocks or divide one, so checks fall between blocks.
     At the first chunk boundary at or after every multiple of that step, the Pearson correlation r over
@@ -107,7 +111,8 @@ Early stopping (option `target_fidelity`):
     Metadata (SaliencyMap.extra): masks (N used), split_half_r, spearman_brown and
     fidelity_estimate (√spearman_brown) over the final halves (also without a target; None where a
     half-map is constant), stop_reason ("target_fidelity", or "masks" when all masks were used),
-    sample_unit (masks dealt together to one half: 1, 2 or the block size n).
+    sample_unit (masks dealt together to one half: 1, 2 or the block size n), design (the mask
+    design used: `design`, or the default chosen for it, see Defaults).
     Progress: progress(done, masks, "rise") after every chunk, against the maximum; after an early
     stop one more call progress(done, masks, "rise: converged") with the real done (below the
     total), so a client streaming progress sees why the run ended early.
@@ -143,23 +148,26 @@ Defaults:
     mask. We normalise by N·p as the paper and the reference (`sal / N / p1`) do; TorchRay divides
     by N only, so its maps are ours times p.
     estimator=centred (issue 8, see Estimators; `paper` reproduces published maps),
-    design=orthogonal: like the centred estimator, the same expectation as the paper's masks (every
-    mask is a RISE mask) for less noise, so every map and game is unchanged in expectation and
-    closer to it. bench/rise_estimators.py (64×64, 7×7 cells, mean of 3 seeds, fidelity against a
-    16,000-mask reference) measured centred maps of orthogonal blocks at 250 masks at 0.992 (vgg,
-    zoo), 0.962 (iresnet, zoo), 0.989 and 0.992 (the demo's trained attribute classifier and
-    embedder), against 0.884, 0.771, 0.955 and 0.935 with independent masks, which need 2000 to
-    4000 masks for those values; early stopping at a raw split-half r of 0.95 used 256 to 811
-    masks (mean of 3 seeds per model) instead of 1024 to 4000. design=independent gives the
-    paper's i.i.d. masks (and is needed for keep ≠ 0.5 and for antithetic pairs).
-    antithetic=False, target_fidelity=None (a fixed N, as in the paper), check_every=64 (one
-    orthogonal block of 7×7 cells: a check costs two H×W maps and one correlation, nothing next to
-    64 forward passes, and with orthogonal blocks targets are reached within a few hundred masks,
-    where checks every 250 masks overshot by up to 100 %; the run stops at most one step, plus a
-    batch in flight, after the N at which the target was reached). With independent masks,
-    frequent checks stop on a lucky estimate a little more often (optional stopping: fidelity
-    0.94 reached for a target of 0.95 on the zoo's models, 0.96 with checks every 250; see
-    bench/README.md); orthogonal blocks' split-half estimate is conservative.
+    design=None: orthogonal blocks, unless the estimator is `paper`, keep ≠ 0.5 or antithetic
+    pairs are asked for, which get the paper's i.i.d. masks (`paper` then reproduces the published
+    maps; orthogonal blocks need keep = 0.5; antithetic pairs are a design of their own); the map's
+    metadata records the design used. Orthogonal blocks, like the centred estimator, keep the
+    paper's expectation (every mask is a RISE mask) for less noise, so every map and game is
+    unchanged in expectation and closer to it. bench/rise_estimators.py (64×64, 7×7 cells, mean of
+    3 seeds, fidelity against a 16,000-mask reference) measured centred maps of orthogonal blocks
+    at 250 masks at 0.992 (vgg, zoo), 0.962 (iresnet, zoo), 0.989 and 0.992 (the demo's trained
+    attribute classifier and embedder), against 0.884, 0.771, 0.955 and 0.935 with independent
+    masks, which need 2000 to 4000 masks for those values; early stopping at a raw split-half r of
+    0.95 used 256 to 811 masks (mean of 3 seeds per model) instead of 1024 to 4000.
+    antithetic=False, target_fidelity=None (a fixed N, as in the paper), check_every=None: 64 with
+    orthogonal blocks (one block of 7×7 cells: a check costs two H×W maps and one correlation,
+    nothing next to 64 forward passes, and with orthogonal blocks targets are reached within a few
+    hundred masks, where checks every 250 masks overshot by up to 100 %; the run stops at most one
+    step, plus a batch in flight, after the N at which the target was reached), 250 with
+    independent masks (frequent checks stop on a lucky estimate more often there: optional
+    stopping, fidelity 0.94 reached for a target of 0.95 on the zoo's models with checks every 64,
+    0.96 every 250; see bench/README.md). With a target, `masks` must hold two samples (two
+    blocks, two pairs) so that both halves exist.
 """
 
 from __future__ import annotations
@@ -198,10 +206,25 @@ class RiseOptions(FillOptions):
     seed: int = 0  # seed of the numpy Generator that draws the masks
     chunk: int = 64  # masks generated, applied and scored together (rounded to whole pairs or blocks)
     estimator: str = "centred"  # "centred": Σ (s − s̄)·M / ((N−1)·p); "paper": Σ s·M / (N·p)
-    design: str = "orthogonal"  # "orthogonal": blocks of orthogonal grids, one shift each; "independent": i.i.d.
+    design: str | None = None  # "orthogonal" (blocks of orthogonal grids, one shift each), "independent" (i.i.d.)
     antithetic: bool = False  # masks in pairs with complementary grids and a shared shift; N even
     target_fidelity: float | None = None  # stop once the estimated fidelity √(2r/(1+r)) reaches it, in (0, 1)
-    check_every: int = 64  # masks between convergence checks (at chunk boundaries; whole pairs or blocks)
+    check_every: int | None = None  # masks between convergence checks (at chunk boundaries; whole pairs or blocks)
+
+    @property
+    def mask_design(self) -> str:
+        """The design used: `design`, or unset, independent masks for the paper estimator, keep ≠ 0.5 or
+        antithetic pairs (the published setup, or where blocks do not apply), else orthogonal blocks."""
+        if self.design is not None:
+            return self.design
+        return "independent" if self.estimator == "paper" or self.keep != 0.5 or self.antithetic else "orthogonal"
+
+    @property
+    def check_interval(self) -> int:
+        """Masks between convergence checks: `check_every`, or unset, 64 with orthogonal blocks, 250 without."""
+        if self.check_every is not None:
+            return int(self.check_every)
+        return 64 if self.mask_design == "orthogonal" else 250
 
     def __post_init__(self) -> None:
         check_int("masks", self.masks, 1)
@@ -217,8 +240,8 @@ class RiseOptions(FillOptions):
             raise InvalidRequest("estimator", f"{self.estimator!r} must be one of {', '.join(ESTIMATORS)}")
         if not isinstance(self.antithetic, (bool, np.bool_)):
             raise InvalidRequest("antithetic", f"{self.antithetic!r} must be true or false")
-        if self.design not in DESIGNS:
-            raise InvalidRequest("design", f"{self.design!r} must be one of {', '.join(DESIGNS)}")
+        if self.design is not None and self.design not in DESIGNS:
+            raise InvalidRequest("design", f"{self.design!r} must be one of {', '.join(DESIGNS)}, or unset")
         if self.design == "orthogonal" and self.keep != 0.5:
             raise InvalidRequest("design", f"orthogonal masks keep each cell with probability 0.5; keep={self.keep} "
                                            "needs design=independent")
@@ -231,7 +254,12 @@ class RiseOptions(FillOptions):
         if fidelity is not None and (isinstance(fidelity, bool) or not isinstance(fidelity, (int, float))
                                      or not 0 < fidelity < 1):
             raise InvalidRequest("target_fidelity", f"{fidelity!r} must be a correlation in (0, 1), or unset")
-        check_int("check_every", self.check_every, 1)
+        if self.check_every is not None:
+            check_int("check_every", self.check_every, 1)
+        unit = sample_unit(self)
+        if fidelity is not None and self.masks < 2 * unit:
+            raise InvalidRequest("target_fidelity", f"early stopping compares two halves of whole samples of {unit} "
+                                                    f"masks: masks ({self.masks}) must be at least {2 * unit}")
 
 
 def check_cells(options: RiseOptions, height: int, width: int) -> None:
@@ -285,7 +313,7 @@ def _independent_grids(rng: np.random.Generator, count: int, cells: int, keep: f
 
 def block_size(cells: int) -> int:
     """Masks per orthogonal block: the smallest power of two n ≥ s² + 1 (s² non-constant Hadamard columns)."""
-    return 1 << (cells * cells).bit_length()
+    return 1 << int(cells * cells).bit_length()
 
 
 # The R2 sequence's step (1/φ₂, 1/φ₂²), φ₂ the plastic number: the 2-D Kronecker sequence whose
@@ -315,14 +343,16 @@ class OrthogonalBlock:
 
 
 def orthogonal_blocks(rng: np.random.Generator, cells: int, cell_h: int, cell_w: int) -> Iterator[OrthogonalBlock]:
-    """The endless sequence of orthogonal blocks; the first draw is the shift sequence's random start u₀."""
+    """The endless sequence of orthogonal blocks. Even and odd blocks (the two halves early stopping
+    deals them to) follow two R2 shift sequences with independent random starts, drawn first, so the
+    halves are independent maps."""
     size, count = block_size(cells), cells * cells
-    start = rng.random(2)
+    starts = rng.random((2, 2))
     for index in itertools.count():
         columns = rng.permutation(np.arange(1, size))[:count]
         flips = rng.integers(0, 2, count)
         order = rng.permutation(size)
-        shift = (start + index * R2_STEP) % 1.0
+        shift = (starts[index % 2] + (index // 2) * R2_STEP) % 1.0
         yield OrthogonalBlock(columns, flips, order, int(shift[0] * cell_h), int(shift[1] * cell_w))
 
 
@@ -385,11 +415,11 @@ def scored_masks(scorer: Scorer, image: np.ndarray, options: RiseOptions, progre
     baseline = options.baseline(image)
     early = options.target_fidelity is not None
     chunk = chunk_size(min(options.chunk, check_step(options)) if early else options.chunk, image)
-    if options.design == "orthogonal":  # chunk boundaries on block boundaries: checks fall between blocks
+    if options.mask_design == "orthogonal":  # chunk boundaries on block boundaries: checks fall between blocks
         block = block_size(options.cells)
-        chunk = chunk // block * block if chunk >= block else 1 << (chunk.bit_length() - 1)
+        chunk = chunk // block * block if chunk >= block else 1 << (int(chunk).bit_length() - 1)
     masks = rise_masks(np.random.default_rng(options.seed), options.masks, options.cells, options.keep,
-                       height, width, chunk, options.antithetic, options.design)
+                       height, width, chunk, options.antithetic, options.mask_design)
     pending: deque[np.ndarray] = deque()
 
     def perturbed() -> Iterator[np.ndarray]:
@@ -410,7 +440,7 @@ def scored_masks(scorer: Scorer, image: np.ndarray, options: RiseOptions, progre
 
 def sample_unit(options: RiseOptions) -> int:
     """Masks that form one sample, dealt together to one half: an antithetic pair, an orthogonal block, or 1."""
-    if options.design == "orthogonal":
+    if options.mask_design == "orthogonal":
         return block_size(options.cells)
     return 2 if options.antithetic else 1
 
@@ -418,7 +448,7 @@ def sample_unit(options: RiseOptions) -> int:
 def balanced_block(options: RiseOptions) -> int:
     """Masks per block whose mask values sum to n·p at every pixel (orthogonal blocks, antithetic pairs at
     p = 0.5), whose masks are exchangeable: 1 where there are none (independent masks)."""
-    if options.design == "orthogonal" or options.antithetic and options.keep == 0.5:
+    if options.mask_design == "orthogonal" or options.antithetic and options.keep == 0.5:
         return sample_unit(options)
     return 1
 
@@ -426,7 +456,7 @@ def balanced_block(options: RiseOptions) -> int:
 def check_step(options: RiseOptions) -> int:
     """Masks between convergence checks: `check_every` rounded up to whole samples (pairs or blocks)."""
     unit = sample_unit(options)
-    return -(-options.check_every // unit) * unit
+    return -(-options.check_interval // unit) * unit
 
 
 def half_indicator(count: int, half: np.ndarray | None) -> np.ndarray:
@@ -529,7 +559,8 @@ def accumulate(sums: SplitSums, values: Callable[[int | None], np.ndarray], scor
     r, reliability = split_half(values)
     return {"masks": done, "split_half_r": r, "spearman_brown": reliability,
             "fidelity_estimate": None if reliability is None else fidelity(reliability),
-            "stop_reason": "target_fidelity" if converged else "masks", "sample_unit": unit}
+            "stop_reason": "target_fidelity" if converged else "masks", "sample_unit": unit,
+            "design": options.mask_design}
 
 
 def fidelity(reliability: float) -> float:
