@@ -46,13 +46,24 @@ def test_file_chunks_are_written_in_place_and_paths_cannot_leave_the_folder(tmp_
 
     sink = _FileSink(tmp_path)
     for chunk in (pb.FileChunk(path="maps/a.npy", data=b"12"), pb.FileChunk(path="maps/a.npy", data=b"3", last=True),
-                  pb.FileChunk(path="maps/rows/1/b.png", data=b"", last=True)):
+                  pb.FileChunk(path="maps/rows/00001/b.png", data=b"", last=True)):
         sink.write(chunk)
     sink.finish()
-    assert (tmp_path / "maps" / "a.npy").read_bytes() == b"123" and (tmp_path / "maps/rows/1/b.png").read_bytes() == b""
-    for bad in ("../x", "/etc/x", "maps/../../x"):
-        with pytest.raises(RuntimeError, match="outside the output folder"):
-            sink.write(pb.FileChunk(path=bad, data=b"x", last=True))
+    assert (tmp_path / "maps" / "a.npy").read_bytes() == b"123"
+    assert (tmp_path / "maps/rows/00001/b.png").read_bytes() == b""
+    for bad in ("../x.png", "/etc/x.png", "maps/../../x.png", "maps\\..\\..\\evil.png", "C:\\x\\evil.png",
+                "maps/./a.png", "maps/a.sh", ".git/hooks/post-checkout", "maps//a.png", "maps/.hidden.png"):
+        with pytest.raises(RuntimeError, match="not a map file"):
+            _FileSink(tmp_path).write(pb.FileChunk(path=bad, data=b"x", last=True))
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "maps").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(RuntimeError, match="not a map file"):  # an existing symlink does not lead out either
+        _FileSink(tmp_path / "linked").write(pb.FileChunk(path="maps/a.npy", data=b"x", last=True))
+    unfinished = _FileSink(tmp_path)
+    unfinished.write(pb.FileChunk(path="maps/c.npy", data=b"x"))
+    with pytest.raises(RuntimeError, match="incomplete"):
+        unfinished.finish()
 
 
 def test_the_demo_and_local_manifests_are_refused_remotely(auditing, tmp_path, capsys):

@@ -188,6 +188,8 @@ def with_landmarks(image: pb.Image, values) -> pb.Image:
     (lambda f: request(method="cis", images=[with_landmarks(pixels(f), [10.0] * 7)]), "images[0].landmarks"),
     (lambda f: request(method="cis", images=[with_landmarks(pixels(f), [30.0, 30.0] * 5)]), "images[0].landmarks"),
     (lambda f: request(images=[with_landmarks(pixels(f), FIVE_POINTS.ravel())]), "images[0].landmarks"),
+    (lambda f: request(images=[pixels(f)], targets=[pb.Target(pair=pb.MatePair(mate=with_landmarks(pixels(f), [5.0])))]),
+     "targets[0].pair.mate.landmarks"),
 ])
 def test_bad_requests_name_the_field_and_the_server_keeps_serving(client, identity, faces, make, field):
     with pytest.raises(grpc.RpcError) as info:
@@ -195,6 +197,22 @@ def test_bad_requests_name_the_field_and_the_server_keeps_serving(client, identi
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert info.value.details().startswith(f"{field}:"), info.value.details()
     assert client.models.Get(pb.GetModelRequest(model="identity")).name == "identity"
+
+
+def test_landmarks_outside_the_sent_image_are_named_in_its_own_frame(client, identity):
+    photo = np.random.default_rng(3).uniform(0, 255, (128, 128, 3)).astype(np.float32)
+    points = arcface_for_frame((128, 128))
+    points[0] = [130.0, 40.0]
+    with pytest.raises(grpc.RpcError) as info:
+        client.explain.Explain(request(method="cis", images=[with_landmarks(pixels(photo), points.ravel())],
+                                       targets=[pb.Target(class_index=3)]))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().startswith("images[0].landmarks: point 0 at (130, 40) lies outside the 128x128 image")
+    points = arcface_for_frame((128, 128))
+    points[1, 0] = 127.5  # the right eye on the last pixel's far edge: inside, whatever rounding the resize brings
+    served = client.explain.Explain(request(method="cis", images=[with_landmarks(pixels(photo), points.ravel())],
+                                            targets=[pb.Target(class_index=3)], patch=16, stride=16))
+    assert served.maps[0].frame == "canonical"
 
 
 def test_unknown_model_is_not_found(client, faces):

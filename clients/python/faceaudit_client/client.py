@@ -13,10 +13,11 @@ exception raised by a callback cancels the call (the server stops within one bat
 from __future__ import annotations
 
 import os
+import re
 from contextlib import contextmanager
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 import grpc
@@ -295,23 +296,30 @@ class Client:
                                   return_maps=out is not None)
         summary = None
         files = _FileSink(Path(out)) if out is not None else None
-        with self._stream(self._audit.Audit, request, timeout) as events:
-            for event in events:
-                if event.HasField("summary"):  # plain JSON already: audit.json holds no NaN or inf
-                    summary = from_struct(event.summary)
-                elif event.HasField("file") and files is not None:
-                    files.write(event.file)
-                elif progress is not None:
-                    progress(event.progress.done, event.progress.total, event.progress.phase)
+        try:
+            with self._stream(self._audit.Audit, request, timeout) as events:
+                for event in events:
+                    if event.HasField("summary"):  # plain JSON already: audit.json holds no NaN or inf
+                        summary = from_struct(event.summary)
+                    elif event.HasField("file") and files is not None:
+                        files.write(event.file)
+                    elif event.HasField("progress") and progress is not None:
+                        progress(event.progress.done, event.progress.total, event.progress.phase)
+        finally:
+            if files is not None:
+                files.finish()
         if summary is None:
             raise RuntimeError("the Audit stream ended without a summary")
-        if files is not None:
-            files.finish()
         return summary
 
 
+_MAP_FILE = re.compile(r"maps(/[A-Za-z0-9_-][A-Za-z0-9._-]*)+\.(npy|png)")  # what an audit's maps/ holds
+
+
 class _FileSink:
-    """Writes streamed FileChunks under a folder; a path that would leave it (absolute, "..") is refused."""
+    """Writes streamed FileChunks under a folder. Only map files are taken: maps/… paths of plain name
+    segments ending in .npy or .png, which resolve inside the folder (a path from a hostile or broken
+    server cannot leave it, on any OS); a file must end with its last chunk."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -319,18 +327,27 @@ class _FileSink:
 
     def write(self, chunk: pb.FileChunk) -> None:
         if self._open is None or self._open[0] != chunk.path:
-            self.finish()
-            relative = PurePosixPath(chunk.path)
-            if relative.is_absolute() or not relative.parts or ".." in relative.parts:
-                raise RuntimeError(f"the server sent a file path outside the output folder: {chunk.path!r}")
-            target = self.folder.joinpath(*relative.parts)
+            if self._open is not None:
+                raise RuntimeError(f"the server started {chunk.path!r} before ending {self._open[0]!r}")
+            target = self.folder.joinpath(*chunk.path.split("/"))
+            inside = target.resolve().is_relative_to(self.folder.resolve())
+            if not _MAP_FILE.fullmatch(chunk.path) or not inside:
+                raise RuntimeError(f"the server sent a file that is not a map file of the output folder: "
+                                   f"{chunk.path!r}")
             target.parent.mkdir(parents=True, exist_ok=True)
             self._open = (chunk.path, target.open("wb"))
         self._open[1].write(chunk.data)
         if chunk.last:
-            self.finish()
+            self._close()
 
     def finish(self) -> None:
+        """After the stream: a file left without its last chunk is an error (it is incomplete)."""
+        if self._open is not None:
+            path = self._open[0]
+            self._close()
+            raise RuntimeError(f"the Audit stream ended inside {path!r}: the file is incomplete")
+
+    def _close(self) -> None:
         if self._open is not None:
             self._open[1].close()
             self._open = None

@@ -63,16 +63,16 @@ class AuditServicer(Servicer, rpc.AuditServicer):
     def Audit(self, request: pb.AuditRequest, call: Call) -> Iterator[pb.AuditEvent]:
         entry = self._store.get(request.model)
         folder = dataset_folder(self._datasets, request.dataset)
+        with tempfile.TemporaryDirectory(prefix="faceaudit-audit-") as out:
 
-        def work(emit: Callable[[pb.AuditEvent], None]) -> None:
-            throttle = Throttle(lambda done, total, phase: emit(pb.AuditEvent(
-                progress=pb.Progress(done=done, total=total, phase=phase))))
+            def work(emit: Callable[[pb.AuditEvent], None]) -> None:
+                throttle = Throttle(lambda done, total, phase: emit(pb.AuditEvent(
+                    progress=pb.Progress(done=done, total=total, phase=phase))))
 
-            def progress(done: int, total: int, phase: str) -> None:
-                call.check()
-                throttle(done, total, phase)
+                def progress(done: int, total: int, phase: str) -> None:
+                    call.check()
+                    throttle(done, total, phase)
 
-            with tempfile.TemporaryDirectory(prefix="faceaudit-audit-") as out:
                 path = run_audit(call.bind(entry.model), folder, out, methods=list(request.methods) or None,
                                  games=list(request.games) or None, options=struct_to_dict(request.options) or None,
                                  progress=progress, group_column=request.group_column or None)
@@ -83,9 +83,9 @@ class AuditServicer(Servicer, rpc.AuditServicer):
                 summary["dataset"]["path"] = request.dataset  # the server's folder layout is not the client's
                 summary["model"].update(name=entry.name, path=entry.info["source"])
                 emit(pb.AuditEvent(summary=dict_to_struct(summary)))
-                if request.return_maps:
-                    for chunk in map_chunks(Path(out)):
-                        call.check()
-                        emit(pb.AuditEvent(file=chunk))
 
-        yield from run_streaming(work, call)
+            yield from run_streaming(work, call)
+            if request.return_maps:  # read here, one chunk per message the client takes: memory stays bounded
+                for chunk in map_chunks(Path(out)):
+                    call.check()
+                    yield pb.AuditEvent(file=chunk)

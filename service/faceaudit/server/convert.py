@@ -61,7 +61,11 @@ def array_to_tensor(array: np.ndarray) -> pb.Tensor:
 
 
 def image_to_array(image: pb.Image, spec: ModelSpec, field: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """The model-sized float32 RGB image of an encoded or raw image message."""
+    """The model-sized float32 RGB image of an encoded or raw image message that takes no landmarks (only the
+    images the canonical method explains do: explain_service.image_context)."""
+    if image.landmarks:
+        raise InvalidRequest(f"{field}.landmarks", "only the images explained by the canonical method (cis) take "
+                                                   "landmarks")
     return fit_to_model(decoded_image(image, field, max_pixels), spec)
 
 

@@ -52,7 +52,7 @@ TEMPLATES = {5: arcface_for_frame, 68: mean_face_68}  # landmark count -> canoni
 MARGIN = 0.5  # the template's triangulation extended beyond its hull by this fraction (the CLI's default)
 
 
-def image_context(method: Method, message: pb.Image, original: np.ndarray, image: np.ndarray, spec: ModelSpec,
+def image_context(method: Method, message: pb.Image, original: tuple[int, int], image: np.ndarray, spec: ModelSpec,
                   field: str) -> dict[str, Any]:
     """What a canonical method (cis) reads besides the image: its correspondence with the canonical face,
     from the image's landmarks (5 or 68 points, onto the ArcFace or mean-face template in the model's
@@ -68,7 +68,17 @@ def image_context(method: Method, message: pb.Image, original: np.ndarray, image
     values = np.asarray(message.landmarks, dtype=np.float64)
     if len(values) % 2 or len(values) // 2 not in TEMPLATES:
         raise InvalidRequest(f"{field}.landmarks", f"{len(values)} numbers: give 5 or 68 points as x0, y0, x1, y1, ...")
-    points = rescale_landmarks(values.reshape(-1, 2), original.shape[:2], image.shape[:2])
+    sent = values.reshape(-1, 2)
+    height, width = original
+    outside = ~np.isfinite(sent).all(axis=1) | (sent < -0.5).any(axis=1) | (sent[:, 0] > width - 0.5) | (
+        sent[:, 1] > height - 0.5)
+    if outside.any():  # in the sent image's own frame, before resizing moves the points
+        k = int(np.flatnonzero(outside)[0])
+        raise InvalidRequest(f"{field}.landmarks", f"point {k} at ({sent[k, 0]:g}, {sent[k, 1]:g}) lies outside the "
+                                                   f"{width}x{height} image (x in [-0.5, {width - 0.5}], y in "
+                                                   f"[-0.5, {height - 0.5}])")
+    points = rescale_landmarks(sent, original, image.shape[:2])
+    points = np.clip(points, -0.5, np.array([image.shape[1], image.shape[0]]) - 0.5)  # rounding at the edge
     aligner = LandmarkAligner(TEMPLATES[len(points)](shape), shape, margin=MARGIN)
     try:
         return {"correspondence": aligner.correspond(image, points)}
@@ -87,10 +97,12 @@ def explain_maps(entry: Entry, request: pb.ExplainRequest, call: Call, progress:
     count = len(request.images) * max(1, len(request.targets))
     if count > MAX_MAPS_PER_REQUEST:
         raise LimitExceeded(f"images, targets: {count} maps in one request is above the limit of {MAX_MAPS_PER_REQUEST}")
-    originals = [decoded_image(image, f"images[{i}]") for i, image in enumerate(request.images)]
-    images = [fit_to_model(original, spec) for original in originals]
-    contexts = [image_context(method, message, original, image, spec, f"images[{i}]")
-                for i, (message, original, image) in enumerate(zip(request.images, originals, images, strict=True))]
+    images, contexts = [], []
+    for i, message in enumerate(request.images):  # one full-size decoded image at a time
+        original = decoded_image(message, f"images[{i}]")
+        images.append(fit_to_model(original, spec))
+        contexts.append(image_context(method, message, original.shape[:2], images[-1], spec, f"images[{i}]"))
+        del original
     targets = [target_of(t, spec, f"targets[{j}]") for j, t in enumerate(request.targets)] or [None]
     classifier = spec.require("kind") == "classifier"
     for j, target in enumerate(targets):
