@@ -394,25 +394,39 @@ def arithmetic(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
     return {i: _scale(em, node, i, grad, signal, factor)}
 
 
+def _extended_sum(em: Emitter, node: Node, grad: str, c: float) -> Compiled:
+    """eEBP at y = a + c·b, c = ±1, both computed (rules.linear.extended_sum with weights (1, c)):
+    D⁺ = Σ_k c_k⁺x_k⁺ + c_k⁻x_k⁻, D⁻ = Σ_k c_k⁻x_k⁺ + c_k⁺x_k⁻, s± = [y ≷ 0] p ⊘ D±,
+    p_k = x_k⁺(c_k⁺s⁺ + c_k⁻s⁻) + x_k⁻(c_k⁻s⁺ + c_k⁺s⁻). With c_k = ±1 a term feeds D⁺ with one part of x_k
+    and D⁻ with the other: (x⁺, x⁻) for c = 1, (x⁻, x⁺) for c = −1, each times c."""
+    g_shape = node.shape(node.y)
+    up = em.indicator(em.op("GreaterOrEqual", [em.response(node.y), em.zero()]))
+    feeds = []  # (input, its weight, the part feeding D⁺, the part feeding D⁻)
+    for index, weight in ((0, 1.0), (1, c)):
+        x = em.response(node.proto.input[index])
+        positive = em.op("Relu", [x])
+        negative = em.op("Sub", [x, positive])
+        feeds.append((index, weight, *((positive, negative) if weight > 0 else (negative, positive))))
+    combine = "Add" if c > 0 else "Sub"
+    d_pos = em.op(combine, [feeds[0][2], feeds[1][2]])
+    d_neg = em.op(combine, [feeds[0][3], feeds[1][3]])
+    s_pos = em.safe_divide(em.op("Mul", [grad, up]), d_pos, vanishing=True)
+    s_neg = em.safe_divide(em.op("Mul", [grad, em.op("Sub", [em.one(), up])]), d_neg, vanishing=True)
+    sent = {}
+    for index, weight, to_pos, to_neg in feeds:
+        share = em.op("Add", [em.op("Mul", [to_pos, s_pos]), em.op("Mul", [to_neg, s_neg])])
+        share = share if weight > 0 else em.op("Neg", [share])
+        sent[index] = em.unbroadcast(share, g_shape, node.shape(node.proto.input[index]))
+    return sent
+
+
 def add_tensors(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
     """Residual sums: g to both; excitation splits p by the positive parts (rules.linear.add_tensors);
     extended by a⁺, b⁺ where y ≥ 0 and by a⁻, b⁻ where y < 0 (rules.linear.extended_sum, weights 1, 1)."""
     a, b = node.proto.input[0], node.proto.input[1]
     g_shape = node.shape(node.y)
     if signal == "extended":
-        a, b = em.response(a), em.response(b)
-        up = em.indicator(em.op("GreaterOrEqual", [em.response(node.y), em.zero()]))
-        a_pos, b_pos = em.op("Relu", [a]), em.op("Relu", [b])
-        a_neg, b_neg = em.op("Sub", [a, a_pos]), em.op("Sub", [b, b_pos])
-        s_pos = em.safe_divide(em.op("Mul", [grad, up]), em.op("Add", [a_pos, b_pos]), vanishing=True)
-        s_neg = em.safe_divide(em.op("Mul", [grad, em.op("Sub", [em.one(), up])]), em.op("Add", [a_neg, b_neg]),
-                               vanishing=True)
-
-        def share(pos: str, neg: str) -> str:
-            return em.op("Add", [em.op("Mul", [pos, s_pos]), em.op("Mul", [neg, s_neg])])
-
-        return {0: em.unbroadcast(share(a_pos, a_neg), g_shape, node.shape(node.proto.input[0])),
-                1: em.unbroadcast(share(b_pos, b_neg), g_shape, node.shape(node.proto.input[1]))}
+        return _extended_sum(em, node, grad, 1.0)
     if signal != "excitation":
         return {0: em.unbroadcast(grad, g_shape, node.shape(a)), 1: em.unbroadcast(grad, g_shape, node.shape(b))}
     a_pos, b_pos = em.op("Relu", [a]), em.op("Relu", [b])
@@ -431,16 +445,7 @@ def sub_tensors(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
         present = em.op("Sub", [em.one(), em.indicator(em.op("Equal", [a, em.zero()]))])
         return {0: em.unbroadcast(em.op("Mul", [grad, present]), g_shape, a_shape), 1: _nothing(em, node, grad, 1)}
     if signal == "extended":
-        a, b = em.response(a), em.response(b)
-        up = em.indicator(em.op("GreaterOrEqual", [em.response(node.y), em.zero()]))
-        a_pos, b_pos = em.op("Relu", [a]), em.op("Relu", [b])
-        a_neg, b_neg = em.op("Sub", [a, a_pos]), em.op("Sub", [b, b_pos])
-        s_pos = em.safe_divide(em.op("Mul", [grad, up]), em.op("Sub", [a_pos, b_neg]), vanishing=True)
-        s_neg = em.safe_divide(em.op("Mul", [grad, em.op("Sub", [em.one(), up])]), em.op("Sub", [a_neg, b_pos]),
-                               vanishing=True)
-        p_a = em.op("Add", [em.op("Mul", [a_pos, s_pos]), em.op("Mul", [a_neg, s_neg])])
-        p_b = em.op("Neg", [em.op("Add", [em.op("Mul", [b_pos, s_neg]), em.op("Mul", [b_neg, s_pos])])])
-        return {0: em.unbroadcast(p_a, g_shape, a_shape), 1: em.unbroadcast(p_b, g_shape, b_shape)}
+        return _extended_sum(em, node, grad, -1.0)
     return {0: em.unbroadcast(grad, g_shape, a_shape), 1: em.unbroadcast(em.op("Neg", [grad]), g_shape, b_shape)}
 
 
