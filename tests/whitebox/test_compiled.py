@@ -201,16 +201,21 @@ def _request(model: PreparedModel, rng: np.random.Generator) -> tuple[np.ndarray
                                 non_mate=rng.uniform(0, 255, size).astype(np.float32))
 
 
-@pytest.mark.parametrize("name", [*ZOO, "attribute", "embedding", "identity"])
-def test_extended_with_the_target_read_as_a_winner_matches_the_numpy_engine(name):
-    """eEBP as the methods run it (the target unit's response |y|, methods.cebp.winner_tensors) on the
-    zoo and demo models: PReLU, mean-subtracted inputs, residual sums, BatchNorm, the similarity head."""
+def _instrumented_request(name: str):
+    """A zoo or demo model, its request (seeded), instrumentation, model input and one instrumented run."""
     model = _model(name)
     image, target = _request(model, np.random.default_rng(5))
     refs = None if target.class_index is not None else references(model, target)
     wb = instrument(model, references=refs)
     inputs = to_model_input(image[None], model.spec)
-    acts = wb.forward(inputs)
+    return model, target, wb, inputs, wb.forward(inputs)
+
+
+@pytest.mark.parametrize("name", [*ZOO, "attribute", "embedding", "identity"])
+def test_extended_with_the_target_read_as_a_winner_matches_the_numpy_engine(name):
+    """eEBP as the methods run it (the target unit's response |y|, methods.cebp.winner_tensors) on the
+    zoo and demo models: PReLU, mean-subtracted inputs, residual sums, BatchNorm, the similarity head."""
+    model, target, wb, inputs, acts = _instrumented_request(name)
     seed = wb.seed(acts.values, "excitation", target.class_index)
     winner = {name: np.abs(acts.values[name].astype(np.float64)) for name in winner_tensors(wb.graph)}
     expected = backward(wb.graph, acts.values, seed, "extended", responses=winner)[wb.graph.input_name]
@@ -223,12 +228,7 @@ def test_extended_with_the_target_read_as_a_winner_matches_the_numpy_engine(name
 @pytest.mark.parametrize("name", [*ZOO, "attribute", "embedding", "identity"])
 def test_zoo_and_demo_models_match_the_numpy_engine(name, signal):
     """The instrumented models the methods build (BN folded, similarity head, softmax seeds, fixed batch)."""
-    model = _model(name)
-    image, target = _request(model, np.random.default_rng(5))
-    refs = None if target.class_index is not None else references(model, target)
-    wb = instrument(model, references=refs)
-    inputs = to_model_input(image[None], model.spec)
-    acts = wb.forward(inputs)
+    model, target, wb, inputs, acts = _instrumented_request(name)
     expected = backward(wb.graph, acts.values, wb.seed(acts.values, signal, target.class_index), signal)
     found = run_backward(model, wb, inputs, signal, target.class_index)
     assert (found.engine, found.fallback) == ("onnxruntime", "")

@@ -668,19 +668,25 @@ def _tap_views(em: Emitter, node: Node, geometry: Any) -> list[str]:
             for view in geometry.taps()]
 
 
+def _pooled(em: Emitter, node: Node, grad: str, signal: Signal, transpose: Callable[[str], str],
+            forward: Callable[[str], str]) -> Compiled:
+    """A pool y = A x with weights A ≥ 0: Aᵀg; excitation x ⊙ Aᵀ(p ⊘ y), reading the pool's own output;
+    extended the two streams with A⁻ = 0 (`_extended`)."""
+    if signal == "extended":
+        return {0: _linear(em, node, grad, signal, LinearParts(transpose=transpose, forward_pos=forward,
+                                                               transpose_pos=transpose))}
+    if signal == "excitation":
+        return {0: em.op("Mul", [node.x, transpose(em.safe_divide(grad, node.y))])}
+    return {0: transpose(grad)}
+
+
 def global_average_pool(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
     n = float(np.prod(node.shape(node.x)[2:]))
 
     def spread(g: str) -> str:
         return em.op("Expand", [em.op("Mul", [g, em.const(np.float32(1.0 / n), "inverse")]), em.op("Shape", [node.x])])
 
-    if signal == "extended":
-        parts = LinearParts(transpose=spread, forward_pos=lambda x: em.op("GlobalAveragePool", [x]),
-                            transpose_pos=spread)
-        return {0: _linear(em, node, grad, signal, parts)}
-    share = em.safe_divide(grad, node.y) if signal == "excitation" else grad
-    back = spread(share)
-    return {0: em.op("Mul", [node.x, back]) if signal == "excitation" else back}
+    return _pooled(em, node, grad, signal, spread, lambda x: em.op("GlobalAveragePool", [x]))
 
 
 def average_pool(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
@@ -692,19 +698,13 @@ def average_pool(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled
     channels = node.shape(node.x)[1]
     ones = em.const(np.ones((channels, 1, *kernel)), "ones")
     attrs = _geometry_attrs(node, kernel)
+    pool_attrs = {a.name: helper.get_attribute_value(a) for a in node.proto.attribute}
 
     def scatter(g: str) -> str:
         scaled = em.op("Mul", [g, em.const(inverse, "inverse_count")])
         return em.op("ConvTranspose", [scaled, ones], group=channels, **attrs)
 
-    if signal == "extended":
-        pool_attrs = {a.name: helper.get_attribute_value(a) for a in node.proto.attribute}
-        parts = LinearParts(transpose=scatter, forward_pos=lambda x: em.op("AveragePool", [x], **pool_attrs),
-                            transpose_pos=scatter)
-        return {0: _linear(em, node, grad, signal, parts)}
-    share = em.safe_divide(grad, node.y) if signal == "excitation" else grad
-    back = scatter(share)
-    return {0: em.op("Mul", [node.x, back]) if signal == "excitation" else back}
+    return _pooled(em, node, grad, signal, scatter, lambda x: em.op("AveragePool", [x], **pool_attrs))
 
 
 def reshape(em: Emitter, node: Node, grad: str, signal: Signal) -> Compiled:
