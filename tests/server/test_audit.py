@@ -83,21 +83,23 @@ def test_without_a_dataset_repository_audit_is_refused(client):
 
 def test_white_box_maps_of_an_audit_count_their_forward_passes(audit_server):
     """Instrumented sessions bypass the batcher: the service adds the audit's white-box passes itself, and
-    only those (black-box ones went through the batcher). Two audits that differ in their method leave the
-    same remainder (the CMS pictures) once each method's and game's reported passes are taken off."""
+    only those (black-box ones went through the batcher); so do the sanity check's maps (of randomised
+    copies of the model, and white-box ones). Audits that differ in their method or game leave the same
+    remainder (the CMS pictures) once each method's and game's reported passes are taken off."""
     server, client = audit_server
     registry = server.telemetry.registry
     remainders = []
-    for method in ("occlusion", "gradient"):
+    for method, game in (("occlusion", "confidence"), ("gradient", "confidence"), ("gradient", "sanity_check")):
         before = registry.get_sample_value("faceaudit_forward_passes_total", {"model": "attribute"}) or 0.0
-        request = pb.AuditRequest(model="attribute", dataset="faces", methods=[method], games=["confidence"])
+        request = pb.AuditRequest(model="attribute", dataset="faces", methods=[method], games=[game])
         request.options.update({"cms": OPTIONS["cms"], "methods": {m: o for m, o in OPTIONS["methods"].items()
-                                                                   if m == method}})
+                                                                   if m == method},
+                                "games": {"sanity_check": {"layers": 1}} if game == "sanity_check" else {}})
         summary = json_format.MessageToDict(list(client.audit.Audit(request))[-1].summary)
         counted = registry.get_sample_value("faceaudit_forward_passes_total", {"model": "attribute"}) - before
-        reported = summary["methods"][method]["forward_passes"] + summary["games"]["confidence"]["forward_passes"]
+        reported = summary["methods"][method]["forward_passes"] + summary["games"][game]["forward_passes"]
         remainders.append(counted - reported)
-    assert remainders[0] == remainders[1] > 0
+    assert remainders[0] == remainders[1] == remainders[2] > 0
 
 
 def test_map_files_go_out_in_chunks_that_reassemble(tmp_path, monkeypatch):

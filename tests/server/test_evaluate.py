@@ -124,3 +124,31 @@ def test_white_box_maps_made_for_a_game_count_their_forward_passes(server, clien
         run(client, request)
         counts.append(passes() - before)
     assert counts[1] - counts[0] == len(faces)
+
+
+def forward_passes(server, model: str) -> float:
+    return server.telemetry.registry.get_sample_value("faceaudit_forward_passes_total", {"model": model}) or 0.0
+
+
+def test_the_sanity_checks_maps_count_their_forward_passes(server, client, planted, faces):
+    """Maps of the randomised copies and white-box maps of the model run off the batcher: counted by the
+    service. The planted classifier has one layer (a Gemm), so each method maps every face twice: a gradient
+    map is one pass, an occlusion map with 16 px windows at stride 16 on 32×32 faces 2 × 2 + 1 passes."""
+    request = pb.EvaluateRequest(model="planted", game="sanity_check", items=[
+        pb.EvaluateItem(image=pixels(f), target=pb.Target(class_index=1)) for f in faces])
+    request.options.update({"methods": "gradient,occlusion",
+                            "method_options": {"occlusion": {"patch": 16, "stride": 16}}})
+    before = forward_passes(server, "planted")
+    _, result, _ = run(client, request)
+    counted = forward_passes(server, "planted") - before
+    assert counted == len(faces) * 2 * (1 + 5) == result["forward_passes"]
+
+
+def test_layer_verification_counts_the_passes_of_its_own_session(server, client, planted, faces):
+    """The layers' session is the game's own: one pass per image, none of them through the batcher."""
+    request = pb.EvaluateRequest(model="planted", game="layer_verification", images=[pixels(f) for f in faces],
+                                 pairs=[pb.ImagePair(first=0, second=1, genuine=True), pb.ImagePair(first=0, second=2)])
+    request.options.update({"folds": 1})
+    before = forward_passes(server, "planted")
+    _, result, _ = run(client, request)
+    assert forward_passes(server, "planted") - before == len(faces) == result["forward_passes"]

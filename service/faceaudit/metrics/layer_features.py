@@ -2,7 +2,9 @@
 
 What it touches: the model's ONNX graph (a rewritten copy whose outputs are the chosen tensors, see
 faceaudit.whitebox.instrument.expose_outputs) and one onnxruntime session on it, cached on the
-prepared model. The user's own session is not used: it is pruned to the spec's output.
+prepared model. The user's own session is not used: it is pruned to the spec's output. The images
+it runs are added to an open off-session pass meter (metrics.off_session_passes; the build's
+one-image shape probe is not).
 
 Layers:
     Named by the user (any float tensor computed from the input), or by default the stage outputs:
@@ -37,6 +39,7 @@ from faceaudit.errors import InvalidRequest, LimitExceeded, ModelOutputError, Un
 from faceaudit.images.io import check_image_array
 from faceaudit.images.preprocess import to_model_input
 from faceaudit.methods.common import Progress
+from faceaudit.metrics.off_session_passes import add_off_session_passes
 from faceaudit.models.graph import make_batch_dynamic
 from faceaudit.whitebox.instrument import expose_outputs
 
@@ -149,6 +152,7 @@ class LayerFeatures:
         for start in range(0, len(images), step):
             chunk = np.asarray(images[start : start + step], dtype=np.float32)
             outputs = self.session.run(to_model_input(chunk, self.model.spec))
+            add_off_session_passes(len(chunk))  # a session of its own: no batcher sees these passes
             for k, (name, value) in enumerate(zip(self.layers, outputs)):
                 if not np.isfinite(value).all():
                     raise ModelOutputError(f"layer {name!r} is NaN or infinite for an input image")

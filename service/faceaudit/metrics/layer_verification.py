@@ -18,7 +18,8 @@ Reference:
 Defaults:
     folds=10 (LFW's protocol); pooling=mean (global average pooling, the issue's "pooled features";
     the paper does not say how it reads pool1..pool5, use pooling=flatten for the raw maps).
-Touches: the model (a session exposing the layers, faceaudit.metrics.layer_features), nothing else.
+Touches: the model (a session exposing the layers, faceaudit.metrics.layer_features, whose passes
+go to an open off-session pass meter), nothing else.
 """
 
 from __future__ import annotations

@@ -30,10 +30,13 @@ as 0 (the map no longer carries the original's structure), and reported in `cons
 Cost: (steps + 1) × methods × images maps, and one model build per step; bound it with `layers`
 (how many layers the cascade randomises, from the top) and `every` (maps every k-th step; the last
 step is always evaluated). Progress counts maps, not forward passes; forward_passes sums the maps'.
+Those not run on the model's own session (every map of a randomised model, white-box maps of the
+original) are also added to an open off-session meter (metrics.off_session_passes).
 Reference:
     J. Adebayo, J. Gilmer, M. Muelly, I. Goodfellow, M. Hardt, B. Kim. Sanity checks for saliency
     maps. NeurIPS 2018.
-Touches: a copy of the model's graph (never the caller's); runs the methods on rebuilt models.
+Touches: a copy of the model's graph (never the caller's); runs the methods on rebuilt models;
+the off-session pass meter.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from faceaudit.methods.registry import explain, get_method
 from faceaudit.models.graph import select_outputs
 from faceaudit.models.loading import LoadedModel
 from faceaudit.metrics.common import GameItem, GamePoint, GameResult, PointSink, check_items
+from faceaudit.metrics.off_session_passes import add_off_session_passes
 
 GAME = "sanity_check"
 PARAMETERISED = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
@@ -154,6 +158,8 @@ def sanity_check(
                 found.append(None)
             else:
                 tally["passes"] += saliency.forward_passes
+                if not original or not get_method(name).black_box:  # black-box maps of `model` ran on its session
+                    add_off_session_passes(saliency.forward_passes)
                 found.append(np.asarray(saliency.values, np.float64).ravel())
             tally["maps"] += 1
             if progress is not None:

@@ -17,6 +17,7 @@ from faceaudit.errors import InvalidRequest, LimitExceeded
 from faceaudit.methods.common import ExplainTarget, predicted_class
 from faceaudit.methods.registry import explain, get_method
 from faceaudit.metrics.common import GameItem, GamePoint
+from faceaudit.metrics.off_session_passes import count_off_session_passes
 from faceaudit.metrics.registry import GAMES, Game, evaluate, get_game
 from faceaudit.models.spec import ModelSpec
 from faceaudit.server.calls import Call, Servicer, Throttle, run_streaming, streaming, unary
@@ -129,10 +130,13 @@ class EvaluateServicer(Servicer, rpc.EvaluateServicer):
                 call.check()
                 throttle(done, total, phase)
 
-            inputs = game_inputs(model, game, request, call,
-                                 lambda passes: self.telemetry.count_forward_passes(entry.name, passes))
-            result = evaluate(model, game.name, options=struct_to_dict(request.options), progress=progress,
-                              on_point=lambda point: emit(pb.EvaluateEvent(point=point_message(point))), **inputs)
+            def unbatched(passes: int) -> None:  # the batcher counts the others
+                self.telemetry.count_forward_passes(entry.name, passes)
+
+            inputs = game_inputs(model, game, request, call, unbatched)
+            with count_off_session_passes(unbatched):  # games' own sessions and maps (sanity check, layers)
+                result = evaluate(model, game.name, options=struct_to_dict(request.options), progress=progress,
+                                  on_point=lambda point: emit(pb.EvaluateEvent(point=point_message(point))), **inputs)
             emit(pb.EvaluateEvent(result=dict_to_struct(result.to_dict())))
 
         yield from run_streaming(work, call)

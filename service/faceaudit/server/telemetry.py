@@ -122,7 +122,8 @@ class Telemetry:
         self._queue_depth.labels(model).set(images)
 
     def count_forward_passes(self, model: str, images: int) -> None:
-        """Forward passes that bypass the batcher (white-box methods run instrumented sessions)."""
+        """Forward passes that bypass the batcher (white-box methods run instrumented sessions; some games
+        run sessions of their own: metrics.off_session_passes)."""
         self._forward.labels(model).inc(images)
 
     def model_loaded(self, model: str, size_bytes: int) -> None:
