@@ -1,13 +1,17 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from scipy.spatial import Delaunay
 
 from faceaudit.alignment import LandmarkAligner, PreAligned, mean_face_68
+from faceaudit.alignment.correspondence import Correspondence
+from faceaudit.alignment.templates import arcface_for_frame
 from faceaudit.engine.scorer import ClassTarget, Scorer
 from faceaudit.errors import InvalidRequest
 from faceaudit.methods import cis as cis_module
@@ -180,6 +184,40 @@ def test_bad_requests_name_the_field(faces):
         with pytest.raises(InvalidRequest) as info:
             cis(model, **{"image": image, "target": target, **kwargs})
         assert info.value.field == field
+
+
+def test_a_stride_whose_grid_misses_the_face_is_named_with_the_largest_that_does_not(faces):
+    """A landmark correspondence covers the face, not the frame: on a 32×32 frame a stride of 20 puts
+    its grid points at pixels 5 and 25, off the face. The error names the stride and the largest smaller
+    stride that finds points, which maps; every stride between them is refused the same way."""
+    model = prepared(linear_classifier(height=32, width=32), CLASSIFIER)
+    image, target = faces(1, 32, 32)[0], ExplainTarget(class_index=0)
+    template = arcface_for_frame((32, 32))
+    correspondence = LandmarkAligner(template, (32, 32), margin=0.5).correspond(image, template)
+
+    def refusal(stride: int) -> InvalidRequest:
+        with pytest.raises(InvalidRequest) as info:
+            cis(model, image=image, target=target, correspondence=correspondence, options=CisOptions(patch=3, stride=stride))
+        return info.value
+
+    error = refusal(20)
+    assert error.field == "stride"
+    suggested = int(re.search(r"e\.g\. (\d+)", str(error)).group(1))
+    assert 1 <= suggested < 20
+    assert cis(model, image=image, target=target, correspondence=correspondence,
+               options=CisOptions(patch=3, stride=suggested)).extra["points"] > 0
+    assert all(refusal(stride).field == "stride" for stride in range(suggested + 1, 20))
+
+
+def test_a_correspondence_that_maps_the_face_off_the_image_is_named(faces):
+    """Not a stride problem: no canonical pixel at all maps onto the image."""
+    model = prepared(linear_classifier(height=12, width=12), CLASSIFIER)
+    corners = np.array([[-0.5, -0.5], [11.5, -0.5], [-0.5, 11.5], [11.5, 11.5]])
+    off_image = Correspondence(Delaunay(corners), corners + 100.0, (12, 12), (12, 12))
+    with pytest.raises(InvalidRequest) as info:
+        cis(model, image=faces(1, 12, 12)[0], target=ExplainTarget(class_index=0), correspondence=off_image,
+            options=CisOptions(patch=3, stride=1))
+    assert info.value.field == "correspondence"
 
 
 def test_documented_defaults_are_the_real_ones():

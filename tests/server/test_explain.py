@@ -188,6 +188,8 @@ def with_landmarks(image: pb.Image, values) -> pb.Image:
     (lambda f: request(method="cis", images=[with_landmarks(pixels(f), [10.0] * 7)]), "images[0].landmarks"),
     (lambda f: request(method="cis", images=[with_landmarks(pixels(f), [30.0, 30.0] * 5)]), "images[0].landmarks"),
     (lambda f: request(images=[with_landmarks(pixels(f), FIVE_POINTS.ravel())]), "images[0].landmarks"),
+    # A grid every 40 px (pixels 11 and 51 of the 64×64 frame) steps over the face the landmarks cover.
+    (lambda f: request(method="cis", images=[with_landmarks(pixels(f), FIVE_POINTS.ravel())], stride=40), "stride"),
     (lambda f: request(images=[pixels(f)], targets=[pb.Target(pair=pb.MatePair(mate=with_landmarks(pixels(f), [5.0])))]),
      "targets[0].pair.mate.landmarks"),
 ])

@@ -68,7 +68,7 @@ def cis(model: PreparedModel, *, image: np.ndarray, target: ExplainTarget, optio
     input_xy, canonical_xy = correspondence.points(options.stride)
     check_passes("stride", len(input_xy) + 1)
     if not len(input_xy):
-        raise InvalidRequest("correspondence", "no correspondence point lies on both the canonical face and the image")
+        raise _no_points(correspondence, options.stride)
     canonical_patch = options.patch * correspondence.scale
     occluded = square_windows(input_xy, options.patch, image.shape[:2])
     recorded = square_windows(canonical_xy, canonical_patch, correspondence.canonical_shape)
@@ -112,6 +112,21 @@ def _check_correspondence(correspondence: Correspondence, image: np.ndarray, opt
                                                f"the image is {image.shape[:2]}")
     if options.patch > min(image.shape[:2]):
         raise InvalidRequest("patch", f"{options.patch} px is larger than the {image.shape[0]}x{image.shape[1]} image")
+
+
+def _no_points(correspondence: Correspondence, stride: int) -> InvalidRequest:
+    """Why the stride's grid holds no correspondence point, naming what to change: the stride when a
+    smaller one finds points (a coarse grid can step over the face the landmarks cover), else the
+    correspondence (no canonical pixel maps onto the image)."""
+    height, width = correspondence.canonical_shape
+    # A stride of the frame's size or more leaves the centre alone: a larger one finds nothing new.
+    smaller = next((s for s in range(min(stride, max(height, width)) - 1, 0, -1) if len(correspondence.points(s)[0])),
+                   None)
+    if smaller is None:
+        return InvalidRequest("correspondence", "no pixel of the canonical face maps onto the image")
+    return InvalidRequest("stride", f"{stride} canonical px: no point of that grid on the {height}x{width} canonical "
+                                    f"frame lies on both the face and the image; use a smaller stride, e.g. {smaller} "
+                                    "(the largest that finds points)")
 
 
 def _drops(scorer: Scorer, image: np.ndarray, baseline: np.ndarray, windows: np.ndarray, chunk: int,
