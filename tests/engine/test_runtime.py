@@ -26,6 +26,28 @@ def test_auto_uses_cuda_only_when_the_runtime_offers_it(monkeypatch):
         resolve_provider("cuda")
 
 
+def test_cuda_libraries_are_preloaded_once_before_a_cuda_session_with_messages_on_stderr(monkeypatch, capsys):
+    calls = []
+
+    def preload() -> None:
+        calls.append(1)
+        print("Failed to load libcudart.so.13")  # what onnxruntime prints: never onto a command's stdout
+        raise RuntimeError("no such directory")  # a failure leaves the default loader paths to CUDA
+
+    runtime.load_cuda_libraries.cache_clear()
+    monkeypatch.setattr(ort, "preload_dlls", preload, raising=False)
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert resolve_provider("auto") == "CPUExecutionProvider" and calls == []  # a CPU build loads nothing
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    try:
+        assert resolve_provider("auto") == resolve_provider("cuda") == "CUDAExecutionProvider"
+        assert calls == [1]
+        out, err = capsys.readouterr()
+        assert out == "" and "libcudart" in err
+    finally:
+        runtime.load_cuda_libraries.cache_clear()
+
+
 def test_session_reports_the_provider_that_ran_and_its_threads():
     session = Session(zoo.linear_classifier(), "input", ["logits"], RuntimeOptions(provider="cpu", threads=1))
     assert session.provider == "CPUExecutionProvider" and session.threads == 1

@@ -19,7 +19,7 @@ from faceaudit.server.app import ServerConfig
 from faceaudit.server.auth import read_token
 from faceaudit.v1 import faceaudit_pb2 as pb
 
-from tests.server.conftest import Client, pixels, start_server
+from tests.server.conftest import DEMO_MODELS, Client, pixels, start_server
 
 TOKEN = "s3cret-token-0123456789"
 
@@ -110,6 +110,35 @@ def test_config_is_validated():
         ServerConfig(model_repository=Path("/nonexistent/folder"))
     with pytest.raises(InvalidRequest, match="^port:"):
         ServerConfig(port=70000)
+
+
+def test_preloaded_models_are_registered_before_the_server_says_serving(tmp_path: Path):
+    server = start_server(preload=("*",))
+    client = Client.connect(f"127.0.0.1:{server.port}")
+    try:
+        assert health_status(client.channel) == health_pb2.HealthCheckResponse.SERVING
+        names = sorted(m.name for m in client.models.List(pb.ListModelsRequest()).models)
+        assert names == ["attribute", "embedding", "identity"]  # every NAME.onnx of the repository
+    finally:
+        client.channel.close()
+        server.stop(0)
+    shutil.copy(DEMO_MODELS / "identity.onnx", tmp_path / "identity.onnx")
+    (tmp_path / "broken.onnx").write_bytes(b"not a model")
+    one = start_server(model_repository=tmp_path, preload=("identity",))
+    one.stop(0)
+    with pytest.raises(InvalidRequest, match="^preload: broken: "):  # a model that fails stops the start
+        start_server(model_repository=tmp_path, preload=("*",), port=one.port)
+    with pytest.raises(InvalidRequest, match="^preload: absent: "):
+        start_server(model_repository=tmp_path, preload=("identity", "absent"))
+    again = start_server(model_repository=tmp_path, port=one.port)  # the failed start let its port go
+    again.stop(0)
+
+
+def test_preload_is_validated():
+    with pytest.raises(InvalidRequest, match="^preload: .*model repository"):
+        ServerConfig(preload=("identity",))
+    with pytest.raises(InvalidRequest, match="^preload: '\\*'"):
+        ServerConfig(model_repository=DEMO_MODELS, preload=("*", "identity"))
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")

@@ -12,6 +12,7 @@
                    [--markdown FILE] [--junit FILE]
     faceaudit serve [--port P] [--metrics-port P] [--model-repository DIR] [--max-batch N] [--max-queue-delay-ms MS]
                     [--token-file F] [--tls-cert C --tls-key K]   (flags fall back to FACEAUDIT_* variables)
+    faceaudit health [--server HOST:PORT] [--service NAME] [--wait S]   (exit 0 serving, 1 not, 2 unreachable)
 
 Spec flags override what a spec file next to the model (MODEL.spec.yaml|yml|json) says, which
 overrides what the graph reveals. Errors print one line naming the field and exit with status 2.
@@ -28,6 +29,7 @@ from faceaudit.cli.cms import add_cms_arguments, cmd_cms
 from faceaudit.cli.evaluate import add_evaluate_arguments, cmd_evaluate
 from faceaudit.cli.explain import add_explain_arguments, cmd_explain
 from faceaudit.cli.gate import add_gate_arguments, cmd_gate
+from faceaudit.cli.health import add_health_arguments, cmd_health
 from faceaudit.cli.model_args import add_model_arguments
 from faceaudit.cli.models import cmd_inspect, cmd_score
 from faceaudit.cli.serve import add_serve_arguments, cmd_serve
@@ -68,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the gRPC service (flags fall back to FACEAUDIT_* environment variables)")
     add_serve_arguments(serve)
     serve.set_defaults(run=cmd_serve)
+    health = commands.add_parser("health", help="is a faceaudit server serving? exit 0 yes, 1 no (draining), 2 unreachable")
+    add_health_arguments(health)
+    health.set_defaults(run=cmd_health)
     return parser
 
 

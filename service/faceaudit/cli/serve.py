@@ -7,6 +7,7 @@ are configured without a command line:
     --port                FACEAUDIT_PORT                 50051
     --metrics-port        FACEAUDIT_METRICS_PORT         none (no /metrics endpoint)
     --model-repository    FACEAUDIT_MODEL_REPOSITORY     none (uploads only)
+    --preload             FACEAUDIT_PRELOAD              none; NAME,NAME or * (every repository model)
     --dataset-repository  FACEAUDIT_DATASET_REPOSITORY   none (no Audit)
     --max-batch           FACEAUDIT_MAX_BATCH            64
     --max-queue-delay-ms  FACEAUDIT_MAX_QUEUE_DELAY_MS   2
@@ -55,6 +56,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="gRPC port (default 50051; 0 picks a free one)")
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port (default: off)")
     parser.add_argument("--model-repository", help="folder of NAME.onnx (+ NAME.spec.yaml) models clients register by name")
+    parser.add_argument("--preload", metavar="NAME,NAME|*",
+                        help="register these repository models at start, before health says SERVING (*: all)")
     parser.add_argument("--dataset-repository", help="folder of dataset folders (manifest.csv + images) Audit runs on")
     parser.add_argument("--max-batch", type=int, help="images per runtime batch (default 64)")
     parser.add_argument("--max-queue-delay-ms", type=float, help="how long a partial batch waits for more (default 2)")
@@ -90,6 +93,7 @@ def _read(path: str | None, field: str) -> bytes | None:
 def config_from(args: argparse.Namespace) -> ServerConfig:
     repository = _pick(args, "model_repository", str, None)
     datasets = _pick(args, "dataset_repository", str, None)
+    preload = tuple(name.strip() for name in _pick(args, "preload", str, "").split(",") if name.strip())
     queue = _pick(args, "max_queue_images", int, None)
     message = int(_pick(args, "max_message_mib", float, 64.0) * MiB)
     runtime = RuntimeOptions(provider=_pick(args, "provider", str, "auto"), threads=_pick(args, "threads", int, None),
@@ -97,7 +101,7 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(
         host=_pick(args, "host", str, "[::]"), port=_pick(args, "port", int, 50051),
         metrics_port=_pick(args, "metrics_port", int, None),
-        model_repository=Path(repository) if repository else None,
+        model_repository=Path(repository) if repository else None, preload=preload,
         dataset_repository=Path(datasets) if datasets else None, runtime=runtime,
         max_queue_delay_ms=_pick(args, "max_queue_delay_ms", float, 2.0), max_queue_images=queue,
         max_model_bytes=int(_pick(args, "max_model_mib", float, 1024.0) * MiB),

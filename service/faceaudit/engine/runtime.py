@@ -8,8 +8,11 @@ shapes keeps steady-state runs at full speed.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -62,14 +65,33 @@ def available_cpus(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int
 def resolve_provider(provider: Provider) -> str:
     available = ort.get_available_providers()
     if provider == "auto":
-        return _PROVIDERS["cuda"] if _PROVIDERS["cuda"] in available else _PROVIDERS["cpu"]
-    name = _PROVIDERS[provider]
-    if name not in available:
-        raise RuntimeUnavailable(
-            f"provider: {provider} was asked for but this onnxruntime ({ort.__version__}) offers only "
-            f"{', '.join(available)}; on a CUDA host install onnxruntime-gpu instead of onnxruntime"
-        )
+        name = _PROVIDERS["cuda"] if _PROVIDERS["cuda"] in available else _PROVIDERS["cpu"]
+    else:
+        name = _PROVIDERS[provider]
+        if name not in available:
+            raise RuntimeUnavailable(
+                f"provider: {provider} was asked for but this onnxruntime ({ort.__version__}) offers only "
+                f"{', '.join(available)}; on a CUDA host install onnxruntime-gpu instead of onnxruntime"
+            )
+    if name == _PROVIDERS["cuda"]:
+        load_cuda_libraries()
     return name
+
+
+@functools.cache
+def load_cuda_libraries() -> None:
+    """Load the CUDA and cuDNN libraries that pip installs (onnxruntime-gpu[cuda,cudnn], deploy/Dockerfile.gpu)
+    before the first CUDA session: onnxruntime finds only those on the loader path by itself. Once per
+    process; onnxruntime prints what it cannot load, sent to stderr here (stdout may carry a command's
+    JSON). A CUDA provider that still cannot start is reported by Session."""
+    preload = getattr(ort, "preload_dlls", None)  # onnxruntime ≥ 1.21
+    if preload is None:
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            preload()
+        except Exception:  # noqa: BLE001 - libraries on the default loader path (a CUDA base image) still work
+            pass
 
 
 def bucket(n: int, max_batch: int) -> int:

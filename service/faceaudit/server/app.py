@@ -28,7 +28,7 @@ from grpc_reflection.v1alpha import reflection
 from faceaudit.engine.batcher import served
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.engine.runtime import RuntimeOptions
-from faceaudit.errors import InvalidRequest
+from faceaudit.errors import FaceAuditError, InvalidRequest
 from faceaudit.models import DEFAULT_MAX_MODEL_BYTES
 from faceaudit.server.audit_service import AuditServicer
 from faceaudit.server.auth import BearerTokenInterceptor
@@ -61,6 +61,9 @@ class ServerConfig:
     port: int = 50051  # 0: any free port (read FaceAuditServer.port)
     metrics_port: int | None = None  # None: no /metrics endpoint; 0: any free port
     model_repository: Path | None = None
+    # Repository models registered at start, before health says SERVING ("*": every NAME.onnx): each
+    # replica behind a load balancer then holds them, whichever replica a client's channel reaches.
+    preload: tuple[str, ...] = ()
     dataset_repository: Path | None = None  # folders (manifest.csv + images) Audit names
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     max_queue_delay_ms: float = 2.0
@@ -83,6 +86,10 @@ class ServerConfig:
             raise InvalidRequest("metrics_port", f"{self.metrics_port} is outside 0..65535")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise InvalidRequest("tls_cert", "TLS needs both a certificate (--tls-cert) and its key (--tls-key)")
+        if self.preload and self.model_repository is None:
+            raise InvalidRequest("preload", "preloading needs a model repository (--model-repository DIR)")
+        if "*" in self.preload and len(self.preload) > 1:
+            raise InvalidRequest("preload", "'*' (every repository model) goes alone, not among names")
         for name in ("model_repository", "dataset_repository"):
             folder = getattr(self, name)
             if folder is not None and not Path(folder).is_dir():
@@ -156,9 +163,26 @@ class FaceAuditServer:
             host = self.config.host.strip("[]")
             self._metrics = self.telemetry.serve_http(self.config.metrics_port, "::" if host == "::" else host)
         self._server.start()
+        try:
+            self._preload()
+        except Exception:
+            self.stop(0)
+            raise
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info("faceaudit serving on port %d%s", self.port, " (TLS)" if self.config.tls_cert else "")
         return self
+
+    def _preload(self) -> None:
+        """Register the configured repository models (NOT_SERVING meanwhile); the first that fails stops the start."""
+        names = self.config.preload
+        if names == ("*",):
+            names = tuple(sorted(path.stem for path in self.store.repository.glob("*.onnx")))  # type: ignore[union-attr]
+        for name in names:
+            try:
+                self.store.register_from_repository(name, {})
+            except FaceAuditError as exc:
+                raise InvalidRequest("preload", f"{name}: {exc}") from exc
+            log.info("preloaded model %s", name)
 
     def stop(self, grace_s: float | None = None) -> None:
         """Report NOT_SERVING, refuse new calls after the drain notice, let running ones finish within the grace."""
