@@ -111,29 +111,69 @@ function arrayToTensor({ shape, data }) {
   return { dtype: 'FLOAT32', shape, data: bytes };
 }
 
+// A TypeError whose message starts with the request field, like the server's INVALID_ARGUMENT details.
+function fieldError(field, message) {
+  const error = new TypeError(`${field}: ${message}`);
+  error.field = field;
+  return error;
+}
+
+const isNumbers = (value) => Array.isArray(value) || (ArrayBuffer.isView(value) && !(value instanceof DataView));
+
+function describe(value) {
+  if (value === null || value === undefined) return String(value);
+  const kind = typeof value === 'object' ? (value.constructor ? value.constructor.name : 'object') : typeof value;
+  return `${/^[aeiou]/i.test(kind) ? 'an' : 'a'} ${kind}`;
+}
+
+// Landmarks as the proto's flat x0, y0, x1, y1, ...: from [[x, y], ...] pairs (each an Array or a typed
+// array of two numbers; the Python client's (K, 2)) or from one flat Array or typed array (Float64Array, ...).
+function landmarkValues(landmarks, field) {
+  const fail = (why) => fieldError(field, `${why}; give [[x, y], ...] points or a flat (typed) array x0, y0, x1, y1, ...`);
+  if (!isNumbers(landmarks)) throw fail(`got ${describe(landmarks)}`);
+  if (landmarks.length === 0) throw fail('no points');
+  const pairs = Array.isArray(landmarks) && landmarks.some((point) => typeof point === 'object' && point !== null);
+  const values = [];
+  for (let i = 0; i < landmarks.length; i += 1) {
+    const point = landmarks[i];
+    if (pairs && !(isNumbers(point) && point.length === 2)) {
+      throw fail(`point ${i} is ${isNumbers(point) ? `${point.length} values, not an (x, y) pair` : describe(point)}`);
+    }
+    values.push(...(pairs ? point : [point]));
+  }
+  const bad = values.findIndex((v) => typeof v !== 'number' || !Number.isFinite(v));
+  if (bad >= 0) throw fail(`value ${bad} (${String(values[bad])}) is not a finite number`);
+  if (values.length % 2) throw fail(`${values.length} numbers do not make (x, y) pairs`);
+  return values;
+}
+
 // An image from a file path, encoded bytes (Buffer) or pixels { shape: [h, w, 3], data }; for cis,
-// { image: <one of those>, landmarks: [[x, y], ...] } adds the face's 5 or 68 landmarks in its own pixels.
-function image(source) {
-  if (source && source.image !== undefined && Array.isArray(source.landmarks)) {
-    return { ...image(source.image), landmarks: source.landmarks.flat() };
+// { image: <one of those>, landmarks } adds the face's 5 or 68 landmarks in its own pixels, as
+// [[x, y], ...] or a flat (typed) array x0, y0, x1, y1, ... `field` names the request field in errors.
+function image(source, field = 'image') {
+  if (source && typeof source === 'object' && !Buffer.isBuffer(source) && source.image !== undefined) {
+    const message = image(source.image, field);
+    if (source.landmarks === undefined || source.landmarks === null) return message;
+    return { ...message, landmarks: landmarkValues(source.landmarks, `${field}.landmarks`) };
   }
   if (typeof source === 'string') return { encoded: fs.readFileSync(source) };
   if (Buffer.isBuffer(source)) return { encoded: source };
   if (source && source.shape && source.data) return { pixels: arrayToTensor(source) };
   if (source && (source.encoded || source.pixels)) return source; // already a message
-  throw new TypeError('an image is a file path, a Buffer of encoded bytes or { shape, data } pixels');
+  throw fieldError(field, 'an image is a file path, a Buffer of encoded bytes, { shape, data } pixels or '
+    + '{ image, landmarks }');
 }
 
 // A target: a class index, { mate, nonMate } images (embedding models), or null (predicted class).
-function target(value) {
+function target(value, field = 'target') {
   if (value === null || value === undefined) return { predicted_class: true };
   if (typeof value === 'number') return { class_index: value };
   if (value.mate) {
-    const pair = { mate: image(value.mate) };
-    if (value.nonMate) pair.non_mate = image(value.nonMate);
+    const pair = { mate: image(value.mate, `${field}.pair.mate`) };
+    if (value.nonMate) pair.non_mate = image(value.nonMate, `${field}.pair.non_mate`);
     return { pair };
   }
-  throw new TypeError('a target is a class index, { mate, nonMate } or null');
+  throw fieldError(field, 'a target is a class index, { mate, nonMate } or null');
 }
 
 function saliencyMap(message) {
@@ -257,7 +297,8 @@ class FaceAuditClient {
   // (image-major: maps[i * targets.length + j]). With onProgress(progress) the call streams
   // { done, total, phase, map_index } events while the maps are computed.
   async explain({ model, method, images, targets = [], options = {} }, { onProgress = null, timeoutMs } = {}) {
-    const request = { model, method, options: toStruct(options), images: images.map(image), targets: targets.map(target) };
+    const request = { model, method, options: toStruct(options), images: images.map((s, i) => image(s, `images[${i}]`)),
+      targets: targets.map((t, j) => target(t, `targets[${j}]`)) };
     if (!onProgress) {
       return (await this.unary(this.explainService, 'Explain', request, timeoutMs)).maps.map(saliencyMap);
     }
@@ -280,10 +321,10 @@ class FaceAuditClient {
   async evaluate({ model, game, options = {}, items = [], methods = [], images = [], pairs = [] },
     { onPoint = null, onProgress = null, timeoutMs } = {}) {
     const request = {
-      model, game, options: toStruct(options), methods, images: images.map(image), pairs,
-      items: items.map((item) => ({
-        image: image(item.image),
-        target: item.target === undefined ? undefined : target(item.target),
+      model, game, options: toStruct(options), methods, images: images.map((s, i) => image(s, `images[${i}]`)), pairs,
+      items: items.map((item, i) => ({
+        image: image(item.image, `items[${i}].image`),
+        target: item.target === undefined ? undefined : target(item.target, `items[${i}].target`),
         maps: Object.fromEntries(Object.entries(item.maps || {}).map(([k, v]) => [k, arrayToTensor(v)])),
         region: item.region ? arrayToTensor(item.region) : undefined,
         name: item.name || '',

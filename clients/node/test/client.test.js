@@ -82,6 +82,8 @@ test('cis with landmarks in the image\'s pixels; landmarks on another method are
   assert.equal(aligned.frame, 'canonical');
   assert.deepEqual(aligned.values.shape, [64, 64]);
   assert.notDeepEqual(aligned.values.data, crop.values.data); // the landmarks moved the face onto the template
+  const [typed] = await client.explain({ ...request, images: [{ image: face, landmarks: Float64Array.from(points.flat()) }] });
+  assert.deepEqual(typed.values, aligned.values); // a flat typed array is the same landmarks
   await assert.rejects(client.explain({ model: 'chunked', method: 'occlusion', targets: [3],
     images: [{ image: face, landmarks: points }] }), (error) => {
     assert.equal(error.code, status.INVALID_ARGUMENT);
