@@ -197,7 +197,8 @@ def test_a_stride_whose_grid_misses_the_face_is_named_with_the_largest_that_does
 
     def refusal(stride: int) -> InvalidRequest:
         with pytest.raises(InvalidRequest) as info:
-            cis(model, image=image, target=target, correspondence=correspondence, options=CisOptions(patch=3, stride=stride))
+            cis(model, image=image, target=target, correspondence=correspondence,
+                options=CisOptions(patch=3, stride=stride))
         return info.value
 
     error = refusal(20)

@@ -9,12 +9,12 @@
 from faceaudit_client.client import Client, GamePoint, Item, ModelInfo
 from faceaudit_client.convert import Pair, array_to_tensor, tensor_to_array
 from faceaudit_client.errors import (
-    AlreadyExists, Cancelled, DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument, NotFound,
-    ResourceExhausted, ServiceError, Unauthenticated, Unavailable,
+    AlreadyExists, Cancelled, DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument, MissingMapFiles,
+    NotFound, ResourceExhausted, ServiceError, Unauthenticated, Unavailable,
 )
 
 __all__ = [
     "AlreadyExists", "Cancelled", "Client", "DeadlineExceeded", "FailedPrecondition", "GamePoint", "Internal",
-    "InvalidArgument", "Item", "ModelInfo", "NotFound", "Pair", "ResourceExhausted", "ServiceError",
+    "InvalidArgument", "Item", "MissingMapFiles", "ModelInfo", "NotFound", "Pair", "ResourceExhausted", "ServiceError",
     "Unauthenticated", "Unavailable", "array_to_tensor", "tensor_to_array",
 ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from contextlib import contextmanager
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from faceaudit_client.convert import (
     ImageSource, Landmarks, Pair, TargetSource, array_to_tensor, from_struct, image_message, saliency_map, target_message,
     to_struct,
 )
-from faceaudit_client.errors import service_error
+from faceaudit_client.errors import MissingMapFiles, service_error
 
 MiB = 1 << 20
 CHUNK_BYTES = MiB  # model upload chunks: far below the server's message limit
@@ -289,7 +290,8 @@ class Client:
               progress: Progress | None = None, timeout: float | None = None) -> dict[str, Any]:
         """Audit the model over a dataset folder of the server's --dataset-repository; returns
         audit.json. With `out`, the audit's map files (maps/, which report.html links) are written
-        there as they arrive; without it they stay on the server. `options`: {"cms": {...},
+        there as they arrive, and a MissingMapFiles warning names those the summary lists but the
+        server did not send; without it they stay on the server. `options`: {"cms": {...},
         "methods": {name: {...}}, "games": {name: {...}}}."""
         request = pb.AuditRequest(model=_model(model), dataset=dataset, methods=list(methods), games=list(games),
                                   options=to_struct(options), group_column=group_column or "",
@@ -310,10 +312,27 @@ class Client:
                 files.finish()
         if summary is None:
             raise RuntimeError("the Audit stream ended without a summary")
+        missing = sorted(map_files(summary) - files.written) if files is not None else []
+        if missing:
+            warnings.warn(MissingMapFiles(
+                f"the server sent {len(map_files(summary)) - len(missing)} of the {len(map_files(summary))} map files "
+                f"the audit lists (missing: {missing[0]}{', ...' if len(missing) > 1 else ''}); a server older than "
+                "AuditRequest.return_maps sends none", missing), stacklevel=2)
         return summary
 
 
-_MAP_FILE = re.compile(r"maps(/[A-Za-z0-9_-][A-Za-z0-9._-]*)+\.(npy|png)")  # what an audit's maps/ holds
+MAP_FILE = re.compile(r"maps(/[A-Za-z0-9_-][A-Za-z0-9._-]*)+\.(npy|png)")  # what an audit's maps/ holds
+
+
+def map_files(summary: Any) -> set[str]:
+    """The map files (maps/... paths) an audit summary refers to, each .npy with the .png report.html shows."""
+    if isinstance(summary, Mapping):
+        return set().union(*(map_files(value) for value in summary.values()))
+    if isinstance(summary, list):
+        return set().union(*(map_files(value) for value in summary))
+    if isinstance(summary, str) and MAP_FILE.fullmatch(summary):
+        return {summary, summary.rsplit(".", 1)[0] + ".png"}
+    return set()
 
 
 class _FileSink:
@@ -323,6 +342,7 @@ class _FileSink:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self.written: set[str] = set()  # the paths of the files completed
         self._open: tuple[str, BinaryIO] | None = None
 
     def write(self, chunk: pb.FileChunk) -> None:
@@ -331,13 +351,14 @@ class _FileSink:
                 raise RuntimeError(f"the server started {chunk.path!r} before ending {self._open[0]!r}")
             target = self.folder.joinpath(*chunk.path.split("/"))
             inside = target.resolve().is_relative_to(self.folder.resolve())
-            if not _MAP_FILE.fullmatch(chunk.path) or not inside:
+            if not MAP_FILE.fullmatch(chunk.path) or not inside:
                 raise RuntimeError(f"the server sent a file that is not a map file of the output folder: "
                                    f"{chunk.path!r}")
             target.parent.mkdir(parents=True, exist_ok=True)
             self._open = (chunk.path, target.open("wb"))
         self._open[1].write(chunk.data)
         if chunk.last:
+            self.written.add(chunk.path)
             self._close()
 
     def finish(self) -> None:

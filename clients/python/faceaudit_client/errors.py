@@ -67,6 +67,15 @@ class Internal(ServiceError):
     """A bug in the server (it logged the traceback and keeps serving)."""
 
 
+class MissingMapFiles(UserWarning):
+    """Client.audit(out=...): the server did not send every map file the audit lists (a server older than
+    AuditRequest.return_maps ignores it); `missing` holds their maps/... paths."""
+
+    def __init__(self, message: str, missing: list[str]) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
 _CLASSES = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.NOT_FOUND: NotFound,

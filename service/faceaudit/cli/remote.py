@@ -2,7 +2,8 @@
 
 Shared by `faceaudit explain` and `faceaudit audit`: connection flags, the model (a local ONNX file
 is uploaded with its spec; any other --model is a name on the server), flags that only apply
-locally, and the remote audit. Reads local files; writes only what a command's --out asks for.
+locally, and the remote audit. Reads local files; writes only what a command's --out asks for (the
+remote audit replaces the map files an earlier audit left in OUT/maps, and nothing else there).
 """
 
 from __future__ import annotations
@@ -10,16 +11,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
+import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
-from faceaudit.audit.report import write_report
+from faceaudit.audit.report import REPORT, write_report
 from faceaudit.cli.model_args import spec_values
 from faceaudit.cli.progress import ProgressBar
 from faceaudit.errors import InvalidRequest
 from faceaudit.models.spec import canonical_names, read_spec_file
-from faceaudit_client import Client, ModelInfo, NotFound
+from faceaudit_client import Client, MissingMapFiles, ModelInfo, NotFound
+from faceaudit_client.client import MAP_FILE, map_files
 
 
 def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,6 +100,9 @@ def audit_remotely(args: argparse.Namespace, methods: list[str] | None, games: l
     """`faceaudit audit --server`: --dataset names a folder of the server's --dataset-repository.
 
     Writes OUT/audit.json, the audit's map files (OUT/maps/, streamed back) and OUT/report.html.
+    OUT/maps then holds this run's map files only, and the report shows only those: without every
+    picture it lists (a server older than return_maps sends none) no report is written, and a warning
+    says so.
     """
     from faceaudit.cli.explain import output_folder  # here: cli.explain imports this module
 
@@ -107,25 +115,79 @@ def audit_remotely(args: argparse.Namespace, methods: list[str] | None, games: l
     if args.manifest != "manifest.csv":
         raise InvalidRequest("manifest", "with --server the dataset folder's manifest.csv is used")
     out = output_folder(args.out)
+    earlier = earlier_map_files(out)
     started = time.perf_counter()
-    with connect(args) as client:
-        model = remote_model(client, args)
-        summary = client.audit(model, args.dataset, methods=methods or (), games=games or (), options=options,
-                               group_column=args.group_column, out=out, progress=progress_bar(args, model.name))
+    # This run's files arrive in a folder of their own and replace the earlier run's only once the audit
+    # has succeeded: a failed or cancelled run leaves OUT as it was, a finished one leaves no stale map.
+    with tempfile.TemporaryDirectory(prefix=".faceaudit-maps-", dir=out) as incoming:
+        with connect(args) as client, warnings.catch_warnings():
+            warnings.simplefilter("ignore", MissingMapFiles)  # reported below, with what was done about it
+            model = remote_model(client, args)
+            summary = client.audit(model, args.dataset, methods=methods or (), games=games or (), options=options,
+                                   group_column=args.group_column, out=incoming,
+                                   progress=progress_bar(args, model.name))
+        received = replace_map_files(out, Path(incoming), earlier)
     path = out / "audit.json"
     path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    report = write_report(path)
+    missing = sorted(map_files(summary) - received)
+    report = None
+    if missing:
+        (out / REPORT).unlink(missing_ok=True)  # an earlier run's report would pass for this run's
+        print(f"warning: the server sent {len(received)} of the {len(map_files(summary))} map files the audit "
+              f"lists (missing: {missing[0]}{', ...' if len(missing) > 1 else ''}; a server older than "
+              f"return_maps sends none): {REPORT}, which shows them, is not written; {path} holds every number",
+              file=sys.stderr)
+    else:
+        report = write_report(path)
     seconds = time.perf_counter() - started
     brief = {"model": summary["model"]["name"], "images": summary["dataset"]["images"], "audit": str(path),
-             "report": str(report),
+             "report": None if report is None else str(report), "missing_map_files": len(missing),
              "methods": {name: m.get("forward_passes") for name, m in summary.get("methods", {}).items()},
              "games": list(summary.get("games", {}))}
     if args.json:
         print(json.dumps({"seconds": round(seconds, 1), "server": args.server, "audits": [brief]}, indent=2))
         return 0
-    print(f"{brief['model']}: {brief['images']} images (on {args.server})\n  audit:  {path}\n  report: {report}")
+    print(f"{brief['model']}: {brief['images']} images (on {args.server})\n  audit:  {path}\n  report: "
+          f"{report if report is not None else 'not written (map files missing)'}")
     for name, passes in brief["methods"].items():
         print(f"  {name}: {passes} forward passes")
     print(f"  games: {', '.join(brief['games']) or 'none'}")
     print(f"done in {seconds:.1f} s")
     return 0
+
+
+def earlier_map_files(out: Path) -> list[Path]:
+    """The map files an earlier audit left in OUT/maps (this run replaces them). Anything else there
+    (another file, a link) is refused before any work: it is not ours to delete."""
+    folder = out / "maps"
+    if not folder.exists() and not folder.is_symlink():
+        return []
+    if folder.is_symlink() or not folder.is_dir():
+        raise InvalidRequest("out", f"{folder} is not a folder of an earlier audit's map files; this audit writes "
+                                    "its maps there: move it away or choose another --out")
+    found = []
+    for root, folders, files in os.walk(folder):
+        for name in folders + files:
+            path = Path(root, name)
+            if path.is_symlink() or (name in files and not MAP_FILE.fullmatch(path.relative_to(out).as_posix())):
+                raise InvalidRequest("out", f"{path} is not a map file of an earlier audit; this audit replaces "
+                                            f"{folder}: move it away or choose another --out")
+            if name in files:
+                found.append(path)
+    return found
+
+
+def replace_map_files(out: Path, incoming: Path, earlier: list[Path]) -> set[str]:
+    """Remove the earlier run's map files, move this run's from `incoming` to OUT/maps; their maps/... paths."""
+    folder = out / "maps"
+    try:
+        for path in earlier:
+            path.unlink()
+        if folder.is_dir():
+            for root, _, _ in sorted(os.walk(folder), key=lambda entry: -len(Path(entry[0]).parts)):
+                Path(root).rmdir()  # deepest first; fails if a file appeared meanwhile
+        if (incoming / "maps").is_dir():
+            (incoming / "maps").rename(folder)
+    except OSError as exc:
+        raise InvalidRequest("out", f"cannot replace the map files in {folder}: {exc.strerror or exc}") from exc
+    return {p.relative_to(out).as_posix() for p in folder.rglob("*") if p.is_file()} if folder.is_dir() else set()
