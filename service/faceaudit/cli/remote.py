@@ -129,11 +129,12 @@ def audit_remotely(args: argparse.Namespace, methods: list[str] | None, games: l
         received = replace_map_files(out, Path(incoming), earlier)
     path = out / "audit.json"
     path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    missing = sorted(map_files(summary) - received)
+    listed = map_files(summary)
+    missing = sorted(listed - received)
     report = None
     if missing:
         (out / REPORT).unlink(missing_ok=True)  # an earlier run's report would pass for this run's
-        print(f"warning: the server sent {len(received)} of the {len(map_files(summary))} map files the audit "
+        print(f"warning: the server sent {len(listed) - len(missing)} of the {len(listed)} map files the audit "
               f"lists (missing: {missing[0]}{', ...' if len(missing) > 1 else ''}; a server older than "
               f"return_maps sends none): {REPORT}, which shows them, is not written; {path} holds every number",
               file=sys.stderr)
@@ -166,14 +167,12 @@ def earlier_map_files(out: Path) -> list[Path]:
         raise InvalidRequest("out", f"{folder} is not a folder of an earlier audit's map files; this audit writes "
                                     "its maps there: move it away or choose another --out")
     found = []
-    for root, folders, files in os.walk(folder):
-        for name in folders + files:
-            path = Path(root, name)
-            if path.is_symlink() or (name in files and not MAP_FILE.fullmatch(path.relative_to(out).as_posix())):
+    for root, folders, files in os.walk(folder):  # links to folders are listed, not followed
+        for path in [Path(root, name) for name in folders + files]:
+            if path.is_symlink() or (path.name in files and not MAP_FILE.fullmatch(path.relative_to(out).as_posix())):
                 raise InvalidRequest("out", f"{path} is not a map file of an earlier audit; this audit replaces "
                                             f"{folder}: move it away or choose another --out")
-            if name in files:
-                found.append(path)
+        found += [Path(root, name) for name in files]
     return found
 
 
