@@ -15,6 +15,7 @@ from faceaudit.audit.run import run_audit
 from faceaudit.errors import FaceAuditError, InvalidRequest, UnsupportedModel
 from faceaudit.methods.cis import CisOptions, cis
 from faceaudit.methods.common import ExplainTarget
+from faceaudit.metrics.off_session_passes import count_off_session_passes
 from faceaudit.testing.zoo import planted_region_classifier, qlinear_classifier
 from tests.conftest import prepared
 
@@ -140,6 +141,21 @@ def test_restart_reuses_cached_images(model, dataset: Path, tmp_path: Path, monk
     # Other options are another key: nothing is reused.
     fourth = _audit(model, dataset, out, games=[], options={"methods": {"occlusion": {"patch": 5}}})
     assert fourth["cache"] == {"hits": 10, "misses": 5}
+
+
+def test_white_box_maps_report_the_passes_they_run_off_the_models_session(model, dataset: Path, tmp_path: Path) -> None:
+    """A server counts those through the off-session meter (the batcher counts black-box passes); a
+    map the cache holds runs none, though audit.json still records its cost."""
+    out = tmp_path / "out"
+    counted: list[int] = []
+    with count_off_session_passes(counted.append):
+        first = _audit(model, dataset, out, games=[])
+    assert sum(counted) == first["methods"]["gradient"]["forward_passes"] > 0  # occlusion's went to the session
+    counted.clear()
+    with count_off_session_passes(counted.append):
+        second = _audit(model, dataset, out, games=[])
+    assert second["cache"]["misses"] == 0 and counted == []
+    assert second["methods"]["gradient"]["forward_passes"] == first["methods"]["gradient"]["forward_passes"]
 
 
 def test_bad_requests_name_the_field(model, dataset: Path, tmp_path: Path) -> None:

@@ -59,6 +59,7 @@ from faceaudit.methods.common import Progress, options_from
 from faceaudit.methods.registry import METHODS, black_box_methods, explain, get_method
 from faceaudit.methods.saliency_map import SaliencyMap
 from faceaudit.metrics.common import PointSink
+from faceaudit.metrics.off_session_passes import add_off_session_passes
 from faceaudit.metrics.registry import evaluate, games_for, get_game
 from faceaudit.models import load_model, resolve_spec
 from faceaudit.models.graph import quantised_operators
@@ -200,8 +201,7 @@ def _method_maps(model: PreparedModel, plan: Plan, cache: MapCache, face: Face, 
     maps = {}
     for name, options in list(plan.methods.items()):
         try:
-            result = _cached(cache, model, name, options, face, lambda n=name, o=options: explain(
-                model, n, image=face.image, target=face.target, options=o))
+            result = _cached(cache, model, name, options, face, lambda n=name, o=options: _explain(model, n, face, o))
         except FaceAuditError as exc:
             if plan.explicit_methods or totals.stats[name]["images"]:
                 raise
@@ -213,6 +213,15 @@ def _method_maps(model: PreparedModel, plan: Plan, cache: MapCache, face: Face, 
         files[name] = {"npy": _relative(npy, out), "png": _relative(npy.with_suffix(".png"), out)}
         totals.add(name, result, face.region)
     return maps, files
+
+
+def _explain(model: PreparedModel, method: str, face: Face, options: Any) -> SaliencyMap:
+    """One map, computed (not cached): a white-box map's passes ran on an instrumented session, off the
+    model's own, so they go to the off-session meter a server may hold open (a cached map's are not run)."""
+    result = explain(model, method, image=face.image, target=face.target, options=options)
+    if not get_method(method).black_box:
+        add_off_session_passes(result.forward_passes)
+    return result
 
 
 def _play(model: PreparedModel, plan: Plan, played: GameInputs, progress: Progress | None,

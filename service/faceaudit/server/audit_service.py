@@ -16,7 +16,6 @@ from pathlib import Path
 
 from faceaudit.audit.run import run_audit
 from faceaudit.errors import InvalidRequest
-from faceaudit.methods.registry import METHODS
 from faceaudit.metrics.off_session_passes import count_off_session_passes
 from faceaudit.server.calls import Call, Servicer, Throttle, run_streaming, streaming
 from faceaudit.server.convert import NotFound, dict_to_struct, struct_to_dict
@@ -74,17 +73,14 @@ class AuditServicer(Servicer, rpc.AuditServicer):
                     call.check()
                     throttle(done, total, phase)
 
+                # The batcher counts black-box passes; white-box maps and the games' own sessions pass
+                # theirs to this meter as they run (a map the audit's cache holds runs none).
                 with count_off_session_passes(lambda passes: self.telemetry.count_forward_passes(entry.name, passes)):
                     path = run_audit(call.bind(entry.model), folder, out, methods=list(request.methods) or None,
                                      games=list(request.games) or None,
                                      options=struct_to_dict(request.options) or None, progress=progress,
                                      group_column=request.group_column or None)
                 summary = json.loads(Path(path).read_text(encoding="utf-8"))
-                # The audit's white-box maps (the games' off-session passes were counted as they ran; the
-                # batcher counts the black-box maps).
-                for name, method in summary.get("methods", {}).items():
-                    if name in METHODS and not METHODS[name].black_box:
-                        self.telemetry.count_forward_passes(entry.name, int(method.get("forward_passes", 0)))
                 summary["dataset"]["path"] = request.dataset  # the server's folder layout is not the client's
                 summary["model"].update(name=entry.name, path=entry.info["source"])
                 emit(pb.AuditEvent(summary=dict_to_struct(summary)))
