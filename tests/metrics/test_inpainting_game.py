@@ -273,6 +273,15 @@ def test_bad_items_name_the_field(tiny, change, field: str) -> None:
     assert caught.value.field == field
 
 
+def test_a_bool_map_counts_as_ones_and_zeros(tiny) -> None:
+    # the region as a boolean map: step k of 4 masks k region pixels (ties in the seeded order, all
+    # inside), so no false alarm, and success from 2 region pixels on (HAND's comment on TAU)
+    items = [_with(item, maps={"m": REGION.copy()}) for item in HAND]
+    result = inpainting_game(tiny, items=items, options=InpaintingGameOptions(tau=TAU, steps=4, oracle=False))
+    np.testing.assert_allclose(result.curves["m"]["sr"], [0, 0, 1, 1, 1])
+    np.testing.assert_allclose(result.curves["m"]["far"], 0.0)
+
+
 def test_reserved_series_names_empty_items_and_classifiers_are_refused(tiny) -> None:
     options = InpaintingGameOptions(tau=TAU)
     with pytest.raises(InvalidRequest) as caught:

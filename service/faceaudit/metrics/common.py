@@ -18,7 +18,7 @@ and may raise to cancel the game (the server does that for a cancelled call).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ from faceaudit.errors import InvalidRequest
 from faceaudit.methods.common import ExplainTarget, Progress
 from faceaudit.methods.saliency_map import _jsonable
 
-__all__ = ["GameItem", "GamePoint", "GameResult", "PointSink", "Progress", "check_items"]
+__all__ = ["GameItem", "GamePoint", "GameResult", "PointSink", "Progress", "check_items", "check_map"]
 
 
 @dataclass(frozen=True)
@@ -91,15 +91,38 @@ class GameResult:
         })
 
 
+def check_map(values: Any, shape: tuple[int, ...], field_name: str) -> np.ndarray:
+    """One map validated (real numbers, `shape`, finite): every game checks its maps here.
+
+    Booleans count as 0/1 and integers as their values: maps of any dtype but float32 and float64
+    are converted to float64, so that no game computes in the caller's dtype (a bool map's range
+    raises, an int8 map's wraps: 127 − (−128) = −1, a float16 map's overflows past 65504). float32
+    maps, what the methods return, are kept without a copy; the games compute their differences
+    and sums in float64.
+    """
+    array = np.asarray(values)
+    if array.dtype.kind not in "biuf":
+        raise InvalidRequest(field_name, f"a map holds real numbers (or booleans), got dtype {array.dtype}")
+    if array.dtype not in (np.float32, np.float64):
+        array = array.astype(np.float64)
+    if array.shape != shape:
+        raise InvalidRequest(field_name, f"map shape {array.shape} is not the image's {shape}")
+    if not np.isfinite(array).all():
+        raise InvalidRequest(field_name, "map has NaN or infinite values")
+    return array
+
+
 def check_items(items: Any, *, need_maps: bool = True) -> list[GameItem]:
     """The items as a list, validated: at least one, same image shape, maps of that shape, finite.
 
     Every item must carry maps of the same methods, so that every series is over the same images.
+    The items returned carry their maps as check_map returns them (float32 or float64 arrays).
     """
     if not isinstance(items, (list, tuple)) or not items:
         raise InvalidRequest("items", "a game needs at least one image with its maps")
     shape = None
     methods = None
+    checked: list[GameItem] = []
     for i, item in enumerate(items):
         if not isinstance(item, GameItem):
             raise InvalidRequest(f"items[{i}]", f"expected a GameItem, got {type(item).__name__}")
@@ -115,14 +138,12 @@ def check_items(items: Any, *, need_maps: bool = True) -> list[GameItem]:
             methods = names
         elif names != methods:
             raise InvalidRequest(f"items[{i}].maps", f"every image needs maps of the same methods {methods}, got {names}")
-        for name, values in item.maps.items():
-            values = np.asarray(values)
-            if values.shape != shape:
-                raise InvalidRequest(f"items[{i}].maps[{name}]", f"map shape {values.shape} is not the image's {shape}")
-            if not np.isfinite(values).all():
-                raise InvalidRequest(f"items[{i}].maps[{name}]", "map has NaN or infinite values")
+        maps = {name: check_map(values, shape, f"items[{i}].maps[{name}]") for name, values in item.maps.items()}
+        if any(maps[name] is not item.maps[name] for name in maps):
+            item = replace(item, maps=maps)
         if item.region is not None and np.asarray(item.region).shape != shape:
             raise InvalidRequest(f"items[{i}].region", f"region shape {np.asarray(item.region).shape} is not the image's {shape}")
+        checked.append(item)
     if need_maps and not methods:
         raise InvalidRequest("items", "the items carry no maps to evaluate")
-    return list(items)
+    return checked

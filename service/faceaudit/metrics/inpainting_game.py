@@ -11,18 +11,22 @@ Items (InpaintingItem, not GameItem):
 Filter (Wang et al. 2025, §4.4, eqs. 7–8), cosines of the model's embeddings, match = cos ≥ τ:
     keep iff cos(OP, OM) ≥ τ and cos(OP, IN) < τ      (7)
          and cos(IP, IN) ≥ τ and cos(IP, OM) < τ      (8)
-    The paper writes the same with L2 distances between unit embeddings (≤ τ_L2 for a match):
-    τ = 1 − τ_L2²/2. τ is `tau`, or derived from `fpr` on `impostor_scores` (metrics.thresholds:
-    the lowest τ whose false positive rate there is ≤ fpr; TPR on `genuine_scores` is reported).
+    The paper states eqs. 7–8 with the L2 distance between embeddings (≤ τ_L2 for a match) and
+    does not say that they are L2-normalised. For L2-normalised embeddings ‖a − b‖² = 2 − 2·cos,
+    so the two agree with τ = 1 − τ_L2²/2; on raw embeddings the distance depends on their norms
+    and a τ_L2 has no cosine equivalent. τ is `tau`, or derived from `fpr` on `impostor_scores`
+    (metrics.thresholds: the lowest τ whose false positive rate there is ≤ fpr; TPR on
+    `genuine_scores` is reported).
     Dropped quadruplets are counted per failed condition (one may fail several) in
     summary["quadruplets"] and named in the notes; the game runs on the kept ones only.
 Saliency masks, K = `steps` steps of cumulative map mass (the authors' "percent-density" masks):
     w = max(map, 0): the mass is the positive part (a contrastive map's negative values say
     "like the non-mate", which is no evidence for the mate). Pixels are taken in descending order
-    of w; ties in a random order drawn per item from (seed, item index) and shared by all series of
-    the item. At step k the mask holds pixel j of that order iff the mass before it is below k/K
-    of the total: K·Σ_{i<j} w_i < k·Σ w. Step 0 is the empty mask, step K every pixel with w > 0;
-    pixels with w = 0 are never taken, so a map with no positive value never changes the probe.
+    of w; ties in the seeded random order every game uses (metrics.ordering, keyed by seed and
+    item index), shared by all series of the item. At step k the mask holds pixel j of that order
+    iff the mass before it is below k/K of the total: K·Σ_{i<j} w_i < k·Σ w. Step 0 is the empty
+    mask, step K every pixel with w > 0; pixels with w = 0 are never taken, so a map with no
+    positive value never changes the probe.
     The rule equals the authors' `cdf > 1 − p` on the ascending normalised cumulative sum (they
     break ties with 1e-9 noise instead of a permutation).
 Blend and success (Wang §3.2):
@@ -44,10 +48,11 @@ Output: x = k/K (fraction of the map's positive mass), curves[series] = {"sr", "
     after step, as soon as every quadruplet's blend of that step is scored.
 Cost: forward passes = 4 per quadruplet (the filter) + one per (series, kept quadruplet, step)
     whose mask differs from the previous step's (unchanged masks reuse the verdict, step 0 uses
-    eq. 7's). Memory: per kept quadruplet its OP and IP and one pixel-rank map per
-    series (uint16 up to 256×256 pixels); float32 (H, W, 3) images are used without a copy, others
-    converted once; the four faces are held for the filter only. Blends are streamed in chunks of
-    `chunk` images through Scorer.stream, bounded by CHUNK_BYTES.
+    eq. 7's). Memory: per kept quadruplet its OP and IP and one pixel-rank map per series (the
+    smallest unsigned dtype, ordering.ranks_of: uint16 up to 256×256 pixels); float32 (H, W, 3)
+    images are used without a copy, others converted once; the four faces are held for the filter
+    only. Blends are streamed in chunks of `chunk` images through Scorer.stream, bounded by
+    CHUNK_BYTES.
 Reference:
     J. R. Williford, B. B. May, J. Byrne. Explainable face recognition. ECCV 2020 (the game;
     STR's xfr/inpainting_game.py, create_threshold_masks, read for the mask rule, not run).
@@ -70,7 +75,8 @@ from faceaudit.engine.scorer import OutputTarget, Scorer
 from faceaudit.errors import InvalidRequest, ModelOutputError
 from faceaudit.images.io import check_image_array
 from faceaudit.methods.common import Progress, check_int, check_passes, chunk_size
-from faceaudit.metrics.common import GamePoint, GameResult, PointSink
+from faceaudit.metrics.common import GamePoint, GameResult, PointSink, check_map
+from faceaudit.metrics.ordering import pixel_order, ranks_of
 from faceaudit.metrics.thresholds import Threshold, check_scores, threshold_at_fpr
 
 __all__ = ["InpaintingGameOptions", "InpaintingItem", "inpainting_game", "sr_at_far"]
@@ -246,16 +252,7 @@ def _validated(model: PreparedModel,
         elif sorted(item.maps) != methods:
             raise InvalidRequest(f"{where}.maps", f"every quadruplet needs maps of the same methods {methods}, "
                                                   f"got {sorted(item.maps)}")
-        maps = {}
-        for name, values in item.maps.items():
-            values = np.asarray(values)
-            if not np.issubdtype(values.dtype, np.number):
-                raise InvalidRequest(f"{where}.maps[{name}]", f"a map holds numbers, got {values.dtype}")
-            if values.shape != shape:
-                raise InvalidRequest(f"{where}.maps[{name}]", f"map shape {values.shape} is not the image's {shape}")
-            if not np.isfinite(values).all():
-                raise InvalidRequest(f"{where}.maps[{name}]", "map has NaN or infinite values")
-            maps[name] = values
+        maps = {name: check_map(values, shape, f"{where}.maps[{name}]") for name, values in item.maps.items()}
         quads.append(_Quadruplet(i, str(item.name), four[0], four[2], region, maps))
         faces.append(four)
     return quads, faces
@@ -326,8 +323,7 @@ def _plan(values: np.ndarray, quad: _Quadruplet, options: InpaintingGameOptions)
     """Mask order, mask sizes and false positives at every step for one map (module docstring)."""
     steps = options.steps
     mass = np.maximum(values.ravel().astype(np.float64), 0.0)  # float64: cumulative sums of 10⁵ pixels
-    ties = np.random.default_rng([options.seed, quad.index, 0]).permutation(mass.size)
-    order = np.lexsort((ties, -mass))
+    order = pixel_order(mass, descending=True, seed=options.seed, index=quad.index)
     ordered = mass[order]
     running = np.cumsum(ordered)
     before = np.concatenate([[0.0], running[:-1]])  # mass strictly before each pixel of the order
@@ -336,10 +332,8 @@ def _plan(values: np.ndarray, quad: _Quadruplet, options: InpaintingGameOptions)
         counts = np.searchsorted(before * steps, np.arange(steps + 1) * total, side="left")
     else:
         counts = np.zeros(steps + 1, dtype=np.intp)
-    ranks = np.empty(mass.size, dtype=np.uint16 if mass.size <= 1 << 16 else np.uint32)
-    ranks[order] = np.arange(mass.size)
     outside = np.concatenate([[0], np.cumsum(~quad.region.ravel()[order])])
-    return _Plan(ranks.reshape(values.shape), counts, outside[counts])
+    return _Plan(ranks_of(order, values.shape), counts, outside[counts])
 
 
 def _rates(plans: list[list[_Plan]], quads: list[_Quadruplet]) -> tuple[np.ndarray, np.ndarray]:

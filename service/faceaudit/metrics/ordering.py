@@ -3,13 +3,18 @@
 Pure numpy/scipy on arrays: no model, no validation of user input (the games validate first).
 
 Ranking:
-    rank[p] is pixel p's position in the order pixels are taken (hidden, deleted, inserted): rank 0
-    goes first. `descending` takes the most important pixels (largest map values) first, as
-    deletion and insertion do; ascending takes the least important first, as the hiding game does.
-    Ties keep raster order in both directions (row-major, the earlier pixel goes first): the sort
-    is stable, so the order is deterministic and the same on every platform. NB a map with large
-    flat areas (e.g. a truncated map, zero over most of the face) therefore takes its tied pixels
-    top rows first; that is part of what such a map says, and the random baseline never ties.
+    rank[p] is pixel p's position in the order pixels are taken (hidden, deleted, inserted,
+    inpainted): rank 0 goes first. `descending` takes the most important pixels (largest map values)
+    first, as deletion, insertion and the inpainting game do; ascending takes the least important
+    first, as the hiding game does.
+Ties (one rule for every game): pixels with equal map values go in the order of a random
+    permutation of the image's pixels drawn from numpy.random.default_rng([seed, index, 0]), with
+    `seed` the game's seed and `index` the image's position in the game's items, so it is the same
+    for every series (method) of an image and in both directions, and reproducible. A stable sort
+    would take tied pixels in raster order, top rows first: a map with large flat areas (a ReLU'd
+    Grad-CAM, tcEBP, a constant map) would then hide or delete the top of the face first, a
+    positional bias that is no part of what the map says. Williford et al.'s inpainting code breaks
+    ties with 1e-9 noise; a permutation does the same without changing any value.
 Counts:
     at fraction f of P pixels, ⌊f·P + ½⌋ pixels are taken (round half up, never numpy's half-to-even).
 """
@@ -20,16 +25,27 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 
-def pixel_ranks(values: np.ndarray, *, descending: bool) -> np.ndarray:
-    """(H, W) ranks 0..H·W−1 of a map's pixels, in the smallest unsigned dtype that holds them.
+def tie_keys(pixels: int, seed: int, index: int) -> np.ndarray:
+    """The tie-break of image `index` under `seed`: a random permutation of its pixels (module docstring)."""
+    return np.random.default_rng([seed, index, 0]).permutation(pixels)
 
-    Ties keep raster order (stable sort): see the module docstring.
-    """
+
+def pixel_order(values: np.ndarray, *, descending: bool, seed: int, index: int) -> np.ndarray:
+    """Flat indices of a map's pixels in the order they are taken; ties by tie_keys(seed, index)."""
     flat = np.asarray(values, dtype=np.float64).ravel()
-    order = np.argsort(-flat if descending else flat, kind="stable")
-    ranks = np.empty(flat.size, dtype=np.min_scalar_type(max(flat.size - 1, 0)))
-    ranks[order] = np.arange(flat.size)
-    return ranks.reshape(np.shape(values))
+    return np.lexsort((tie_keys(flat.size, seed, index), -flat if descending else flat))
+
+
+def ranks_of(order: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Ranks (shape) of an order's pixels, in the smallest unsigned dtype that holds them."""
+    ranks = np.empty(order.size, dtype=np.min_scalar_type(max(order.size - 1, 0)))
+    ranks[order] = np.arange(order.size)
+    return ranks.reshape(shape)
+
+
+def pixel_ranks(values: np.ndarray, *, descending: bool, seed: int, index: int) -> np.ndarray:
+    """(H, W) ranks 0..H·W−1 of a map's pixels: ranks_of(pixel_order(...))."""
+    return ranks_of(pixel_order(values, descending=descending, seed=seed, index=index), np.shape(values))
 
 
 def pixel_counts(fractions: np.ndarray, pixels: int) -> np.ndarray:

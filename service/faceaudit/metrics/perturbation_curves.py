@@ -6,8 +6,9 @@ choose the order, the step counts, the base image and what taken pixels become.
 Play:
     every series (each method's maps, sorted by name, then the uniform-random map "random") is
     played at the same pixel counts c_0 ≤ c_1 ≤ … At count c the image is blend(base, fill, m),
-    m the first c pixels of the map's order (ordering.taken), blurred into a soft mask when a
-    sigma is given. All images of one step go through the scorer together, in chunks bounded by
+    m the first c pixels of the map's order (ordering.taken; ties in ordering's seeded random
+    order, keyed by the game's seed and the image's index), blurred into a soft mask when a sigma
+    is given. All images of one step go through the scorer together, in chunks bounded by
     methods.common.chunk_size; a step's point is handed to `on_point` as soon as its last chunk is
     scored. Steps with c = 0 (the base images) or c = all pixels (the fill images) do not depend on
     the map: they are scored once, before any series, and shared by every series' curve.
@@ -97,7 +98,7 @@ class Plan:
     fill: Sequence[np.ndarray]  # per image, what taken pixels become
     mask_sigma: float | None  # blur the taken-pixel mask by this Gaussian (px): a soft mask
     tau: float | None  # embedding success threshold on c_m; None: c_m > c_n
-    seed: int  # of the random baseline maps
+    seed: int  # of the random baseline maps and of the tie order (ordering.tie_keys)
     chunk: int  # images per streamed chunk, before the memory bound
 
 
@@ -166,7 +167,8 @@ def play(model: PreparedModel, faces: Faces, plan: Plan, *, values: Callable[[di
     def chunks() -> Iterator[np.ndarray]:
         for name in series:  # one series' ranks alive at a time
             maps = (rng.random(shape) for _ in range(n)) if name == RANDOM else faces.maps[name]
-            ranks = np.stack([pixel_ranks(m, descending=plan.descending) for m in maps])
+            ranks = np.stack([pixel_ranks(m, descending=plan.descending, seed=plan.seed, index=i)
+                              for i, m in enumerate(maps)])
             for count in own:
                 for start in starts:
                     stop = min(start + chunk, n)
