@@ -81,6 +81,17 @@ def test_hand_computed_case(linear) -> None:
     assert {(p.series, p.index) for p in points} == {(s, i) for s in ("a", "b", "random") for i in range(3)}
 
 
+def test_bool_and_int8_maps_are_read_as_their_values(linear) -> None:
+    # The first hand-computed case with a = [[1, 0], [0, 0]] as booleans and b = [[127, 127], [−128,
+    # −128]] as int8 (its range, 255, wraps to −1 in int8): H_a = [[1, 0], [0, 0]], H_b = [[.5, .5],
+    # [0, 0]], M(E_a) = 0.2, M(E_b) = 0.35.
+    maps = {"a": np.array([[True, False], [False, False]]), "b": np.array([[127, 127], [-128, -128]], np.int8)}
+    result = confidence(linear, items=[GameItem(image=grey(255), target=ExplainTarget(class_index=0), maps=maps)])
+    assert result.curves["a"]["explanation_score"] == pytest.approx([0.2], abs=1e-6)
+    assert result.curves["b"]["explanation_score"] == pytest.approx([0.35], abs=1e-6)
+    assert result.summary["b"]["average_drop_pct"] == pytest.approx(0.25 / 0.6 * 100, abs=1e-4)
+
+
 def test_nonpositive_original_scores_are_left_out_of_the_drop(linear) -> None:
     black = item(grey(0), [[1, 0], [0, 0]], [[0, 1], [0, 0]])  # M(I) = 0: no relative drop
     white = item(grey(255), [[1, 0], [0, 0]], [[0, 1], [0, 0]])

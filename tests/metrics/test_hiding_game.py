@@ -28,14 +28,15 @@ BOX = (8, 16, 20, 28)  # the zoo's planted region (top, bottom, left, right)
 
 
 def tiny_linear(bias: tuple[float, float] = (0.0, 0.5), weights: np.ndarray = WEIGHTS) -> onnx.ModelProto:
-    """Flatten + Gemm: logits [N, 2] of an NCHW [N, 3, 2, 2] input; only the red channel counts."""
-    w = np.zeros((2, 12), np.float32)
-    w[0, :4] = weights.ravel()  # NCHW flattening: the first four features are the red channel
+    """Flatten + Gemm: logits [N, 2] of an NCHW [N, 3, H, W] input, (H, W) the weights' shape; only
+    the red channel counts."""
+    w = np.zeros((2, 3 * weights.size), np.float32)
+    w[0, : weights.size] = weights.ravel()  # NCHW flattening: the first H·W features are the red channel
     graph = helper.make_graph(
         [helper.make_node("Flatten", ["input"], ["flat"], axis=1),
          helper.make_node("Gemm", ["flat", "W", "b"], ["logits"], transB=1)],
         "tiny_linear",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 2, 2])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, *weights.shape])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])],
         initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.asarray(bias, np.float32), "b")],
     )
@@ -63,6 +64,20 @@ def box_map(rng: np.random.Generator, size: int = 32) -> np.ndarray:
     top, bottom, left, right = BOX
     values[top:bottom, left:right] += 1.0
     return values
+
+
+def gaussian_nearest(plane: np.ndarray, sigma: float) -> np.ndarray:
+    """A Gaussian blur written out by hand: taps to ⌊4σ + ½⌋ px (scipy's truncate=4), normalised,
+    edges repeated (np.pad "edge"), one axis after the other."""
+    radius = int(4 * sigma + 0.5)
+    taps = np.exp(-np.arange(-radius, radius + 1) ** 2 / (2 * sigma**2))
+    taps /= taps.sum()
+    out = np.asarray(plane, np.float64)
+    for axis in (0, 1):
+        padded = np.pad(out, [(radius, radius) if a == axis else (0, 0) for a in (0, 1)], mode="edge")
+        size = out.shape[axis]
+        out = sum(t * np.take(padded, np.arange(j, j + size), axis=axis) for j, t in enumerate(taps))
+    return out
 
 
 def curves_from(points: list[GamePoint]) -> dict[str, dict[str, list[float]]]:
@@ -127,6 +142,43 @@ def test_soft_mask_with_a_tiny_sigma_is_the_hard_mask_and_the_default_sigma_is_t
     np.testing.assert_allclose(soft.curves["oracle"]["mean_score"], hard.curves["oracle"]["mean_score"], atol=1e-6)
     default = hiding_game(linear, items=items, options=HidingGameOptions(steps=4, max_fraction=0.75))
     assert default.options["mask_sigma"] == pytest.approx(0.04)  # 2 % of the 2 px width
+
+
+def test_soft_mask_curve_matches_a_reference_written_out_by_hand() -> None:
+    # An 8×8 linear classifier, soft_dataset_mean with σ = 0.8: the hard mask of the ⌊f·P + ½⌋
+    # lowest map values (no ties: continuous random maps), blurred by a hand-written Gaussian,
+    # blends each red pixel towards the images' mean red; score = Σ W·red/255.
+    rng = np.random.default_rng(0)
+    weights = rng.normal(size=(8, 8))
+    model = prepared(tiny_linear(bias=(0.0, 0.0), weights=weights), {"kind": "classifier"})
+    images = rng.uniform(0, 255, (3, 8, 8, 3)).astype(np.float32)
+    maps = [rng.random((8, 8)) for _ in images]
+    items = [GameItem(image, ExplainTarget(class_index=0), {"m": m}) for image, m in zip(images, maps)]
+    sigma, steps = 0.8, 11
+    result = hiding_game(model, items=items, options=HidingGameOptions(steps=steps, max_fraction=0.99, mask_sigma=sigma))
+    mean_red = images[..., 0].astype(np.float64).mean()
+    expected = []
+    for fraction in np.linspace(0, 0.99, steps):
+        hidden = int(np.floor(fraction * 64 + 0.5))
+        scores = []
+        for image, values in zip(images, maps):
+            hard = np.zeros(64)
+            hard[np.argsort(values.ravel())[:hidden]] = 1.0
+            soft = gaussian_nearest(hard.reshape(8, 8), sigma)
+            scores.append(np.sum(weights * (image[..., 0] * (1 - soft) + mean_red * soft)) / 255)
+        expected.append(np.mean(scores))
+    np.testing.assert_allclose(result.curves["m"]["mean_score"], expected, atol=5e-6)
+
+
+def test_a_max_fraction_that_hides_no_pixel_is_refused_before_any_forward_pass(linear: PreparedModel) -> None:
+    passes: list[int] = []
+    with pytest.raises(InvalidRequest) as caught:  # 0.1 of 4 pixels rounds to 0
+        hiding_game(linear, items=tiny_items(WHITE), options=HidingGameOptions(steps=3, max_fraction=0.1),
+                    progress=lambda done, total, phase: passes.append(done))
+    assert caught.value.field == "max_fraction" and passes == []
+    # 1/8 of 4 pixels is half a pixel: it rounds up to one, a curve over x in [0, 0.25]
+    result = hiding_game(linear, items=tiny_items(WHITE), options=HidingGameOptions(steps=2, max_fraction=0.125, fill="zero"))
+    assert result.x == [0.0, 0.25]
 
 
 def test_softmax_spec_scores_the_true_class_probability() -> None:

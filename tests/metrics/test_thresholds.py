@@ -62,6 +62,13 @@ def test_bad_input_names_the_field(kwargs: dict, field: str, words: str) -> None
     assert caught.value.field == field and words in str(caught.value)
 
 
+@pytest.mark.parametrize("fpr", [1 - 1e-10, 1 - 1e-12, np.nextafter(1.0, 0.0)])
+def test_a_rate_just_below_one_lets_all_but_the_lowest_impostor_pass(fpr: float) -> None:
+    # α < 1 allows at most n − 1 of n false positives: τ just above the lowest impostor, 0.1
+    found = threshold_at_fpr([0.3, 0.9, 0.1, 0.7, 1.0, 0.5, 0.2, 0.8, 0.4, 0.6], fpr)
+    assert 0.1 < found.tau <= 0.1 + 1e-15 and found.achieved_fpr == 0.9
+
+
 @pytest.mark.parametrize("n", [3, 6, 7, 12, 30, 56])
 def test_one_over_n_written_as_a_float_allows_one_impostor(n: int) -> None:
     """float(1/12) = 0.08333…33 is below 1/12 as a decimal; it still means one false positive in 12."""

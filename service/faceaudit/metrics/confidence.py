@@ -80,7 +80,7 @@ def confidence(
     faces, targets = _validated(model, items)
     for i, item in enumerate(items):  # refuse constant maps before any forward pass
         for name in methods:
-            if np.ptp(item.maps[name]) == 0:
+            if np.ptp(item.maps[name]) == 0:  # check_items made every map float: 0 only when constant
                 raise InvalidRequest(f"items[{i}].maps[{name}]", "the map is constant: eq. 8 cannot rescale it to [0, 1]")
     series = [*methods, RANDOM]
     n = len(items)
@@ -119,7 +119,7 @@ def rescale_to_mass(maps: Sequence[np.ndarray]) -> tuple[list[np.ndarray], float
 
     Returns the maps H_m (float64, in [0, 1], each summing to s) and s.
     """
-    unit = [(np.asarray(h, np.float64) - np.min(h)) / np.ptp(h) for h in maps]
+    unit = [(h - h.min()) / np.ptp(h) for h in (np.asarray(m, np.float64) for m in maps)]
     masses = [float(u.sum()) for u in unit]
     mass = min(masses)
     return [u * (mass / m) for u, m in zip(unit, masses)], mass

@@ -2,7 +2,7 @@
 
 Protocol (Castanon & Byrne 2018, §IV-C; Wang et al. 2025, §3.1 for embedding networks):
     for each fraction f of the steps, hide the ⌊f·P + ½⌋ least important pixels of every image by
-    its map's order (metrics.ordering: ascending map value, ties in raster order), replace them
+    its map's order (metrics.ordering: ascending map value, ties in a seeded random order), replace them
     with the fill, and score the dataset. Every method's maps are played, and a uniform-random map
     per image (seeded) as the baseline series "random", as in the paper's Fig. 5.
 Fills (option `fill`):
@@ -104,6 +104,10 @@ def hiding_game(
     faces = check_faces(model, items, need_non_mate=not classifier and (fill == "non_mate" or options.tau is None))
     height, width = faces.images[0].shape[:2]
     fractions = np.linspace(0.0, options.max_fraction, options.steps)
+    counts = pixel_counts(fractions, height * width)
+    if counts[-1] == 0:  # every step would hide nothing: a curve over no x range, refused before any pass
+        raise InvalidRequest("max_fraction", f"{options.max_fraction} of the {height * width} pixels rounds to none: "
+                                             f"hide at least 1/{2 * height * width} of them")
     colour = None
     if fill in ("dataset_mean", "soft_dataset_mean"):
         colour = np.broadcast_to(np.asarray(options.dataset_mean, dtype=np.float64) if options.dataset_mean is not None
@@ -115,7 +119,7 @@ def hiding_game(
         fills = [np.broadcast_to(constant, faces.images[0].shape)] * len(faces.images)
     sigma = (options.mask_sigma or MASK_SIGMA_OF_WIDTH * width) if fill == "soft_dataset_mean" else None
     success = "accuracy" if classifier else "tpr"
-    plan = Plan("hiding_game", pixel_counts(fractions, height * width), descending=False, base=faces.images,
+    plan = Plan("hiding_game", counts, descending=False, base=faces.images,
                 fill=fills, mask_sigma=sigma, tau=options.tau,  # type: ignore[arg-type]
                 seed=options.seed, chunk=options.chunk)
     played = play(model, faces, plan, on_point=on_point, progress=progress,
@@ -147,7 +151,8 @@ def _resolved_fill(options: HidingGameOptions, classifier: bool) -> str:
 
 
 def _notes(classifier: bool, fill: str, tau: float | None) -> list[str]:
-    notes = ["pixels are hidden least important first (ascending map value; ties in raster order); "
+    notes = ["pixels are hidden least important first (ascending map value; ties in a random order seeded by "
+             "seed and the image's index, the same for every series); "
              "x is the fraction of pixels actually hidden, ⌊f·P + ½⌋ / P",
              "areas are trapezoid areas divided by the x range: "
              "higher means the map kept the pixels that matter",

@@ -3,7 +3,8 @@
 Scores are similarities (cosines, as faceaudit's scorer computes them): a pair is a match when its
 score is ≥ τ. Given n impostor scores and a false positive rate α, the allowed number of false
 positives is k = ⌊α·n⌋, with α read as the decimal the caller wrote (Fraction(str(α)), so that
-0.29 × 100 impostors allows 29, not the 28 that float rounding of 0.29·100 would give).
+0.29 × 100 impostors allows 29, not the 28 that float rounding of 0.29·100 would give; α·n less
+than 1e-9 below a whole number counts as that number, but k ≤ n − 1 always, since α < 1).
 
 Convention (ties, quantile): τ is the smallest float64 with at most k impostor scores ≥ τ, i.e. the
 next float above s_(k+1), the (k+1)-th highest impostor score. So the false positive rate reached on
@@ -14,8 +15,10 @@ scores. It is sklearn's roc_curve operating point "FPR ≤ α, largest TPR", exc
 just above an impostor score instead of at a genuine one (both give the same rates on these
 scores; ours admits every future score above the worst rejected impostor).
 
-Wang et al. (2025, §4.4) state τ as an L2 distance between unit embeddings (match when ≤ τ_L2);
-for unit vectors ‖a − b‖² = 2 − 2·cos, so τ_L2 corresponds to τ = 1 − τ_L2²/2 here.
+Wang et al. (2025, §4.4) state τ as an L2 distance between embeddings (match when ≤ τ_L2) and do
+not say whether the embeddings are L2-normalised first. Only for unit vectors is ‖a − b‖² = 2 − 2·cos,
+so a τ_L2 corresponds to τ = 1 − τ_L2²/2 here only when it was measured on L2-normalised embeddings;
+a distance between raw embeddings depends on their norms and has no cosine equivalent.
 
 This module touches nothing but its arguments: no model, no I/O.
 """
@@ -79,8 +82,9 @@ def threshold_at_fpr(impostor_scores: Sequence[float] | np.ndarray, fpr: float,
         raise InvalidRequest("fpr", f"{fpr!r} is not a finite number")
     if not 0 < fpr < 1:
         raise InvalidRequest("fpr", f"{fpr} must lie strictly between 0 and 1")
-    # α·n within 1e-9 of a whole number is that number: 1/n written as a float (0.0833… for 1/12) must allow one
-    allowed = math.floor(Fraction(str(float(fpr))) * n + Fraction(1, 10**9))
+    # α·n within 1e-9 of a whole number is that number: 1/n written as a float (0.0833… for 1/12) must allow one;
+    # but α < 1 allows fewer than all n, however close to 1 it is (1 − 1e-10 would otherwise round up to n)
+    allowed = min(math.floor(Fraction(str(float(fpr))) * n + Fraction(1, 10**9)), n - 1)
     if allowed < 1:
         raise InvalidRequest("fpr", f"{fpr} is below 1/{n}: measuring it needs at least {math.ceil(1 / fpr)} "
                                     f"impostor scores, {n} were given")
