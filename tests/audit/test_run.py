@@ -158,7 +158,7 @@ def test_white_box_maps_report_the_passes_they_run_off_the_models_session(model,
     assert second["methods"]["gradient"]["forward_passes"] == first["methods"]["gradient"]["forward_passes"]
 
 
-def test_bad_requests_name_the_field(model, dataset: Path, tmp_path: Path) -> None:
+def test_bad_requests_name_the_field(model, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(InvalidRequest) as caught:
         _audit(model, dataset, tmp_path / "o", games=["inpainting_game"])
     assert caught.value.field == "games"
@@ -168,6 +168,24 @@ def test_bad_requests_name_the_field(model, dataset: Path, tmp_path: Path) -> No
     with pytest.raises(InvalidRequest) as caught:
         _audit(model, dataset, tmp_path / "o", games=[], options={"methods": {"rise": {}}})
     assert caught.value.field == "options.methods"
+    # An option's error names its place in the request (every method's and game's options are there).
+    for options, field in (({"methods": {"occlusion": {"patch": -1}}}, "options.methods.occlusion.patch"),
+                           ({"methods": {"occlusion": {"pach": 4}}}, "options.methods.occlusion.pach"),
+                           ({"cms": {"stride": 0}}, "options.cms.stride"),
+                           ({"games": {"hiding_game": {"steps": 0}}}, "options.games.hiding_game.steps")):
+        with pytest.raises(InvalidRequest) as caught:
+            _audit(model, dataset, tmp_path / "o", games=["hiding_game"], options=options)
+        assert caught.value.field == field and str(caught.value).startswith(f"{field}: ")
+    # Raised while the maps are made (cis finding no correspondence point for a stride): named too, while
+    # an error about something else (the image) keeps its own field.
+    for raised, field in (("stride", "options.cms.stride"), ("image", "image")):
+        def refuse(*args, raised=raised, **kwargs):
+            raise InvalidRequest(raised, "refused")
+        with monkeypatch.context() as patch:
+            patch.setattr(run_module, "cis", refuse)
+            with pytest.raises(InvalidRequest) as caught:
+                _audit(model, dataset, tmp_path / "o", games=[])
+        assert caught.value.field == field and str(caught.value) == f"{field}: refused"
     with pytest.raises(InvalidRequest) as caught:
         _audit(model, dataset, tmp_path / "o", methods=["xface"], games=[])
     assert caught.value.field == "methods"

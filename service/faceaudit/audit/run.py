@@ -34,8 +34,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import platform
+import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -121,8 +123,9 @@ def run_audit(model: PreparedModel | str | Path, dataset: Dataset | str | Path, 
     images = []
     projections = []  # (a face's maps, its correspondence): where the CMS series goes once the CMS is known
     for done, face in enumerate(inputs.faces(), start=1):
-        cis_map = _cached(cache, model, "cis", plan.cms, face, lambda f=face: cis(
-            model, image=f.image, target=f.cms_target, options=plan.cms, correspondence=f.correspondence))
+        with _named("options.cms", CisOptions):
+            cis_map = _cached(cache, model, "cis", plan.cms, face, lambda f=face: cis(
+                model, image=f.image, target=f.cms_target, options=plan.cms, correspondence=f.correspondence))
         overall.add(cis_map)
         if face.entry.group is not None:
             groups[face.entry.group].add(cis_map)
@@ -218,7 +221,8 @@ def _method_maps(model: PreparedModel, plan: Plan, cache: MapCache, face: Face, 
 def _explain(model: PreparedModel, method: str, face: Face, options: Any) -> SaliencyMap:
     """One map, computed (not cached): a white-box map's passes ran on an instrumented session, off the
     model's own, so they go to the off-session meter a server may hold open (a cached map's are not run)."""
-    result = explain(model, method, image=face.image, target=face.target, options=options)
+    with _named(f"options.methods.{method}", type(options)):
+        result = explain(model, method, image=face.image, target=face.target, options=options)
     if not get_method(method).black_box:
         add_off_session_passes(result.forward_passes)
     return result
@@ -238,8 +242,9 @@ def _play(model: PreparedModel, plan: Plan, played: GameInputs, progress: Progre
         try:
             if name == "inpainting_game":
                 options = plan.games[name] = played.inpainting_options(model, options)
-            result = evaluate(model, name, options=options, progress=progress, on_point=on_point,
-                              **played.inputs(name))
+            with _named(f"options.games.{name}", type(options)):
+                result = evaluate(model, name, options=options, progress=progress, on_point=on_point,
+                                  **played.inputs(name))
             results[name] = {**result.to_dict(), "seconds": time.perf_counter() - started,
                              "judges_maps": get_game(name).maps}
         except InvalidRequest as exc:
@@ -295,7 +300,8 @@ def _plan(model: PreparedModel, data: Dataset, methods: Sequence[str] | None, ga
                 raise InvalidRequest("games", f"{name} cannot be played on this model and dataset "
                                               f"({why_not(name, kind, data)}); applicable: {', '.join(applicable) or 'none'}")
     game_options = _per_name(options.get("games"), "games", chosen)
-    methods_options = {n: options_from(get_method(n).options, method_options.get(n)) for n in dict.fromkeys(names)}
+    methods_options = {n: _options(f"options.methods.{n}", get_method(n).options, method_options.get(n))
+                       for n in dict.fromkeys(names)}
     if not methods_options and "sanity_check" in chosen and "methods" not in game_options.get("sanity_check", {}):
         if games is not None:  # the CMS alone: there is no per-image method for the sanity check to randomise
             raise InvalidRequest("games", "sanity_check checks per-image methods; name one besides cms")
@@ -306,13 +312,34 @@ def _plan(model: PreparedModel, data: Dataset, methods: Sequence[str] | None, ga
                                         "method_options": methods_options}
     cms = options.get("cms")
     return Plan(
-        cms=cms if isinstance(cms, CisOptions) else options_from(CisOptions, cms),
+        cms=cms if isinstance(cms, CisOptions) else _options("options.cms", CisOptions, cms),
         methods=methods_options,
-        games={n: options_from(get_game(n).options, game_options.get(n)) for n in dict.fromkeys(chosen)},
+        games={n: _options(f"options.games.{n}", get_game(n).options, game_options.get(n)) for n in dict.fromkeys(chosen)},
         explicit_games=games is not None,
         explicit_methods=not everything,
         cms_as_map=cms_as_map,
     )
+
+
+@contextmanager
+def _named(prefix: str, options: Any) -> Iterator[None]:
+    """An error about one of `options`' fields names it as the request does: "options.cms.stride", not
+    "stride" (an audit's options hold every method's and game's); other errors pass unchanged."""
+    try:
+        yield
+    except InvalidRequest as exc:
+        fields = {f.name for f in dataclasses.fields(options)}
+        if re.split(r"[.\[]", exc.field, maxsplit=1)[0] not in fields:
+            raise
+        raise InvalidRequest(f"{prefix}.{exc.field}", str(exc)[len(exc.field) + 2:]) from exc
+
+
+def _options(prefix: str, options_type: type, given: Any) -> Any:
+    """options_from, its errors (every one about `given`) named under `prefix`."""
+    try:
+        return options_from(options_type, given)
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"{prefix}.{exc.field}", str(exc)[len(exc.field) + 2:]) from exc
 
 
 def _per_name(values: Any, field: str, names: list[str]) -> dict[str, Any]:
