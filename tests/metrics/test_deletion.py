@@ -1,22 +1,115 @@
-"""Deletion against hand-computed curves, planted ground truth and direct onnxruntime runs."""
+"""Deletion against hand-computed curves, a numpy port of Petsiuk et al.'s evaluation code, planted
+ground truth and direct onnxruntime runs."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
-from scipy.ndimage import gaussian_filter
 
 from faceaudit.errors import InvalidRequest
+from faceaudit.images.preprocess import to_model_input
 from faceaudit.methods.common import ExplainTarget, options_from
+from faceaudit.metrics.causal_metric import causal_baseline
 from faceaudit.metrics.common import GameItem, GamePoint
 from faceaudit.metrics.deletion import DeletionOptions, deletion
 from faceaudit.testing import zoo
 
 from tests.conftest import prepared
-from tests.metrics.test_hiding_game import WEIGHTS, WHITE, box_map, cosines, curves_from, run_onnx, tiny_items, tiny_linear
+from tests.metrics.test_hiding_game import (
+    WEIGHTS, WHITE, box_map, cosines, curves_from, gaussian_nearest, run_onnx, tiny_items, tiny_linear,
+)
 
 # logit_0 = 0.2 + Σ kept W_p on a white image (W = 0.1, 0.2, 0.3, 0.4), logit_1 = 0.5
 LINEAR = prepared(tiny_linear(bias=(0.2, 0.5)), {"kind": "classifier"})
+# Petsiuk's setting: a normalised input (here mean = std = 0.5 on [0, 1]) and softmax probabilities
+NORMALISED = {"kind": "classifier", "softmax": True, "scale": 1 / 255, "mean": [0.5], "std": [0.5]}
+
+
+def normalised_probabilities(proto: onnx.ModelProto) -> Callable[[np.ndarray], np.ndarray]:
+    """Softmax of the model's logits for (N, H, W, 3) inputs already normalised, run directly."""
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+
+    def probabilities(x: np.ndarray) -> np.ndarray:
+        z = session.run(None, {"input": x.transpose(0, 3, 1, 2).astype(np.float32)})[0].astype(np.float64)
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    return probabilities
+
+
+def petsiuk_auc(probabilities: Callable[[np.ndarray], np.ndarray], x: np.ndarray, saliency: np.ndarray, *,
+                insert: bool, step: int, substrate: Callable[[np.ndarray], np.ndarray]) -> tuple[float, int]:
+    """Petsiuk et al.'s CausalMetric.single_run (RISE evaluation.py) in numpy, on one normalised (H, W, 3)
+    input: the top-1 class's probability while `step` pixels a step go from start to finish, most
+    salient first; auc = (Σ scores − s_0/2 − s_n/2)/n. Returns (auc, top-1 class)."""
+    pixels = saliency.size
+    c = int(np.argmax(probabilities(x[None])[0]))
+    start, finish = (substrate(x), x.copy()) if insert else (x.copy(), substrate(x))
+    order = np.flip(np.argsort(saliency.reshape(pixels)))
+    n_steps = (pixels + step - 1) // step
+    scores = []
+    for i in range(n_steps + 1):
+        scores.append(probabilities(start[None])[0, c])
+        coords = order[step * i : step * (i + 1)]
+        start.reshape(pixels, 3)[coords] = finish.reshape(pixels, 3)[coords]
+    curve = np.array(scores)
+    return float((curve.sum() - curve[0] / 2 - curve[-1] / 2) / (len(curve) - 1)), c
+
+
+def test_the_default_baseline_reproduces_petsiuks_zeros_on_the_normalised_input(rng: np.random.Generator) -> None:
+    proto = zoo.vgg_classifier(height=16, width=16, seed=1)
+    probabilities = normalised_probabilities(proto)
+    images = rng.uniform(0, 255, (4, 16, 16, 3)).astype(np.float32)
+    maps = [rng.random((16, 16)) for _ in images]
+    normalise = lambda image: (image / 255 - 0.5) / 0.5  # noqa: E731
+    for substrate, baseline in ((np.zeros_like, "input_zero"),  # their torch.zeros_like: mid-grey pixels
+                                (lambda x: np.full_like(x, -1.0), "zero")):  # black pixels: −1 after normalising
+        reference = [petsiuk_auc(probabilities, normalise(i.astype(np.float64)), m, insert=False, step=16,
+                                 substrate=substrate) for i, m in zip(images, maps)]
+        items = [GameItem(i, ExplainTarget(class_index=c), {"m": m}) for i, m, (_, c) in zip(images, maps, reference)]
+        options = DeletionOptions(steps=16) if baseline == "input_zero" else DeletionOptions(steps=16, baseline=baseline)
+        result = deletion(prepared(proto, NORMALISED), items=items, options=options)
+        assert result.summary["m"]["auc"] == pytest.approx(np.mean([auc for auc, _ in reference]), abs=1e-5)
+    assert not any("logits" in note for note in result.notes)  # softmax: probabilities, as Petsiuk's
+
+
+@pytest.mark.parametrize(("channels", "spec"), [
+    (3, {"mean": [0.1, 0.2, 0.3], "std": [0.5, 0.25, 2.0]}),
+    (3, {"channel_order": "BGR", "mean": [0.1, 0.2, 0.3], "std": [0.5, 0.25, 2.0]}),
+    (3, {"scale": 1.0, "mean": [127.5], "std": [128.0]}),
+    (1, {"scale": 1.0, "mean": [100.0], "std": [50.0]}),  # greyscale: the luma of a grey pixel is its value
+])
+def test_input_zero_is_what_the_model_sees_as_zero_and_zero_is_black(channels: int, spec: dict) -> None:
+    model = prepared(zoo.vgg_classifier(height=8, width=8, channels=channels), {"kind": "classifier", **spec})
+    image = np.random.default_rng(0).uniform(0, 255, (8, 8, 3)).astype(np.float32)
+    seen = to_model_input(causal_baseline(image, "input_zero", 5.0, model.spec)[None], model.spec)
+    np.testing.assert_allclose(seen, 0.0, atol=1e-5)
+    assert np.array_equal(causal_baseline(image, "zero", 5.0, model.spec), np.zeros_like(image))
+    # Petsiuk's blur pads the normalised input with zeros: a flat input_zero image stays itself
+    flat = causal_baseline(image, "input_zero", 5.0, model.spec)
+    np.testing.assert_allclose(causal_baseline(flat, "petsiuk_blur", 5.0, model.spec), flat, rtol=1e-5, atol=1e-3)
+
+
+def test_a_constant_map_deletes_no_part_of_the_image_first() -> None:
+    # Two 8×8 linear classifiers on white images, one scoring only the top half, one only the bottom.
+    # A constant map ties every pixel: in a uniformly random order the expected share of either
+    # half still there after deleting a fraction x is 1 − x, so the normalised curve is 1 − x for
+    # both (raster order would delete the whole top half first: 0 at x = 0.5 for the top model).
+    half = np.zeros((8, 8))
+    half[:4] = 1 / 32
+    images = [np.full((8, 8, 3), 255.0, np.float32)] * 40
+    curves = []
+    for weights in (half, half[::-1]):
+        model = prepared(tiny_linear(bias=(0.0, 0.0), weights=weights), {"kind": "classifier"})
+        items = [GameItem(image, ExplainTarget(class_index=0), {"flat": np.zeros((8, 8))}) for image in images]
+        result = deletion(model, items=items, options=DeletionOptions(steps=8, seed=3))
+        curves.append(np.array(result.curves["flat"]["normalised_score"]))
+        np.testing.assert_allclose(curves[-1], 1 - np.array(result.x), atol=0.05)
+    np.testing.assert_allclose(curves[0], curves[1], atol=0.06)
 
 
 def test_zero_baseline_curves_and_areas_match_the_hand_computed_ones() -> None:
@@ -41,7 +134,7 @@ def test_blur_baseline_is_the_gaussian_blurred_image() -> None:
     image = np.zeros((2, 2, 3), np.float32)
     image[0, 0] = 255.0
     result = deletion(LINEAR, items=tiny_items(image), options=DeletionOptions(steps=4, baseline="blur", blur_sigma=1.0))
-    blurred = gaussian_filter(image[..., 0].astype(np.float64), sigma=1.0, mode="nearest") / 255
+    blurred = gaussian_nearest(image[..., 0], 1.0) / 255
     clean, floor = 0.2 + 0.1, 0.2 + float(np.sum(WEIGHTS * blurred))
     curve = result.curves["oracle"]["mean_score"]
     assert curve[0] == pytest.approx(clean, abs=1e-5) and curve[-1] == pytest.approx(floor, abs=1e-5)
@@ -108,7 +201,12 @@ def test_more_steps_than_pixels_is_refused_and_text_options_parse() -> None:
     assert caught.value.field == "steps"
     assert options_from(DeletionOptions, {"steps": "10", "baseline": "blur", "blur_sigma": "2"}) == DeletionOptions(
         steps=10, baseline="blur", blur_sigma=2.0)
-    assert DeletionOptions().baseline == "zero" and DeletionOptions().steps == 224
+    assert DeletionOptions().baseline == "input_zero" and DeletionOptions().steps == 224
+
+
+def test_logit_scores_are_noted_as_not_petsiuks_probabilities() -> None:
+    result = deletion(LINEAR, items=tiny_items(WHITE), options=DeletionOptions(steps=4))
+    assert any("logits" in note and "softmax" in note for note in result.notes)
 
 
 def test_results_do_not_depend_on_the_chunk_size(rng: np.random.Generator) -> None:

@@ -1,7 +1,8 @@
 """Deletion game (Petsiuk et al. 2018): remove the most important pixels first; the score should fall fast.
 
 See metrics.causal_metric for the protocol, the score, the normalised area and the defaults
-(zero baseline, Petsiuk's deletion substrate). Lower area is better.
+(input_zero baseline: the colour whose model input is 0, Petsiuk's deletion substrate; zero
+is black pixels). Lower area is better.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from faceaudit.metrics.common import GameItem, GameResult, PointSink, Progress
 
 @dataclass(frozen=True)
 class DeletionOptions(CausalOptions):
-    """Deletion options: CausalOptions with removed pixels set to black by default."""
+    """Deletion options: CausalOptions, removed pixels set to the zero model input by default (Petsiuk's)."""
 
-    baseline: str = "zero"
+    baseline: str = "input_zero"
 
 
 def deletion(

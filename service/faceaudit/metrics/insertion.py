@@ -1,7 +1,8 @@
 """Insertion game (Petsiuk et al. 2018): insert the most important pixels first; the score should rise fast.
 
 See metrics.causal_metric for the protocol, the score, the normalised area and the defaults
-(blurred baseline, Petsiuk's insertion substrate). Higher area is better.
+(petsiuk_blur baseline: Petsiuk's insertion substrate, their 11×11 blur of the normalised
+input). Higher area is better.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from faceaudit.metrics.common import GameItem, GameResult, PointSink, Progress
 
 @dataclass(frozen=True)
 class InsertionOptions(CausalOptions):
-    """Insertion options: CausalOptions starting from the blurred image by default."""
+    """Insertion options: CausalOptions starting from Petsiuk's blurred image by default."""
 
-    baseline: str = "blur"
+    baseline: str = "petsiuk_blur"
 
 
 def insertion(

@@ -7,11 +7,11 @@ Ranking:
     inpainted): rank 0 goes first. `descending` takes the most important pixels (largest map values)
     first, as deletion, insertion and the inpainting game do; ascending takes the least important
     first, as the hiding game does.
-Ties (one rule for every game): pixels with equal map values go in the order of a random
-    permutation of the image's pixels drawn from numpy.random.default_rng([seed, index, 0]), with
+Ties (one rule for every game): pixels with equal map values go in the order they take in a
+    random permutation of the image's pixels, numpy.random.default_rng([seed, index, 0]), with
     `seed` the game's seed and `index` the image's position in the game's items, so it is the same
-    for every series (method) of an image and in both directions, and reproducible. A stable sort
-    would take tied pixels in raster order, top rows first: a map with large flat areas (a ReLU'd
+    for every series (method) of an image and in both directions, and reproducible. Sorting the
+    map as it is (stably) would take tied pixels in raster order, top rows first: a map with large flat areas (a ReLU'd
     Grad-CAM, tcEBP, a constant map) would then hide or delete the top of the face first, a
     positional bias that is no part of what the map says. Williford et al.'s inpainting code breaks
     ties with 1e-9 noise; a permutation does the same without changing any value.
@@ -25,15 +25,20 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 
-def tie_keys(pixels: int, seed: int, index: int) -> np.ndarray:
+def tie_order(pixels: int, seed: int, index: int) -> np.ndarray:
     """The tie-break of image `index` under `seed`: a random permutation of its pixels (module docstring)."""
     return np.random.default_rng([seed, index, 0]).permutation(pixels)
 
 
 def pixel_order(values: np.ndarray, *, descending: bool, seed: int, index: int) -> np.ndarray:
-    """Flat indices of a map's pixels in the order they are taken; ties by tie_keys(seed, index)."""
-    flat = np.asarray(values, dtype=np.float64).ravel()
-    return np.lexsort((tie_keys(flat.size, seed, index), -flat if descending else flat))
+    """Flat indices of a map's pixels in the order they are taken; ties in tie_order(seed, index).
+
+    A stable sort of the values read in tie order keeps tied pixels in that order (as fast as a
+    plain stable argsort; a lexsort on (tie key, value) is 1.7× slower at 224×224).
+    """
+    shuffled = tie_order(np.size(values), seed, index)
+    flat = np.asarray(values, dtype=np.float64).ravel()[shuffled]
+    return shuffled[np.argsort(-flat if descending else flat, kind="stable")]
 
 
 def ranks_of(order: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -98,7 +98,7 @@ class Plan:
     fill: Sequence[np.ndarray]  # per image, what taken pixels become
     mask_sigma: float | None  # blur the taken-pixel mask by this Gaussian (px): a soft mask
     tau: float | None  # embedding success threshold on c_m; None: c_m > c_n
-    seed: int  # of the random baseline maps and of the tie order (ordering.tie_keys)
+    seed: int  # of the random baseline maps and of the tie order (ordering.tie_order)
     chunk: int  # images per streamed chunk, before the memory bound
 
 
