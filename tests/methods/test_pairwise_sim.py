@@ -59,6 +59,30 @@ def test_closed_form_without_a_head():
     assert result.extra["layer"] == "features"
 
 
+def _torch_normalized_embedder(axis: int) -> onnx.ModelProto:
+    """The pooling embedder, then F.normalize as torch exports it at opset 18: x / Expand(Clip(ReduceL2(x)))."""
+    n = nets.Net(0)
+    n.op("Conv", ["x", n.normal(4, 3, 3, 3)], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    n.nodes[-1].output[0] = "features"
+    e = n.op("Flatten", [n.op("GlobalAveragePool", ["features"])], axis=1)
+    norm = n.op("Clip", [n.op("ReduceL2", [e, n.ints([axis])], keepdims=1), n.const(1e-12)])
+    n.op("Div", [e, n.op("Expand", [norm, n.op("Shape", [e])])])
+    return n.model(["N", 3, 8, 8], 4, opset=18)
+
+
+def test_torch_normalize_is_skipped_like_lp_normalization():
+    """A head ending in F.normalize is still affine up to the normalisation the cosine ignores."""
+    model = prepared(_torch_normalized_embedder(axis=1), {"kind": "embedding", "input_name": "x", "output_name": "y"})
+    probe, mate = np.random.default_rng(1).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+    e = embed(model, np.stack([probe, mate])).astype(np.float64)
+    result = pairwise_sim(model, image=probe, target=ExplainTarget(mate=mate))
+    assert np.sum(result.extra["cells"]) == pytest.approx(_cosine(e[0], e[1]), abs=1e-6)
+    across_batch = prepared(_torch_normalized_embedder(axis=0), {"kind": "embedding", "input_name": "x",
+                                                                "output_name": "y"})
+    with pytest.raises(UnsupportedModel):  # a norm over the batch is no per-image normalisation
+        pairwise_sim(across_batch, image=probe, target=ExplainTarget(mate=mate))
+
+
 def test_models_without_the_decomposition_are_refused():
     no_pool = prepared(zoo.planted_region_embedding(), {"kind": "embedding"})
     faces = np.random.default_rng(2).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)

@@ -66,8 +66,7 @@ OPTIONS: dict[str, dict[str, Any]] = {"smoothgrad": {"samples": 4}, "integrated_
 REFUSED = {("iresnet", "pairwise_sim"): "global average pooling",
            ("mobilefacenet", "pairwise_sim"): "global average pooling"}
 # Maps the product should give and does not (reported, not papered over): strict, so a fix shows.
-GAPS = {("se_resnet", "pairwise_sim"): "PairwiseSIM skips a final LpNormalization but not F.normalize's "
-                                       "ReduceL2-Clip-Expand-Div, so it calls the head non-affine and refuses"}
+GAPS: dict[tuple[str, str], str] = {}
 
 
 def _white_box_cases() -> list[Any]:

@@ -84,9 +84,28 @@ def _ancestors(producers: dict[str, onnx.NodeProto], name: str) -> set[str]:
 
 
 def _unnormalised(wb: Instrumented, embedding: str) -> str:
-    """The embedding before a final LpNormalization, which the cosine ignores."""
-    producer = next((n for n in wb.graph.nodes if embedding in n.output), None)
-    return producer.input[0] if producer is not None and producer.op_type == "LpNormalization" else embedding
+    """The embedding before a final L2 normalisation, which the cosine ignores: an LpNormalization, or
+    torch's F.normalize, x / Expand(Clip(ReduceL2(x) over the feature axis, ε))."""
+    producers = {out: node for node in wb.graph.nodes for out in node.output}
+    node = producers.get(embedding)
+    if node is not None and node.op_type == "LpNormalization":
+        return node.input[0]
+    if node is not None and node.op_type == "Div":
+        norm = producers.get(node.input[1])
+        while norm is not None and norm.op_type in ("Expand", "Clip"):  # the broadcast and the ε floor
+            norm = producers.get(norm.input[0])
+        if (norm is not None and norm.op_type == "ReduceL2" and norm.input[0] == node.input[0]
+                and _feature_axis_only(wb, norm)):
+            return node.input[0]
+    return embedding
+
+
+def _feature_axis_only(wb: Instrumented, reduce: onnx.NodeProto) -> bool:
+    """ReduceL2 over axis 1 of a (B, D) embedding (axes as an attribute before opset 18, an input after)."""
+    axes = next((list(onnx.helper.get_attribute_value(a)) for a in reduce.attribute if a.name == "axes"), None)
+    if axes is None and len(reduce.input) > 1 and reduce.input[1] in wb.graph.constants:
+        axes = [int(a) for a in np.ravel(wb.graph.constants[reduce.input[1]])]
+    return axes in ([1], [-1])
 
 
 def _head(model: PreparedModel, wb: Instrumented, pooled: str, embedding: str) -> Session:
