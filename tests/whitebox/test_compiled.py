@@ -19,6 +19,8 @@ from faceaudit.methods.etcebp import etcebp
 from faceaudit.methods.gradcam import gradcam
 from faceaudit.methods.gradient import gradient
 from faceaudit.methods.guided_gradcam import guided_gradcam
+from faceaudit.methods.integrated_gradients import IntegratedGradientsOptions, integrated_gradients
+from faceaudit.methods.smoothgrad import SmoothGradOptions, smoothgrad
 from faceaudit.methods.gweebp import GweebpOptions, gweebp
 from faceaudit.methods.tcebp import TcebpOptions, tcebp
 from faceaudit.testing import zoo
@@ -301,7 +303,8 @@ def test_several_classes_of_one_image_in_one_call(name):
 
 
 def test_maps_say_which_engine_made_them_and_agree(monkeypatch):
-    """gradient, ebp, Grad-CAM, guided Grad-CAM, eebp, ecebp and etcebp maps from the compiled graph equal the
+    """gradient, ebp, Grad-CAM, guided Grad-CAM, eebp, ecebp, etcebp, SmoothGrad and Integrated Gradients maps
+    from the compiled graph equal the
     maps of the numpy engine, which they fall back to (and say so, with the reason) when a path does not
     compile (the demo identity model: PReLU, mean-subtracted input)."""
     image, target = _request(_model("identity"), np.random.default_rng(2))
@@ -311,7 +314,10 @@ def test_maps_say_which_engine_made_them_and_agree(monkeypatch):
                 ebp(model, image=image, target=target, options=EbpOptions(layer="last_conv")),
                 gradcam(model, image=image, target=target), guided_gradcam(model, image=image, target=target),
                 eebp(model, image=image, target=target), ecebp(model, image=image, target=target),
-                etcebp(model, image=image, target=target)]
+                etcebp(model, image=image, target=target),
+                smoothgrad(model, image=image, target=target, options=SmoothGradOptions(samples=4, chunk=2)),
+                integrated_gradients(model, image=image, target=target,
+                                     options=IntegratedGradientsOptions(steps=4, chunk=3))]
 
     fast_maps = maps(_model("identity"))
 

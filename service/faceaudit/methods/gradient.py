@@ -33,13 +33,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from faceaudit.engine.prepare import PreparedModel
-from faceaudit.engine.scorer import ScoringStats
 from faceaudit.errors import InvalidRequest
 from faceaudit.images.preprocess import to_model_input
 from faceaudit.methods.common import ExplainTarget, Progress, Run, check_request, references
 from faceaudit.methods.saliency_map import SaliencyMap
 from faceaudit.whitebox import Signal, instrument
-from faceaudit.whitebox.compiled import engine_extra, run_backward
+from faceaudit.whitebox.compiled import BackwardRun, engine_extra, run_backward
 from faceaudit.whitebox.instrument import Activations, Instrumented
 from faceaudit.whitebox.maps import pixel_gradient
 
@@ -104,8 +103,9 @@ def target_scores(wb: Instrumented, values: Mapping[str, np.ndarray], target: Ex
 
 def pixel_gradients(
     model: PreparedModel, wb: Instrumented, images: Iterator[np.ndarray], target: ExplainTarget,
-) -> Iterator[tuple[np.ndarray, np.ndarray, ScoringStats]]:
-    """For each chunk of images (B, H, W, 3) in pixel space: ∂s/∂pixel (B, H, W, 3), the scores (B,), stats.
+) -> Iterator[tuple[np.ndarray, np.ndarray, BackwardRun]]:
+    """For each chunk of images (B, H, W, 3) in pixel space: ∂s/∂pixel (B, H, W, 3), the scores (B,) and
+    the run (its stats, and the engine that computed it: engine_extra).
 
     One forward and backward run per chunk, B rows at once (SmoothGrad, Integrated Gradients), on the
     compiled engine where the model's path compiles; `target` must be one that check_request returned.
@@ -113,7 +113,7 @@ def pixel_gradients(
     for chunk in images:
         found = run_backward(model, wb, to_model_input(chunk, model.spec), "gradient", target.class_index)
         scores = target_scores(wb, {wb.graph.score: found.score}, target)
-        yield pixel_gradient(found.signal, model.spec), scores, found.stats
+        yield pixel_gradient(found.signal, model.spec), scores, found
 
 
 def pixel_signal_map(

@@ -34,6 +34,7 @@ from faceaudit.errors import InvalidRequest
 from faceaudit.methods.common import ExplainTarget, Progress, Run, check_int, check_request
 from faceaudit.methods.gradient import check_reduction, instrument_for, pixel_gradients
 from faceaudit.methods.saliency_map import SaliencyMap
+from faceaudit.whitebox.compiled import engine_extra
 
 RULES = ("gauss_legendre", "riemann_right", "riemann_middle", "riemann_trapezoid")
 MAX_STEPS = 10_000
@@ -93,12 +94,12 @@ def integrated_gradients(
             yield (baseline + alpha * delta).astype(np.float32)
 
     integral = np.zeros(image.shape, dtype=np.float64)
-    scores, stats, done = [], [], 0
-    for grads, chunk_scores, chunk_stats in pixel_gradients(model, wb, path(), target):
+    scores, runs, done = [], [], 0
+    for grads, chunk_scores, found in pixel_gradients(model, wb, path(), target):
         chunk_weights = np.concatenate([[0.0, 0.0], weights])[done : done + len(grads)]
         integral += np.tensordot(chunk_weights, grads, axes=1)
         scores.append(chunk_scores)
-        stats.append(chunk_stats)
+        runs.append(found)
         done += len(grads)
         if progress is not None:
             progress(done, len(points), "integrated_gradients")
@@ -107,8 +108,8 @@ def integrated_gradients(
     score_image, score_baseline = np.concatenate(scores)[:2]
     difference, total = float(score_image - score_baseline), float(attributions.sum())
     gap = abs(total - difference) / max(abs(difference), 1e-12)
-    return run.result(values, stats, signed=options.reduce == "sum", extra={
-        "graph": "instrumented", "folded_batch_norms": wb.folded_batch_norms,
+    return run.result(values, [r.stats for r in runs], signed=options.reduce == "sum", extra={
+        "graph": "instrumented", "folded_batch_norms": wb.folded_batch_norms, **engine_extra(*runs),
         "completeness": {"sum_of_attributions": total, "score_difference": difference, "relative_gap": gap,
                          "score_image": float(score_image), "score_baseline": float(score_baseline)},
     })

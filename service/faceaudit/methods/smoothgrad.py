@@ -33,6 +33,7 @@ from faceaudit.errors import InvalidRequest
 from faceaudit.methods.common import ExplainTarget, Progress, Run, check_int, check_request
 from faceaudit.methods.gradient import check_reduction, instrument_for, pixel_gradients
 from faceaudit.methods.saliency_map import SaliencyMap
+from faceaudit.whitebox.compiled import engine_extra
 
 MAX_SAMPLES = 10_000
 
@@ -73,14 +74,15 @@ def smoothgrad(
             yield (image + rng.normal(0.0, sigma, (count, *image.shape))).astype(np.float32)
 
     total = np.zeros(image.shape, dtype=np.float64)
-    stats, done = [], 0
-    for grads, _, chunk_stats in pixel_gradients(model, wb, noisy(), target):
+    runs, done = [], 0
+    for grads, _, found in pixel_gradients(model, wb, noisy(), target):
         total += grads.sum(axis=0)
-        stats.append(chunk_stats)
+        runs.append(found)
         done += len(grads)
         if progress is not None:
             progress(done, options.samples, "smoothgrad")
     mean = total / options.samples
     values = np.abs(mean).max(axis=-1) if options.reduce == "max_abs" else mean.sum(axis=-1)
-    return run.result(values, stats, signed=options.reduce == "sum",
-                      extra={"graph": "instrumented", "sigma_px": sigma, "folded_batch_norms": wb.folded_batch_norms})
+    return run.result(values, [r.stats for r in runs], signed=options.reduce == "sum",
+                      extra={"graph": "instrumented", "sigma_px": sigma, "folded_batch_norms": wb.folded_batch_norms,
+                             **engine_extra(*runs)})
