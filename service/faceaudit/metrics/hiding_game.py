@@ -2,8 +2,8 @@
 
 Protocol (Castanon & Byrne 2018, §IV-C; Wang et al. 2025, §3.1 for embedding networks):
     for each fraction f of the steps, hide the ⌊f·P + ½⌋ least important pixels of every image by
-    its map's order (metrics.ordering: ascending map value, ties in a seeded random order), replace them
-    with the fill, and score the dataset. Every method's maps are played, and a uniform-random map
+    its map's order (metrics.ordering: ascending map value, ties in a seeded random order),
+    replace them with the fill, and score the dataset. Every method's maps are played, and a uniform-random map
     per image (seeded) as the baseline series "random", as in the paper's Fig. 5.
 Fills (option `fill`):
     zero              hidden pixels become black.
@@ -63,7 +63,7 @@ class HidingGameOptions:
     """Hiding game options; defaults and their sources in the module docstring."""
 
     steps: int = 100  # fractions hidden: `steps` evenly spaced values from 0 to max_fraction
-    max_fraction: float = 0.99  # the last fraction hidden, in (0, 1]
+    max_fraction: float = 0.99  # the last fraction hidden, in (0, 1]; the game refuses one that rounds to 0 pixels
     fill: str | None = None  # one of FILLS; None: soft_dataset_mean for classifiers, non_mate for embeddings
     dataset_mean: tuple[float, ...] | None = None  # fill colour (RGB or grey, 0..255); None: the images' mean colour
     mask_sigma: float | None = None  # px, the soft mask's Gaussian; None: 2 % of the image width

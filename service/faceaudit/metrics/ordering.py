@@ -11,9 +11,9 @@ Ties (one rule for every game): pixels with equal map values go in the order the
     random permutation of the image's pixels, numpy.random.default_rng([seed, index, 0]), with
     `seed` the game's seed and `index` the image's position in the game's items, so it is the same
     for every series (method) of an image and in both directions, and reproducible. Sorting the
-    map as it is (stably) would take tied pixels in raster order, top rows first: a map with large flat areas (a ReLU'd
-    Grad-CAM, tcEBP, a constant map) would then hide or delete the top of the face first, a
-    positional bias that is no part of what the map says. Williford et al.'s inpainting code breaks
+    map as it is (stably) would take tied pixels in raster order, top rows first: a map with large
+    flat areas (a ReLU'd Grad-CAM, tcEBP, a constant map) would then hide or delete the top of the
+    face first, a positional bias that is no part of what the map says. Williford et al.'s inpainting code breaks
     ties with 1e-9 noise; a permutation does the same without changing any value.
 Counts:
     at fraction f of P pixels, ⌊f·P + ½⌋ pixels are taken (round half up, never numpy's half-to-even).
