@@ -11,22 +11,41 @@ Procedure (Adebayo et al. 2018 §3.1, "cascading randomization"; John et al. 202
     2. Cascade: after step k the top k layers are randomised. Each parameter tensor W is re-drawn
        from N(mean(W), std(W)) (Adebayo re-initialise with the layers' original initialisers, which
        an ONNX file does not record; a Gaussian of the tensor's own moments keeps the scale of the
-       activations), from numpy Generator(seed), layer by layer, so step k's model is step k−1's
-       with one more layer redrawn. The model is rebuilt (faceaudit.engine.prepare.prepare, same
+       activations), from numpy Generator(seed), layer by layer and within a layer in the graph's
+       initializer order, so step k's model is step k−1's with one more layer redrawn. The model is rebuilt (faceaudit.engine.prepare.prepare, same
        spec and runtime) and every method's map recomputed (faceaudit.methods.registry.explain).
-    3. Similarity: Spearman rank correlation (scipy.stats.spearmanr) between each randomised map
-       and the original map of the same image, on the maps and on their absolute values (Adebayo
-       report both: a map whose sign flips but whose pattern stays is caught by the second),
-       averaged over images. Step 0 is the original model (correlation 1 unless a map is constant).
+    3. Similarity of each randomised map with the original map of the same image, averaged over
+       images (Adebayo §3.1, Fig. 4): Spearman rank correlation (scipy.stats.spearmanr) of the maps
+       (`spearman`) and of their absolute values (`spearman_abs`: a map whose sign flips but whose
+       pattern stays is caught by the second), and SSIM (`ssim`, skimage.metrics.structural_similarity)
+       of the maps, each min-max normalised to [0, 1], data range 1, skimage's 7×7 uniform window (the
+       largest odd window that fits a smaller map). Step 0 is the original model (1 unless a map is
+       constant). The HOG similarity of Adebayo's Fig. 4 is not computed.
+Signed maps (Adebayo compare "with and without absolute value"): their signed map of a gradient-like
+    signal s_c (c: colour channel) is Σ_c s_c, their absolute one Σ_c |s_c| (PAIR saliency's
+    VisualizeImageDiverging / VisualizeImageGrayscale). The methods with a channel reduction
+    (gradient, guided_backprop, deconvnet, smoothgrad, integrated_gradients, guided_gradcam: those
+    whose options have `reduce`) are therefore run with this game's `reduce`, by default "sum": one
+    map per image, Σ_c s_c, whose series `spearman` is Adebayo's signed one; `spearman_abs` ranks
+    |Σ_c s_c|, which equals their Σ_c |s_c| where a pixel's channels agree in sign (always for
+    greyscale models, whose channel gradients are one gradient times positive luma weights) and
+    otherwise differs (the methods return channel-reduced maps; a second map per image would double
+    the cost). reduce="max_abs" checks the maps these methods give by default (max_c |s_c| ≥ 0):
+    then, as for every map that is ≥ 0 (Grad-CAM, EBP, ...), `spearman_abs` repeats `spearman`.
+    The methods' options in the result record the reduction each one ran with; the notes say, per
+    method, whether its maps were signed. Adebayo's 99th-percentile clipping before comparing is not
+    applied.
 Methods: this game computes its own maps, so the methods to check and their options are options
 (`methods`, `method_options`); the items give only the images and targets (their maps are ignored).
 Verdict: a method passes when, after the last step, both |ρ| and |ρ_abs| are below `threshold`.
     Adebayo et al. judge by eye (no number); 0.5 is our convention: above it, half or more of the
-    rank structure survives destroying the weights, which is what the test is meant to catch.
+    rank structure survives destroying the weights, which is what the test is meant to catch. SSIM
+    is reported, not judged.
 Degenerate maps: a randomised model can give a constant map (or a method refuses, like Grad-CAM's
-"empty" map: a ModelOutputError): its rank correlation with the original is undefined and counted
-as 0 (the map no longer carries the original's structure), and reported in `constant_maps` /
-`failed_maps`. A constant original map is refused (nothing to compare).
+"empty" map: a ModelOutputError): its rank correlation and SSIM with the original are undefined and
+counted as 0 (the map no longer carries the original's structure), and reported in `constant_maps` /
+`failed_maps`. A constant original map is refused (nothing to compare); so is a map narrower than
+3 pixels (no SSIM window fits).
 Cost: (steps + 1) × methods × images maps, and one model build per step; bound it with `layers`
 (how many layers the cascade randomises, from the top) and `every` (maps every k-th step; the last
 step is always evaluated). Progress counts maps, not forward passes; forward_passes sums the maps'.
@@ -56,6 +75,7 @@ from faceaudit.engine.prepare import PreparedModel, prepare
 from faceaudit.engine.runtime import RuntimeOptions
 from faceaudit.errors import InvalidRequest, ModelOutputError, UnsupportedModel
 from faceaudit.methods.common import Progress, check_int, options_from
+from faceaudit.methods.gradient import check_reduction
 from faceaudit.methods.registry import explain, get_method
 from faceaudit.models.graph import select_outputs
 from faceaudit.models.loading import LoadedModel
@@ -76,20 +96,32 @@ class Layer:
     parameters: tuple[str, ...]
 
 
+def _reduces(method: str) -> bool:
+    """Whether the method's options have a colour-channel reduction (`reduce`)."""
+    return any(f.name == "reduce" for f in dataclasses.fields(get_method(method).options))
+
+
 @dataclass(frozen=True)
 class SanityCheckOptions:
     """Methods to check (registry names; a comma-separated string is accepted) and their options;
-    `layers`: how many layers the cascade randomises from the top (None = all); `every`: maps after
-    every k-th step; `threshold` of the verdict; `seed` of the redrawn weights."""
+    `reduce`: the colour-channel reduction of the checked methods that have one ("sum": signed,
+    Adebayo's; "max_abs": those methods' default maps); `layers`: how many layers the cascade
+    randomises from the top (None = all); `every`: maps after every k-th step; `threshold` of the
+    verdict; `seed` of the redrawn weights.
+
+    `reduce` replaces the reduction of the options objects in `method_options` (an audit hands its
+    methods' options over); a mapping there that asks for another reduction is refused."""
 
     methods: tuple[str, ...] = ("gradient",)
     method_options: Mapping[str, Any] = field(default_factory=dict)
+    reduce: str = "sum"
     layers: int | None = None
     every: int = 1
     threshold: float = 0.5
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_reduction(self.reduce)
         names = self.methods.split(",") if isinstance(self.methods, str) else self.methods
         if not isinstance(names, (list, tuple)) or not names:
             raise InvalidRequest("methods", "name at least one method to check")
@@ -110,10 +142,16 @@ class SanityCheckOptions:
             if key not in canonical:
                 raise InvalidRequest("method_options", f"{name!r} is not one of the checked methods {canonical}")
             entry = get_method(key)
+            if isinstance(values, Mapping) and values.get("reduce", self.reduce) != self.reduce and _reduces(key):
+                raise InvalidRequest(f"method_options[{key}].reduce", f"{values['reduce']!r}: the sanity check "
+                                     f"reduces colour channels with its own option reduce ({self.reduce!r})")
             try:
                 chosen[key] = values if isinstance(values, entry.options) else options_from(entry.options, values)
             except InvalidRequest as exc:
                 raise InvalidRequest(f"method_options[{key}].{exc.field}", str(exc).split(": ", 1)[-1]) from exc
+        for key in canonical:  # every reducing method runs with the check's reduction, recorded in the options
+            if _reduces(key):
+                chosen[key] = dataclasses.replace(chosen.get(key) or get_method(key).options(), reduce=self.reduce)
         object.__setattr__(self, "method_options", chosen)
         if self.layers is not None:
             check_int("layers", self.layers, 1)
@@ -128,7 +166,7 @@ def sanity_check(
     model: PreparedModel, *, items: Sequence[GameItem], options: SanityCheckOptions = SanityCheckOptions(),
     on_point: PointSink | None = None, progress: Progress | None = None,
 ) -> GameResult:
-    """Spearman correlation of each method's maps with the original maps along the randomisation cascade."""
+    """Similarity (Spearman, of |maps|, SSIM) of each method's maps with the original maps along the cascade."""
     if not isinstance(options, SanityCheckOptions):
         raise InvalidRequest("options", f"expected SanityCheckOptions, got {type(options).__name__}")
     items = check_items(items, need_maps=False)
@@ -160,7 +198,7 @@ def sanity_check(
                 tally["passes"] += saliency.forward_passes
                 if not original or not get_method(name).black_box:  # black-box maps of `model` ran on its session
                     add_off_session_passes(saliency.forward_passes)
-                found.append(np.asarray(saliency.values, np.float64).ravel())
+                found.append(np.asarray(saliency.values, np.float64))
             tally["maps"] += 1
             if progress is not None:
                 progress(tally["maps"], total, f"{GAME}: {name}")
@@ -172,7 +210,10 @@ def sanity_check(
         for i, values in enumerate(originals[name]):
             if np.ptp(values) == 0 or np.ptp(np.abs(values)) == 0:
                 raise InvalidRequest(f"items[{i}]", f"{name}'s map of the original model is constant: nothing to compare")
-    curves = {name: {"spearman": [], "spearman_abs": []} for name in methods}
+            if min(values.shape) < 3:
+                raise InvalidRequest(f"items[{i}]", f"{name}'s map is {values.shape[0]}×{values.shape[1]}: "
+                                                    "SSIM needs at least 3×3 pixels")
+    curves = {name: {quantity: [] for quantity in SIMILARITIES} for name in methods}
     x: list[float] = []
     randomised = onnx.ModelProto()
     randomised.CopyFrom(proto)
@@ -186,38 +227,42 @@ def sanity_check(
         x.append(float(k))
         for name in methods:
             fresh = originals[name] if k == 0 else maps_of(current, name, original=False)
-            rho = [_spearman(o, f, counts[name], count=k > 0) for o, f in zip(originals[name], fresh)]
-            rho_abs = [_spearman(np.abs(o), None if f is None else np.abs(f), counts[name], count=False)
-                       for o, f in zip(originals[name], fresh)]
-            curves[name]["spearman"].append(float(np.mean(rho)))
-            curves[name]["spearman_abs"].append(float(np.mean(rho_abs)))
+            pairs = list(zip(originals[name], fresh))
+            for f in fresh:
+                counts[name]["constant_maps"] += k > 0 and f is not None and np.ptp(f) == 0
+            values = {quantity: float(np.mean([similarity(o, f) for o, f in pairs]))
+                      for quantity, similarity in SIMILARITIES.items()}
+            for quantity, value in values.items():
+                curves[name][quantity].append(value)
             if on_point is not None:
-                on_point(GamePoint(GAME, name, index, float(k), {"spearman": curves[name]["spearman"][-1],
-                                                                  "spearman_abs": curves[name]["spearman_abs"][-1]}))
+                on_point(GamePoint(GAME, name, index, float(k), values))
     summary = {name: _verdict(curves[name], counts[name], options.threshold, depth, len(cascade)) for name in methods}
-    notes = _notes(options, cascade, depth, untouched(proto, cascade), counts, failures)
+    signed = {name: any((o < 0).any() for o in originals[name]) for name in methods}
+    notes = _notes(options, cascade, depth, untouched(proto, cascade), counts, failures, signed)
     return GameResult(game=GAME, x_label="layers_randomised", x=x, curves=curves, summary=summary,
                       options=dataclasses.asdict(options), forward_passes=tally["passes"], notes=notes)
 
 
 def _verdict(curve: dict[str, list[float]], counts: dict[str, int], threshold: float, depth: int,
              total_layers: int) -> dict[str, float]:
-    """The final correlations and pass (1) / fail (0): both |ρ| and |ρ_abs| below the threshold."""
+    """The final similarities and pass (1) / fail (0): both |ρ| and |ρ_abs| below the threshold."""
     final, final_abs = curve["spearman"][-1], curve["spearman_abs"][-1]
-    return {"final_spearman": final, "final_spearman_abs": final_abs,
+    return {"final_spearman": final, "final_spearman_abs": final_abs, "final_ssim": curve["ssim"][-1],
             "pass": float(max(abs(final), abs(final_abs)) < threshold), "threshold": float(threshold),
             "layers_randomised": float(depth), "layers_total": float(total_layers),
             **{key: float(value) for key, value in counts.items()}}
 
 
 def _notes(options: SanityCheckOptions, cascade: list[Layer], depth: int, kept: list[str],
-           counts: dict[str, dict[str, int]], failures: list[str]) -> list[str]:
+           counts: dict[str, dict[str, int]], failures: list[str], signed: dict[str, bool]) -> list[str]:
     notes = [
         "x: number of layers randomised from the output down (0 = the original model); cascade order: "
         + ", ".join(f"{layer.node} ({layer.op_type})" for layer in cascade[:depth]),
-        "spearman: rank correlation of the randomised map with the original (spearman_abs: of |maps|), mean over images",
+        "spearman: rank correlation of the randomised map with the original (spearman_abs: of |maps|); ssim: "
+        "structural similarity of the maps, each min-max normalised to [0, 1]; means over images",
+        "maps per method: " + "; ".join(_series(name, options, signed[name]) for name in options.methods),
         f"pass: |final spearman| and |final spearman_abs| both below {options.threshold:g} "
-        "(our convention; Adebayo et al. judge by eye)",
+        "(our convention; Adebayo et al. judge by eye); ssim is not judged; HOG similarity is not computed",
         "weights redrawn from N(mean, std) of each tensor; BatchNormalization scale and bias with their layer",
         "the items' maps are not used: each method's maps are computed here, on the original and randomised models",
     ]
@@ -228,9 +273,16 @@ def _notes(options: SanityCheckOptions, cascade: list[Layer], depth: int, kept: 
     if depth < len(cascade):
         notes.append(f"only the top {depth} of {len(cascade)} layers were randomised (option layers)")
     if any(c["constant_maps"] or c["failed_maps"] for c in counts.values()):
-        notes.append("constant or failed randomised maps count as correlation 0"
+        notes.append("constant or failed randomised maps count as similarity 0"
                      + (f"; first failure: {failures[0]}" if failures else ""))
     return notes
+
+
+def _series(name: str, options: SanityCheckOptions, signed: bool) -> str:
+    """How one method's two Spearman series relate: which channel reduction, whether the maps are signed."""
+    reduction = (f"colour channels reduced by {options.reduce} ("
+                 + ("Σ_c, signed" if options.reduce == "sum" else "max_c |·|") + "), ") if _reduces(name) else ""
+    return name + ": " + reduction + ("signed maps" if signed else "maps ≥ 0: spearman_abs repeats spearman")
 
 
 def layers(proto: onnx.ModelProto) -> list[Layer]:
@@ -281,12 +333,31 @@ def _rebuild(model: PreparedModel, proto: onnx.ModelProto, step: int) -> Prepare
     return prepare(loaded, model.spec, runtime)
 
 
-def _spearman(original: np.ndarray, fresh: np.ndarray | None, counts: dict[str, int], *, count: bool) -> float:
-    """Rank correlation; 0 for a failed or constant randomised map (counted once, on the signed maps)."""
-    if fresh is None:
+def _spearman(original: np.ndarray, fresh: np.ndarray | None) -> float:
+    """Rank correlation of the flattened maps; 0 for a failed or constant randomised map."""
+    if fresh is None or np.ptp(fresh) == 0:
         return 0.0
-    if np.ptp(fresh) == 0:
-        if count:
-            counts["constant_maps"] += 1
+    return float(spearmanr(original.ravel(), fresh.ravel()).statistic)
+
+
+def _spearman_abs(original: np.ndarray, fresh: np.ndarray | None) -> float:
+    return _spearman(np.abs(original), None if fresh is None else np.abs(fresh))
+
+
+def normalised_ssim(original: np.ndarray, fresh: np.ndarray | None) -> float:
+    """SSIM of two maps (at least 3×3), each min-max normalised to [0, 1], data range 1, skimage's 7×7
+    uniform window or the largest odd one that fits; 0 for a failed or constant randomised map."""
+    if fresh is None or np.ptp(fresh) == 0:
         return 0.0
-    return float(spearmanr(original, fresh).statistic)
+    from skimage.metrics import structural_similarity  # imported here: skimage takes about a second to import
+
+    side = min(original.shape)
+    window = min(7, side if side % 2 else side - 1)
+    return float(structural_similarity(_unit(original), _unit(fresh), data_range=1.0, win_size=window))
+
+
+def _unit(values: np.ndarray) -> np.ndarray:
+    return (values - values.min()) / np.ptp(values)
+
+
+SIMILARITIES = {"spearman": _spearman, "spearman_abs": _spearman_abs, "ssim": normalised_ssim}
