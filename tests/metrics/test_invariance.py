@@ -12,10 +12,12 @@ from onnx import TensorProto, helper, numpy_helper
 from faceaudit.demo import FaceParams, render, sample_identity
 from faceaudit.engine.prepare import prepare
 from faceaudit.engine.runtime import RuntimeOptions
-from faceaudit.errors import InvalidRequest
+from faceaudit.errors import InvalidRequest, LimitExceeded
+from faceaudit.methods import common
 from faceaudit.metrics import layer_features as lf
 from faceaudit.metrics.common import GamePoint
-from faceaudit.metrics.invariance import InvarianceOptions, invariance, transformed
+from faceaudit.metrics.invariance import MAX_MAGNITUDES, InvarianceOptions, invariance, transformed
+from faceaudit.metrics.registry import evaluate
 from faceaudit.models import load_model, resolve_spec
 from tests.conftest import prepared
 
@@ -45,6 +47,15 @@ def conv_gap_net(seed: int = 0) -> onnx.ModelProto:
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 4])],
         initializer=[numpy_helper.from_array(rng.normal(0, 1, (4, 3, 3, 3)).astype(np.float32), "w"),
                      numpy_helper.from_array(np.array([0.5, -0.2, 0.1, 1.0], np.float32), "b")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def flatten_net() -> onnx.ModelProto:
+    """out = Flatten(input): the layer's flattened features are the pixels themselves (spec scale 1, mean 0)."""
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["input"], ["out"], axis=1)], "flatten",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 3 * SIZE * SIZE])])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
@@ -164,3 +175,64 @@ def test_demo_identity_model_curves_with_default_options() -> None:
             assert curve[name][at] == pytest.approx(0.0, abs=1e-9)
             assert all(0.0 <= d <= 2.0 for d in curve[name]) and max(curve[name]) > 0.01
     assert result.forward_passes == 2 * (1 + 11 + 13 + 13)
+
+
+@pytest.mark.parametrize(("name", "transform", "one"), [
+    ("translations", "translation", 0.0), ("rotations_deg", "rotation", 0.0), ("scales", "scale", 1.0)])
+def test_magnitudes_are_capped_naming_the_option(name: str, transform: str, one: float) -> None:
+    at_cap = InvarianceOptions(**{name: (one,) * MAX_MAGNITUDES})  # type: ignore[arg-type]
+    assert len(at_cap.magnitudes(transform)) == MAX_MAGNITUDES
+    with pytest.raises(InvalidRequest) as err:
+        InvarianceOptions(**{name: (one,) * (MAX_MAGNITUDES + 1)})  # type: ignore[arg-type]
+    assert err.value.field == name and f"at most {MAX_MAGNITUDES:,}" in str(err.value)
+    # As a request sends them (a list of loose values), refused before any forward pass.
+    calls: list[int] = []
+    with pytest.raises(InvalidRequest) as err:
+        evaluate(prepared(conv_gap_net(), SPEC), "invariance", images=blob_images(1),
+                 options={name: [one] * 100_000}, progress=lambda done, total, phase: calls.append(done))
+    assert err.value.field == name and calls == []
+
+
+def test_every_transformed_copy_counts_against_the_forward_pass_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    options = InvarianceOptions(layers=("gap",), transforms=("translation", "scale"), translations=(0.0, 0.1),
+                                scales=(1.0, 1.2, 1.4))
+    passes = 3 * (1 + 2 + 3)  # the originals, then every image at every magnitude
+    model = prepared(conv_gap_net(), SPEC)
+    monkeypatch.setattr(common, "MAX_FORWARD_PASSES", passes - 1)
+    calls: list[int] = []
+    with pytest.raises(LimitExceeded, match=f"{passes} forward passes"):
+        invariance(model, images=blob_images(3), options=options, progress=lambda done, total, phase: calls.append(done))
+    assert calls == []  # refused before the first forward pass
+    monkeypatch.setattr(common, "MAX_FORWARD_PASSES", passes)
+    assert invariance(model, images=blob_images(3), options=options).forward_passes == passes
+
+
+def test_copies_run_in_bounded_chunks_and_match_distances_computed_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of 4 copies over 3 images × 7 magnitudes cross image boundaries; the pixels are the features, so
+    the distances are 1 − cos of the images themselves (numpy, float64), their mean and std over the images."""
+    images = np.random.default_rng(8).uniform(0, 255, (3, SIZE, SIZE, 3)).astype(np.float32)
+    options = InvarianceOptions(layers=("out",), transforms=("translation", "rotation"),
+                                translations=(-0.25, -0.1, 0.0, 0.05, 0.1, 0.2, 0.25), rotations_deg=(0.0, 10.0, 90.0))
+    monkeypatch.setattr(common, "CHUNK_BYTES", 4 * images[0].nbytes)
+    sizes: list[int] = []
+    run = lf.LayerFeatures.run
+
+    def spy(self: lf.LayerFeatures, batch: np.ndarray, *args: object, **kwargs: object) -> list[np.ndarray]:
+        sizes.append(len(batch))
+        return run(self, batch, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(lf.LayerFeatures, "run", spy)
+    result = invariance(prepared(flatten_net(), SPEC), images=images, options=options)
+    assert sizes[0] == 3 and max(sizes[1:]) == 4 and sum(sizes) == result.forward_passes == 3 * (1 + 7 + 3)
+    for transform in options.transforms:
+        magnitudes = options.magnitudes(transform)
+        by_hand = np.empty((3, len(magnitudes)))
+        for i, image in enumerate(images):
+            a = image.astype(np.float64).ravel()
+            for j, m in enumerate(magnitudes):
+                b = transformed(image, transform, m, options).astype(np.float64).ravel()
+                by_hand[i, j] = 1.0 - a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+        curve = result.curves[transform]
+        np.testing.assert_allclose(curve["out"], by_hand.mean(axis=0), rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(curve["out:std"], by_hand.std(axis=0), rtol=1e-5, atol=1e-9)
+        assert by_hand.std(axis=0).max() > 1e-3  # the images differ: the std is a real check

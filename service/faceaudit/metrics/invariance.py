@@ -22,6 +22,9 @@ Result:
     distance and "<layer>:std" along it (each transform has its own magnitudes, so GameResult.x is
     empty). summary[transform][layer] = the mean distance over the magnitudes. One point streams per
     (transform, magnitude) once every image has been run for that transform.
+Limits: at most MAX_MAGNITUDES magnitudes per transform; the originals and every transformed copy
+    count against methods.common.MAX_FORWARD_PASSES. Copies are made and run one chunk at a time
+    (methods.common.chunk_size) and the distances kept as running moments, not per image.
 Touches: the model (a session exposing the layers), nothing else.
 """
 
@@ -37,7 +40,7 @@ from scipy.ndimage import affine_transform
 
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.errors import InvalidRequest
-from faceaudit.methods.common import chunk_size
+from faceaudit.methods.common import check_passes, chunk_size
 from faceaudit.metrics.common import GamePoint, GameResult, PointSink, Progress
 from faceaudit.metrics.layer_features import (
     check_feature_bytes, check_images, check_layer_names, check_pooling, cosine_similarity, layer_features,
@@ -48,6 +51,7 @@ TRANSFORMS = ("translation", "rotation", "scale")
 BORDERS = {"nearest": "nearest", "reflect": "reflect", "wrap": "grid-wrap", "constant": "constant"}
 AXES = ("vertical", "horizontal")
 IDENTITY = {"translation": 0.0, "rotation": 0.0, "scale": 1.0}
+MAX_MAGNITUDES = 1000  # per transform: a half-degree rotation sweep over a full turn fits
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,8 @@ class InvarianceOptions:
 
 
 def _check_magnitudes(name: str, values: tuple[float, ...], low: float, high: float) -> None:
+    if isinstance(values, tuple) and len(values) > MAX_MAGNITUDES:
+        raise InvalidRequest(name, f"{len(values):,} magnitudes; at most {MAX_MAGNITUDES:,} per transform")
     if (not isinstance(values, tuple) or not values
             or not all(isinstance(v, (int, float)) and math.isfinite(v) and low <= v <= high for v in values)):
         raise InvalidRequest(name, f"{values!r} must be a non-empty tuple of numbers in [{low:g}, {high:g}]")
@@ -102,27 +108,36 @@ def invariance(
     frontal faces for the paper's reading. Distances are averaged over the images.
     """
     faces = check_images(images, model, "images")
+    # Every transformed copy is a forward pass: the originals and N × Σ magnitudes copies.
+    total = len(faces) * (1 + sum(len(options.magnitudes(t)) for t in options.transforms))
+    check_passes("images", total)
     extractor = layer_features(model, options.layers)
     check_feature_bytes(len(faces), extractor, options.pooling)
-    total = len(faces) * (1 + sum(len(options.magnitudes(t)) for t in options.transforms))
     originals = extractor.run(faces, options.pooling, progress=progress, total=total)
+    # Copies of (image, magnitude) pairs in row-major order, one runtime call's worth per chunk, within CHUNK_BYTES.
+    most = len(faces) * max(len(options.magnitudes(t)) for t in options.transforms)
+    buffer = np.empty((min(most, chunk_size(extractor.chunk, faces[0])), *faces[0].shape), np.float32)
     done = len(faces)
     curves: dict[str, dict[str, list[float]]] = {}
     summary: dict[str, dict[str, float]] = {}
     for transform in options.transforms:
         magnitudes = options.magnitudes(transform)
-        distances = np.empty((len(extractor.layers), len(faces), len(magnitudes)))  # (L, N, M)
-        # Enough images per group to fill the runtime's batches, within CHUNK_BYTES of transformed copies.
-        group = chunk_size(max(1, extractor.chunk // len(magnitudes)), faces[0], len(magnitudes))
-        for start in range(0, len(faces), group):
-            block = faces[start : start + group]
-            versions = np.stack([transformed(face, transform, m, options) for face in block for m in magnitudes])
-            feats = extractor.run(versions, options.pooling, progress=progress, done=done, total=total)
-            done += len(versions)
-            for k, (orig, moved) in enumerate(zip(originals, feats)):
-                before = np.repeat(orig[start : start + len(block)], len(magnitudes), axis=0)
-                distances[k, start : start + len(block)] = (1.0 - cosine_similarity(before, moved)).reshape(len(block), -1)
-        mean, std = distances.mean(axis=1), distances.std(axis=1)
+        moments = _Moments(len(extractor.layers), len(magnitudes))
+        row = np.empty((len(extractor.layers), len(magnitudes)))  # the current image's distances
+        pairs = len(faces) * len(magnitudes)
+        for start in range(0, pairs, len(buffer)):
+            index, magnitude = np.divmod(np.arange(start, min(start + len(buffer), pairs)), len(magnitudes))
+            for b, (i, j) in enumerate(zip(index, magnitude)):
+                buffer[b] = transformed(faces[i], transform, magnitudes[j], options)
+            feats = extractor.run(buffer[: len(index)], options.pooling, progress=progress, done=done, total=total)
+            done += len(index)
+            distances = np.stack([1.0 - cosine_similarity(orig[index], moved) for orig, moved in zip(originals, feats)])
+            for i in np.unique(index):  # a chunk may end one image's row and start the next
+                mine = index == i
+                row[:, magnitude[mine]] = distances[:, mine]
+                if magnitude[mine][-1] == len(magnitudes) - 1:
+                    moments.add(row)
+        mean, std = moments.mean, moments.std()
         curve: dict[str, list[float]] = {"magnitude": [float(m) for m in magnitudes]}
         for k, name in enumerate(extractor.layers):
             curve[name], curve[f"{name}:std"] = mean[k].tolist(), std[k].tolist()
@@ -140,6 +155,25 @@ def invariance(
                f"{options.translation_axis} translation, positive = {'down' if options.translation_axis == 'vertical' else 'right'}; "
                f"rotation counter-clockwise; border {options.border}"],
     )
+
+
+class _Moments:
+    """Running mean and population standard deviation of (layers, magnitudes) rows, one row per image
+    (Welford's update): memory stays that of one row whatever the number of images."""
+
+    def __init__(self, layers: int, magnitudes: int) -> None:
+        self.count = 0
+        self.mean = np.zeros((layers, magnitudes))
+        self._squares = np.zeros((layers, magnitudes))  # Σ (x − mean)², updated in place
+
+    def add(self, row: np.ndarray) -> None:
+        self.count += 1
+        delta = row - self.mean
+        self.mean += delta / self.count
+        self._squares += delta * (row - self.mean)
+
+    def std(self) -> np.ndarray:
+        return np.sqrt(self._squares / self.count)  # each update adds δ·(x − new mean) ≥ 0
 
 
 def transformed(image: np.ndarray, transform: str, magnitude: float, options: InvarianceOptions) -> np.ndarray:
