@@ -20,7 +20,7 @@ from faceaudit.errors import InvalidRequest
 from faceaudit.methods.common import options_from
 from faceaudit.metrics.common import GamePoint
 from faceaudit.metrics.inpainting_game import (
-    InpaintingGameOptions, InpaintingItem, _plan, _Quadruplet, inpainting_game, sr_at_far,
+    MAX_FARS, InpaintingGameOptions, InpaintingItem, _plan, _Quadruplet, inpainting_game, sr_at_far,
 )
 from faceaudit.models import load_model, resolve_spec
 from faceaudit.testing import zoo
@@ -294,6 +294,14 @@ def test_reserved_series_names_empty_items_and_classifiers_are_refused(tiny) -> 
     with pytest.raises(InvalidRequest) as caught:
         inpainting_game(classifier, items=HAND, options=options)
     assert caught.value.field == "model"
+
+
+def test_false_alarm_rates_are_capped() -> None:
+    rates = tuple(np.linspace(0.001, 1.0, MAX_FARS + 1).tolist())  # all valid rates: only their number is refused
+    assert len(InpaintingGameOptions(tau=TAU, fars=rates[:MAX_FARS]).fars) == MAX_FARS
+    with pytest.raises(InvalidRequest, match=f"at most {MAX_FARS}") as caught:
+        options_from(InpaintingGameOptions, {"tau": TAU, "fars": list(rates)})
+    assert caught.value.field == "fars"
 
 
 def test_sr_at_far_takes_the_best_point_within_the_rate() -> None:

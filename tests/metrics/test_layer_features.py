@@ -124,6 +124,13 @@ def test_bad_layers_and_pooling_name_the_option() -> None:
     assert err.value.field == "pooling"
 
 
+def test_named_layers_are_capped() -> None:
+    lf.check_layer_names(tuple(f"t{k}" for k in range(lf.MAX_LAYERS)))
+    with pytest.raises(InvalidRequest, match=f"at most {lf.MAX_LAYERS}") as err:
+        lf.check_layer_names(tuple(f"t{k}" for k in range(lf.MAX_LAYERS + 1)))  # distinct: no other check refuses them
+    assert err.value.field == "layers"
+
+
 def test_feature_budget_is_enforced(monkeypatch: pytest.MonkeyPatch) -> None:
     extractor = layer_features(prepared(tiny_net(), SPEC), ("relu",))
     monkeypatch.setattr(lf, "FEATURE_BYTES", 10 * 2 * 64 * 4 - 1)

@@ -241,6 +241,14 @@ def test_options_validated(values: dict, field: str) -> None:
     assert err.value.field == field
 
 
+def test_more_method_names_than_methods_are_refused_before_any_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
+    looked_up: list[str] = []
+    monkeypatch.setattr(sanity_module, "get_method", lambda name: looked_up.append(name))
+    with pytest.raises(InvalidRequest, match=f"there are {len(sanity_module.METHODS)} methods") as err:
+        SanityCheckOptions(methods=("gradient",) * 100_000)
+    assert err.value.field == "methods" and looked_up == []
+
+
 def test_method_names_and_options_are_canonicalised() -> None:
     options = SanityCheckOptions(methods="Guided-Backprop, gradient", method_options={"gradient": {"reduce": "sum"}})
     assert options.methods == ("guided_backprop", "gradient")

@@ -85,6 +85,7 @@ GAME = "inpainting_game"
 RANDOM, ORACLE = "random", "oracle"
 MAX_CHUNK = 4096
 MAX_STEPS = 1000
+MAX_FARS = 100  # operating points reported per series
 FACES = ("original_probe", "original_mate", "inpainted_probe", "inpainted_non_mate")
 CONDITIONS = (  # (summary key, pair of FACES indices, must match), eqs. 7–8
     ("op_om_not_matched", (0, 1), True),
@@ -144,6 +145,8 @@ class InpaintingGameOptions:
         elif self.impostor_scores or self.genuine_scores:
             raise InvalidRequest("fpr", "impostor and genuine scores need the false positive rate to derive tau at")
         check_int("steps", self.steps, 1, MAX_STEPS)
+        if len(self.fars) > MAX_FARS:
+            raise InvalidRequest("fars", f"{len(self.fars):,} false alarm rates; at most {MAX_FARS}")
         if not self.fars or not all(0 < far <= 1 for far in self.fars):
             raise InvalidRequest("fars", f"{self.fars} must be one or more false alarm rates in (0, 1]")
         if not isinstance(self.oracle, (bool, np.bool_)):

@@ -47,6 +47,7 @@ POOLINGS = ("mean", "max", "flatten")
 ACTIVATION_BYTES = 64 << 20  # exposed activations alive per chunk
 FEATURE_BYTES = 512 << 20  # features a whole analysis may keep (all images, all layers)
 CACHED_EXTRACTORS = 4  # per model: one per (layers) selection
+MAX_LAYERS = 256  # named layers per analysis (the default stage outputs are about ten)
 # Ops that only rescale or rectify a fully connected output: the layer is read after them.
 _FOLLOWED = frozenset({"Relu", "PRelu", "LeakyRelu", "Sigmoid", "Tanh", "Elu", "Selu", "BatchNormalization"})
 _FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE})
@@ -59,6 +60,8 @@ def check_pooling(pooling: str) -> None:
 
 def check_layer_names(layers: tuple[str, ...]) -> None:
     """Option validation: a tuple of distinct, non-empty tensor names (empty = the default layers)."""
+    if isinstance(layers, tuple) and len(layers) > MAX_LAYERS:
+        raise InvalidRequest("layers", f"{len(layers):,} layers; at most {MAX_LAYERS} per analysis")
     if not isinstance(layers, tuple) or not all(isinstance(name, str) and name for name in layers):
         raise InvalidRequest("layers", f"{layers!r} must be a tuple of tensor names (empty for the default layers)")
     if len(set(layers)) != len(layers):

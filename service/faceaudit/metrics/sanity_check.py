@@ -76,7 +76,7 @@ from faceaudit.engine.runtime import RuntimeOptions
 from faceaudit.errors import InvalidRequest, ModelOutputError, UnsupportedModel
 from faceaudit.methods.common import Progress, check_int, options_from
 from faceaudit.methods.gradient import check_reduction
-from faceaudit.methods.registry import explain, get_method
+from faceaudit.methods.registry import METHODS, explain, get_method
 from faceaudit.models.graph import select_outputs
 from faceaudit.models.loading import LoadedModel
 from faceaudit.metrics.common import GameItem, GamePoint, GameResult, PointSink, check_items
@@ -125,6 +125,8 @@ class SanityCheckOptions:
         names = self.methods.split(",") if isinstance(self.methods, str) else self.methods
         if not isinstance(names, (list, tuple)) or not names:
             raise InvalidRequest("methods", "name at least one method to check")
+        if len(names) > len(METHODS):  # each is looked up and its maps made: refused before that
+            raise InvalidRequest("methods", f"{len(names):,} names; there are {len(METHODS)} methods, each checked once")
         canonical = []
         for name in names:
             try:
