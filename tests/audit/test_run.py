@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from faceaudit.audit.run import run_audit
 from faceaudit.errors import FaceAuditError, InvalidRequest, UnsupportedModel
 from faceaudit.methods.cis import CisOptions, cis
 from faceaudit.methods.common import ExplainTarget
+from faceaudit.methods.registry import METHODS, get_method
+from faceaudit.metrics.registry import get_game
 from faceaudit.metrics.off_session_passes import count_off_session_passes
 from faceaudit.testing.zoo import planted_region_classifier, qlinear_classifier
 from tests.conftest import prepared
@@ -192,6 +195,76 @@ def test_bad_requests_name_the_field(model, dataset: Path, tmp_path: Path, monke
     with pytest.raises(InvalidRequest) as caught:
         run_audit(model, dataset, tmp_path / "o", group_column="skin")
     assert caught.value.field == "group_column"
+
+
+def test_unknown_method_and_game_names_name_the_audits_fields(model, dataset: Path, tmp_path: Path) -> None:
+    for chosen, field, message in (({"methods": ["gradient", "nope"]}, "methods", "unknown method 'nope'"),
+                                   ({"methods": [3]}, "methods", "3 is not a method name"),
+                                   ({"games": ["nope"]}, "games", "unknown game 'nope'"),
+                                   ({"games": [None]}, "games", "None is not a game name")):
+        with pytest.raises(InvalidRequest) as caught:
+            _audit(model, dataset, tmp_path / "o", **chosen)
+        assert caught.value.field == field and str(caught.value).startswith(f"{field}: {message}; available: ")
+    # The registries keep their own field: Explain and Evaluate (and their CLI flags) take one method, one game.
+    for lookup, field in ((get_method, "method"), (get_game, "game")):
+        with pytest.raises(InvalidRequest) as caught:
+            lookup("nope")
+        assert caught.value.field == field
+
+
+class Stop(Exception):
+    """What a cancelled call's progress callback raises."""
+
+
+def test_a_raising_progress_stops_a_long_white_box_map_within_one_batch(
+        model, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SmoothGrad, 400 samples in batches of 8, on the first image: the audit's callback, raising on its third
+    call from inside the map (what a cancelled Audit call's does), stops it after its third batch."""
+    seen = {"inside": False, "samples": 0}
+    real = METHODS["smoothgrad"]
+
+    def counted(*args, progress=None, **kwargs):
+        seen["inside"] = True
+
+        def forward(done: int, total: int, phase: str) -> None:
+            seen["samples"] = done
+            progress(done, total, phase)
+
+        return real.run(*args, progress=None if progress is None else forward, **kwargs)
+
+    monkeypatch.setitem(METHODS, "smoothgrad", dataclasses.replace(real, run=counted))
+    calls: list[tuple[int, int, str, bool]] = []
+
+    def progress(done: int, total: int, phase: str) -> None:
+        calls.append((done, total, phase, seen["inside"]))
+        if sum(inside for *_, inside in calls) == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        _audit(model, dataset, tmp_path / "o", methods=["smoothgrad"], games=[], progress=progress,
+               options={"methods": {"smoothgrad": {"samples": 400, "chunk": 8}}})
+    assert seen["samples"] == 3 * 8
+    assert {call[:3] for call in calls} == {(0, 5, "cms and maps")}  # told again: no image is done yet
+
+
+def test_the_cis_map_reports_through_the_audits_progress(
+        model, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stopped_inside: list[bool] = []
+
+    def watched(*args, **kwargs):
+        try:
+            return cis(*args, **kwargs)
+        except Stop:
+            stopped_inside.append(True)
+            raise
+
+    def progress(done: int, total: int, phase: str) -> None:
+        raise Stop
+
+    monkeypatch.setattr(run_module, "cis", watched)
+    with pytest.raises(Stop):
+        _audit(model, dataset, tmp_path / "o", games=[], progress=progress)
+    assert stopped_inside == [True]
 
 
 def test_quantised_models_get_black_box_methods(dataset: Path, tmp_path: Path) -> None:

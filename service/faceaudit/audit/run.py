@@ -36,7 +36,7 @@ import json
 import platform
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -99,9 +99,10 @@ def run_audit(model: PreparedModel | str | Path, dataset: Dataset | str | Path, 
     with Grad-CAM, Grad-CAM++ and Score-CAM that way); `games` to every game that
     applies to the model and the dataset (`audit.game_inputs`); the sanity check checks the audit's
     methods unless its options name others. `options` maps "cms" to CIS options, "methods" and
-    "games" to {name: options}. `progress(done, total, phase)` counts images ("cms and maps"), then each
-    game's forward passes (phase: the game's name); `on_point` receives every game's curve points as they
-    are computed (`faceaudit evaluate` prints them).
+    "games" to {name: options}. `progress(done, total, phase)` counts images ("cms and maps", told again
+    after every batch of a map), then each game's forward passes (phase: the game's name); it may raise to
+    stop the audit (a cancelled call); `on_point` receives every game's curve points as they are computed
+    (`faceaudit evaluate` prints them).
     """
     model = _prepared(model, spec)
     if isinstance(dataset, Dataset):
@@ -123,15 +124,17 @@ def run_audit(model: PreparedModel | str | Path, dataset: Dataset | str | Path, 
     images = []
     projections = []  # (a face's maps, its correspondence): where the CMS series goes once the CMS is known
     for done, face in enumerate(inputs.faces(), start=1):
+        within = _within(progress, done - 1, len(data.entries))
         with _named("options.cms", CisOptions):
             cis_map = _cached(cache, model, "cis", plan.cms, face, lambda f=face: cis(
-                model, image=f.image, target=f.cms_target, options=plan.cms, correspondence=f.correspondence))
+                model, image=f.image, target=f.cms_target, options=plan.cms, progress=within,
+                correspondence=f.correspondence))
         overall.add(cis_map)
         if face.entry.group is not None:
             groups[face.entry.group].add(cis_map)
         if face.region is not None:
             canonical_region += face.correspondence.to_canonical(face.region.astype(np.float64))
-        maps, files = _method_maps(model, plan, cache, face, out, totals)
+        maps, files = _method_maps(model, plan, cache, face, out, totals, within)
         played.add(face, maps)
         projections.append((maps, face.correspondence))
         images.append({"row": face.entry.row, "name": face.entry.name, "group": face.entry.group,
@@ -194,8 +197,21 @@ class _MethodTotals:
                 for name, stats in self.stats.items() if name not in self.skipped}
 
 
+def _within(progress: Progress | None, done: int, total: int) -> Progress | None:
+    """The progress of one image's maps: the audit's callback, told again the images done so far (a map's
+    own counts are not the audit's), so that a callback that raises (a cancelled call) stops a long map
+    within one batch."""
+    if progress is None:
+        return None
+
+    def report(*_: object) -> None:
+        progress(done, total, "cms and maps")
+
+    return report
+
+
 def _method_maps(model: PreparedModel, plan: Plan, cache: MapCache, face: Face, out: Path,
-                 totals: _MethodTotals) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+                 totals: _MethodTotals, progress: Progress | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Each method's map of one face (cached), saved under maps/rows/<row>/; the maps and their files."""
     folder = out / "maps" / "rows" / f"{face.entry.row:05d}"
     folder.mkdir(exist_ok=True)
@@ -204,7 +220,8 @@ def _method_maps(model: PreparedModel, plan: Plan, cache: MapCache, face: Face, 
     maps = {}
     for name, options in list(plan.methods.items()):
         try:
-            result = _cached(cache, model, name, options, face, lambda n=name, o=options: _explain(model, n, face, o))
+            result = _cached(cache, model, name, options, face,
+                             lambda n=name, o=options: _explain(model, n, face, o, progress))
         except FaceAuditError as exc:
             if plan.explicit_methods or totals.stats[name]["images"]:
                 raise
@@ -218,11 +235,11 @@ def _method_maps(model: PreparedModel, plan: Plan, cache: MapCache, face: Face, 
     return maps, files
 
 
-def _explain(model: PreparedModel, method: str, face: Face, options: Any) -> SaliencyMap:
+def _explain(model: PreparedModel, method: str, face: Face, options: Any, progress: Progress | None) -> SaliencyMap:
     """One map, computed (not cached): a white-box map's passes ran on an instrumented session, off the
     model's own, so they go to the off-session meter a server may hold open (a cached map's are not run)."""
     with _named(f"options.methods.{method}", type(options)):
-        result = explain(model, method, image=face.image, target=face.target, options=options)
+        result = explain(model, method, image=face.image, target=face.target, options=options, progress=progress)
     if not get_method(method).black_box:
         add_off_session_passes(result.forward_passes)
     return result
@@ -280,7 +297,7 @@ def _plan(model: PreparedModel, data: Dataset, methods: Sequence[str] | None, ga
         methods = [m for m in DEFAULT_METHODS if not quantised or get_method(m).black_box]
     elif everything:
         methods = [n for n, m in METHODS.items() if kind in m.kinds and (not quantised or m.black_box)]
-    names = [get_method(m).name for m in methods]
+    names = [m.name for m in _looked_up("methods", get_method, methods)]
     if not names and not cms_as_map:
         raise InvalidRequest("methods", "an audit needs at least one method")
     for name in names:
@@ -294,7 +311,7 @@ def _plan(model: PreparedModel, data: Dataset, methods: Sequence[str] | None, ga
     if games is None:
         chosen = applicable
     else:
-        chosen = [get_game(g).name for g in games]
+        chosen = [g.name for g in _looked_up("games", get_game, games)]
         for name in chosen:
             if name not in applicable:
                 raise InvalidRequest("games", f"{name} cannot be played on this model and dataset "
@@ -332,6 +349,15 @@ def _named(prefix: str, options: Any) -> Iterator[None]:
         if re.split(r"[.\[]", exc.field, maxsplit=1)[0] not in fields:
             raise
         raise InvalidRequest(f"{prefix}.{exc.field}", str(exc)[len(exc.field) + 2:]) from exc
+
+
+def _looked_up(field: str, lookup: Callable[[str], Any], names: Sequence[str]) -> list[Any]:
+    """Registry entries of `names`; an unknown name's error names the audit's field ("methods", "games"),
+    not the registry's ("method", "game": right for Explain and Evaluate, which take one)."""
+    try:
+        return [lookup(name) for name in names]
+    except InvalidRequest as exc:
+        raise InvalidRequest(field, str(exc)[len(exc.field) + 2:]) from exc
 
 
 def _options(prefix: str, options_type: type, given: Any) -> Any:
