@@ -290,3 +290,22 @@ def test_failed_randomised_maps_count_as_uncorrelated() -> None:
     assert result.summary["gradcam"]["failed_maps"] > 0
     assert any("first failure: gradcam" in note for note in result.notes)
     json.dumps(result.to_dict(), allow_nan=False)
+
+
+def test_a_raising_progress_callback_stops_a_long_map_within_one_batch(convnet) -> None:
+    """A cancelled call raises from its progress callback: the game's own maps receive it per batch."""
+    calls = []
+
+    class Cancelled(Exception):
+        pass
+
+    def progress(done: int, total: int, phase: str) -> None:
+        calls.append(done)
+        if len(calls) == 3:
+            raise Cancelled
+
+    options = SanityCheckOptions(methods=("smoothgrad",),
+                                 method_options={"smoothgrad": {"samples": 400, "chunk": 8}})
+    with pytest.raises(Cancelled):
+        sanity_check(convnet, items=items(1), options=options, progress=progress)
+    assert calls == [0, 0, 0]  # still inside the first map: 3 batches of 8 of its 400 samples

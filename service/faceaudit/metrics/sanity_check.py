@@ -186,10 +186,13 @@ def sanity_check(
 
     def maps_of(current: PreparedModel, name: str, original: bool) -> list[np.ndarray | None]:
         found = []
+        # Inside a map the game's own count is re-reported after every batch: a caller's callback that
+        # raises (a cancelled call) stops a long map within one batch.
+        inside = None if progress is None else (lambda *_: progress(tally["maps"], total, f"{GAME}: {name}"))
         for i, item in enumerate(items):
             try:
                 saliency = explain(current, name, image=item.image, target=item.target,
-                                   options=options.method_options.get(name))
+                                   options=options.method_options.get(name), progress=inside)
             except ModelOutputError as exc:
                 if original:
                     raise ModelOutputError(f"items[{i}]: {name} on the original model: {exc}") from exc
