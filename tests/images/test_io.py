@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import struct
+import tracemalloc
 import zlib
 from pathlib import Path
 
@@ -15,7 +16,9 @@ import pytest
 from PIL import Image, ImageFile
 
 from faceaudit.errors import InvalidImage, LimitExceeded
-from faceaudit.images.io import DEFAULT_MAX_PIXELS, check_image_array, fit_to_model, load_image, read_image
+from faceaudit.images.io import (
+    DEFAULT_MAX_PIXELS, FILE_MAX_PIXELS, check_image_array, fit_to_model, load_image, read_image, read_image_for_model,
+)
 from faceaudit.models.spec import ModelSpec
 
 H, W = 10, 14
@@ -349,3 +352,161 @@ def test_load_image_array_at_max_pixels_is_accepted() -> None:
 def test_load_image_bytes_above_max_pixels_raises_limit_exceeded(pixels: np.ndarray, no_decoding: None) -> None:
     with pytest.raises(LimitExceeded):
         load_image(encode(Image.fromarray(pixels), "PNG"), spec(4, 4), max_pixels=H * W - 1)
+
+
+# --- formats ----------------------------------------------------------------------------------
+
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\nnewpath 0 0 moveto 64 64 lineto stroke\nshowpage\n%%EOF\n"
+
+
+def test_an_eps_payload_is_refused_without_pillow_ever_trying_its_eps_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
+    with Image.open(io.BytesIO(EPS)) as opened:
+        assert opened.format == "EPS"  # a real EPS, which Pillow would hand to Ghostscript to decode
+    tried = []
+    Image.init()
+    factory, accept = Image.OPEN["EPS"]
+    monkeypatch.setitem(Image.OPEN, "EPS", (factory, lambda prefix: tried.append(prefix) or accept(prefix)))
+
+    with pytest.raises(InvalidImage) as caught:
+        read_image(EPS, field="probe")
+
+    assert caught.value.field == "probe" and "PNG, JPEG, BMP, TIFF or WebP" in str(caught.value)
+    assert tried == []
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "PPM", "ICO", "TGA", "PCX", "SGI", "DDS"])
+def test_formats_the_product_does_not_support_are_refused(pixels: np.ndarray, fmt: str) -> None:
+    data = encode(Image.fromarray(pixels), fmt)
+    with Image.open(io.BytesIO(data)) as opened:
+        assert opened.format == fmt  # Pillow alone would read it
+
+    with pytest.raises(InvalidImage, match="not a readable PNG, JPEG, BMP, TIFF or WebP image"):
+        read_image(data, field="probe")
+
+
+@pytest.mark.parametrize(("fmt", "options"), [("BMP", {}), ("TIFF", {}), ("WEBP", {"lossless": True})])
+def test_bmp_tiff_and_webp_are_read(pixels: np.ndarray, fmt: str, options: dict) -> None:
+    np.testing.assert_array_equal(read_image(encode(Image.fromarray(pixels), fmt, **options)), pixels)
+
+
+def test_multi_picture_jpeg_from_cameras_is_read_as_jpeg(pixels: np.ndarray) -> None:
+    data = encode(Image.fromarray(pixels), "MPO", save_all=True, append_images=[Image.fromarray(pixels[::-1])])
+    with Image.open(io.BytesIO(data)) as opened:
+        assert opened.format == "MPO"
+
+    np.testing.assert_array_equal(read_image(data), pillow_rgb(data))
+
+
+def test_sixteen_bit_values_outside_0_to_65535_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "wide.tiff"
+    Image.fromarray(np.array([[70000, 5]], dtype=np.int32)).save(path)
+    with pytest.raises(InvalidImage, match="outside 0..65535"):
+        read_image(path)
+    Image.fromarray(np.array([[65535, 5, 0, 32768]], dtype=np.int32)).save(path)
+    np.testing.assert_array_equal(read_image(path)[0, :, 0], np.rint(np.array([65535, 5, 0, 32768]) * 255 / 65535))
+
+
+# --- limits -----------------------------------------------------------------------------------
+
+
+def test_bytes_default_to_the_request_limit_and_files_to_the_generous_file_limit(
+    tmp_path: Path, no_decoding: None
+) -> None:
+    assert DEFAULT_MAX_PIXELS < 4097 * 4096 <= FILE_MAX_PIXELS
+    data = bilevel_png(4097, 4096)
+    path = tmp_path / "large.png"
+    path.write_bytes(data)
+
+    with pytest.raises(LimitExceeded, match="probe"):
+        read_image(data, field="probe")
+    with pytest.raises(LimitExceeded, match="probe"):
+        read_image_for_model(data, spec(8, 8), field="probe")
+    with pytest.raises(AssertionError, match="pixels were decoded"):  # past the header check: decoding began
+        read_image(path)
+    with pytest.raises(AssertionError, match="pixels were decoded"):
+        load_image(path, spec(8, 8))
+
+
+# --- read_image_for_model ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make", [Image.fromarray, _grey, _rgba, _palette, _sixteen_bit], ids=["rgb", "l", "rgba", "p", "i16"])
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+@pytest.mark.parametrize("size", [(4, 3), (3, 5), (23, 31)], ids=["down", "down_below_the_gap", "up"])
+def test_read_image_for_model_is_bit_identical_to_decoding_then_fitting_below_the_shrink_threshold(
+    pixels: np.ndarray, make, fmt: str, size: tuple[int, int]
+) -> None:
+    image = make(pixels)
+    if fmt == "JPEG" and image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")
+    data = encode(image, fmt)
+    assert H < 2 * 3 * size[0] or W < 2 * 3 * size[1]  # below 2·REDUCING_GAP times the model size on some axis
+
+    fitted, original = read_image_for_model(data, spec(*size))
+
+    assert original == (H, W) and fitted.dtype == np.float32 and fitted.shape == (*size, 3)
+    np.testing.assert_array_equal(fitted, pillow_bilinear(read_image(data).astype(np.float32), *size))
+
+
+def _box_means(image: np.ndarray, fy: int, fx: int) -> np.ndarray:
+    """Means of fy × fx boxes from the top left, rounded half up; boxes cut by the edge average what they cover."""
+    starts_y, starts_x = np.arange(0, image.shape[0], fy), np.arange(0, image.shape[1], fx)
+    sums = np.add.reduceat(np.add.reduceat(image.astype(np.int64), starts_y, axis=0), starts_x, axis=1)
+    counts = np.outer(np.diff(starts_y, append=image.shape[0]), np.diff(starts_x, append=image.shape[1]))[..., None]
+    return ((2 * sums + counts) // (2 * counts)).astype(np.float32)
+
+
+@pytest.mark.parametrize(("shape", "size", "factors"), [((96, 96), (8, 8), (4, 4)), ((48, 120), (8, 5), (2, 8))])
+def test_images_far_above_the_model_size_are_box_averaged_in_8_bits_then_resized(
+    rng: np.random.Generator, shape: tuple[int, int], size: tuple[int, int], factors: tuple[int, int]
+) -> None:
+    big = rng.integers(0, 256, size=(*shape, 3), dtype=np.uint8)
+    expected = pillow_bilinear(_box_means(big, *factors), *size)
+
+    fitted, original = read_image_for_model(encode(Image.fromarray(big), "PNG"), spec(*size))
+
+    assert original == shape
+    np.testing.assert_array_equal(fitted, expected)
+    np.testing.assert_array_equal(fit_to_model(big, spec(*size)), expected)  # arrays given as uint8 alike
+    np.testing.assert_array_equal(fit_to_model(big.astype(np.float32), spec(*size)),  # float arrays as before
+                                  pillow_bilinear(big.astype(np.float32), *size))
+
+
+def test_boxes_cut_by_the_image_edge_average_what_they_cover(rng: np.random.Generator) -> None:
+    big = rng.integers(0, 256, size=(50, 99, 3), dtype=np.uint8)  # x factor 4 leaves a last box 3 pixels wide
+
+    fitted = fit_to_model(big, spec(8, 8))
+
+    # Pillow rounds the cut boxes' means its own way: within one grey level, which bilinear weights keep.
+    np.testing.assert_allclose(fitted, pillow_bilinear(_box_means(big, 2, 4), 8, 8), rtol=0, atol=1.0001)
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_and_reports_its_full_size(rng: np.random.Generator) -> None:
+    smooth = np.kron(rng.integers(0, 256, size=(12, 16, 3)), np.ones((16, 16, 1))).astype(np.uint8)  # 192 x 256
+    data = encode(Image.fromarray(smooth), "JPEG", quality=95, exif=_exif_orientation(6))
+    with Image.open(io.BytesIO(data)) as drafted:
+        drafted.draft(None, (48, 48))  # what 3 x a 16-pixel model side asks of the JPEG decoder
+        assert drafted.size == (64, 48)  # decoded at a quarter of each side, too small to box-average further
+        expected = pillow_bilinear(np.rot90(np.asarray(drafted.convert("RGB")), k=-1).astype(np.float32), 16, 16)
+
+    fitted, original = read_image_for_model(data, spec(16, 16))
+
+    assert original == (256, 192)  # the turned image's own height and width, the frame of its landmarks
+    np.testing.assert_array_equal(fitted, expected)
+    direct = fit_to_model(read_image(data).astype(np.float32), spec(16, 16))
+    assert np.abs(fitted - direct).mean() < 2  # close to decoding everything and resizing in float
+
+
+def test_read_image_for_model_holds_no_full_size_array(tmp_path: Path) -> None:
+    side = 2000
+    path = tmp_path / "big.png"
+    Image.fromarray(np.tile(np.arange(side, dtype=np.uint16)[None] % 256, (side, 1)).astype(np.uint8)).convert(
+        "RGB").save(path)
+    tracemalloc.start()  # numpy's allocations (Pillow's own buffers are not traced)
+    try:
+        fitted, _ = read_image_for_model(path, spec(16, 16))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert fitted.shape == (16, 16, 3)
+    assert peak < side * side  # less than one full-size uint8 plane; a float copy would be 12 x that
