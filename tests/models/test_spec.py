@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -188,3 +189,49 @@ def test_classifier_only_fields_are_not_applicable_to_embeddings():
     spec = infer_spec(zoo.iresnet_embedding(normalize=True))
     assert spec.source("output_type") == spec.source("softmax") == "not applicable"
     assert "output_type" not in spec.unknown_fields() and "softmax" not in spec.assumed_fields()
+
+
+def _grey_ramp_input(spec: ModelSpec) -> np.ndarray:
+    """The model input of the 256 grey levels, by the real preprocessing (no spec validation involved)."""
+    from faceaudit.images.preprocess import to_model_input
+
+    ramp = np.repeat(np.arange(256, dtype=np.float32)[None, :, None], 3, axis=2)[None]  # (1, 1, 256, 3)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return to_model_input(ramp, replace(spec, height=1, width=256))
+
+
+@pytest.mark.parametrize(("values", "field"), [
+    ({"mean": [1e308]}, "mean"),  # the fuzz review's four (repro_spec_float32_overflow.py)
+    ({"std": [1e-300]}, "std"),
+    ({"scale": 1e300}, "scale"),
+    ({"std": [1e300]}, "std"),
+    ({"mean": 1e10}, "mean"),  # every grey level lands on one float32
+    ({"mean": [0, 1e6, 0]}, "mean"),  # one channel keeps 17 of 256 levels
+    ({"scale": 1e38}, "scale"),  # 255 · 1e38 overflows
+    ({"scale": 1e20, "std": 1e-20}, "std"),  # each fits float32, their ratio does not
+    ({"std": 1e37}, "std"),  # subnormal inputs, zero where the runtime flushes them
+])
+def test_spec_numbers_whose_float32_model_input_overflows_or_is_constant_are_refused(values, field):
+    base = infer_spec(zoo.vgg_classifier())
+    with pytest.raises(InvalidRequest) as info:
+        base.with_values(values)
+    assert info.value.field == field
+    unchecked = replace(base, **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    levels = _grey_ramp_input(unchecked)  # what the model would have been fed
+    finite = np.isfinite(levels).all()
+    tiny = np.finfo(np.float32).tiny
+    assert not finite or ((levels != 0) & (np.abs(levels) < tiny)).any() or min(
+        len(np.unique(levels[0, c])) for c in range(3)) < 256
+
+
+@pytest.mark.parametrize("values", [
+    {"mean": 127.5, "std": 128, "scale": 1},  # ArcFace / InsightFace
+    {"mean": [93.59, 104.76, 129.19], "scale": 1, "channel_order": "BGR"},  # VGGFace
+    {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},  # ImageNet
+    {"mean": 1e4, "scale": 1},  # large but every grey level still distinct
+    {"scale": 1e-30},  # tiny but normal float32 inputs
+])
+def test_usual_and_unusual_but_usable_pixel_numbers_are_accepted(values):
+    spec = infer_spec(zoo.vgg_classifier()).with_values(values)
+    levels = _grey_ramp_input(spec)
+    assert np.isfinite(levels).all() and all(len(np.unique(levels[0, c])) == 256 for c in range(3))

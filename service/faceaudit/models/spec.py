@@ -9,6 +9,12 @@ Pixel convention: images are float RGB with values in [0, 255]. The model input 
 ``(pixel[channel_order] * scale - mean) / std`` in the model's layout; greyscale models get the
 ITU-R 601 luma (0.299 R + 0.587 G + 0.114 B), as Pillow's "L" conversion computes it.
 
+The spec's numbers must give a usable model input in float32, the type the model is fed: mean, std
+and scale each within float32's range, and (pixel · scale − mean) / std, computed as the
+model input is (see `pixel_affine`), finite and not subnormal for every pixel in [0, 255] and
+different for each of the 256 grey levels (a huge std or mean would otherwise feed every image as
+one constant input, or overflow to inf and make any model return NaN).
+
 Assumed defaults (no graph can reveal them): channel_order RGB, scale 1/255, mean 0, std 1, i.e. the
 model sees [0, 1] RGB. Common alternatives: ArcFace/InsightFace exports use mean 127.5, std 128 with
 scale 1; Caffe-era VGGFace uses BGR with scale 1 and mean (93.59, 104.76, 129.19) in BGR order.
@@ -59,6 +65,10 @@ ASSUMED_DEFAULTS: dict[str, Any] = {
     "std": (1.0,),
     "softmax": False,
 }
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the model input is computed in float32 (images.preprocess)
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # the smallest normal float32
+GREY_LEVELS = np.arange(256, dtype=np.float32)  # the pixel values a model input must keep apart
 
 # Spec files may name a model output and input by these short keys too.
 _ALIASES = {"input": "input_name", "output": "output_name"}
@@ -145,6 +155,27 @@ class ModelSpec:
                 raise InvalidRequest(name, f"has {len(values)} values for a {self.channels}-channel input")
         if self.softmax and self.output_type == "probabilities":
             raise InvalidRequest("softmax", "the output already holds probabilities; softmax applies to logits")
+        self._check_input_range()
+
+    def _check_input_range(self) -> None:
+        """Refuse scale, mean and std whose float32 model input overflows or loses grey levels."""
+        width = max(len(self.mean), len(self.std))
+        mean = np.broadcast_to(np.asarray(self.mean, dtype=np.float64), width)
+        std = np.broadcast_to(np.asarray(self.std, dtype=np.float64), width)
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            a, b = (self.scale / std).astype(np.float32), (mean / std).astype(np.float32)
+            for c in range(width):
+                problem = _level_problem(GREY_LEVELS * a[c] - b[c])  # as images.preprocess computes it
+                if problem is None:
+                    continue
+                # Blame the offset mean/std when pixel · scale/std alone is a good input, else that ratio.
+                if _level_problem(GREY_LEVELS * a[c]) is None:
+                    field = "mean"
+                else:
+                    field = "scale" if self.source("scale") == "given" and self.source("std") != "given" else "std"
+                channel = f" (channel {c})" if width > 1 else ""
+                raise InvalidRequest(field, f"the model input (pixel · scale − mean) / std with scale {self.scale:g}, "
+                                            f"mean {mean[c]:g}, std {std[c]:g}{channel} {problem}")
 
     def to_dict(self) -> dict[str, Any]:
         """Field values with their sources, for JSON reports and result metadata."""
@@ -161,6 +192,18 @@ class ModelSpec:
         mean = np.broadcast_to(np.asarray(self.mean, dtype=np.float64), channels)
         std = np.broadcast_to(np.asarray(self.std, dtype=np.float64), channels)
         return (self.scale / std).astype(np.float32), (mean / std).astype(np.float32)
+
+
+def _level_problem(levels: np.ndarray) -> str | None:
+    """What is wrong with the float32 model inputs of the 256 grey levels, if anything."""
+    if not np.isfinite(levels).all():
+        return "overflows float32 for some pixels in [0, 255]"
+    if ((levels != 0) & (np.abs(levels) < FLOAT32_TINY)).any():
+        return "gives subnormal float32 values, which runtimes may flush to zero"
+    distinct = len(np.unique(levels))
+    if distinct < len(GREY_LEVELS):
+        return f"maps the 256 grey levels to only {distinct} distinct float32 value{'s' * (distinct > 1)}"
+    return None
 
 
 def _validate(name: str, raw: Any) -> Any:
@@ -189,8 +232,8 @@ def _validate(name: str, raw: Any) -> Any:
         return raw
     if name == "scale":
         value = _number(name, raw, float)
-        if not 0 < value < float("inf"):
-            raise InvalidRequest(name, f"{value} must be a positive finite number")
+        if not 0 < value <= FLOAT32_MAX:
+            raise InvalidRequest(name, f"{value} must be a positive number within float32's range (≤ {FLOAT32_MAX:.3g})")
         return value
     values = raw if isinstance(raw, (list, tuple)) else [raw]
     parsed = tuple(_number(name, v, float) for v in values)
@@ -198,6 +241,8 @@ def _validate(name: str, raw: Any) -> Any:
         raise InvalidRequest(name, f"{raw!r} must be one finite number or three (per channel)")
     if name == "std" and any(v <= 0 for v in parsed):
         raise InvalidRequest(name, f"{raw!r} must be positive")
+    if any(abs(v) > FLOAT32_MAX for v in parsed):
+        raise InvalidRequest(name, f"{raw!r} lies beyond float32's range (±{FLOAT32_MAX:.3g})")
     return parsed
 
 
