@@ -24,6 +24,10 @@ from faceaudit.errors import InvalidRequest
 # A triangle is collapsed when its area ratio (input / canonical) is below this fraction of the
 # face's typical ratio, and flipped when the ratio is negative.
 COLLAPSED = 1e-3
+# A face whose landmarks span fewer pixels than this along x or y has no features to explain (the
+# eyes would be under two pixels apart): refused whatever its shape, which the relative test above
+# cannot see.
+MIN_SPAN_PX = 2.0
 
 
 class LandmarkAligner:
@@ -48,7 +52,7 @@ class LandmarkAligner:
         return Correspondence(self._triangulation, vertices, self.canonical_shape, input_shape)
 
     def _check_landmarks(self, landmarks: np.ndarray, shape: Shape) -> np.ndarray:
-        """Landmarks as float64 (K, 2): the template's count, finite, inside the image."""
+        """Landmarks as float64 (K, 2): the template's count, finite, inside the image, a few pixels wide and high."""
         try:
             points = np.asarray(landmarks, dtype=np.float64)
         except (TypeError, ValueError) as exc:
@@ -66,6 +70,11 @@ class LandmarkAligner:
             x, y = points[first]
             raise InvalidRequest("landmarks", f"point {first} at ({x:.2f}, {y:.2f}) lies outside the {width}x{height} "
                                               f"image (x in [-0.5, {width - 0.5}], y in [-0.5, {height - 0.5}])")
+        span = points.max(axis=0) - points.min(axis=0)
+        if (span < MIN_SPAN_PX).any():
+            raise InvalidRequest("landmarks", f"the points span only {span[0]:.3g} x {span[1]:.3g} pixels (x by y) in the "
+                                              f"{width}x{height} image; a face needs at least {MIN_SPAN_PX:g} pixels "
+                                              "each way")
         return points
 
     def _check_triangles(self, vertices: np.ndarray) -> None:
