@@ -14,11 +14,12 @@ import pytest
 from faceaudit.engine.batcher import (
     Batcher, BatchedSession, BatcherClosed, RequestCancelled, bound, served,
 )
-from faceaudit.engine.runtime import Session
+from faceaudit.engine.runtime import RunStop, RuntimeOptions, Session
 from faceaudit.engine.scorer import ClassTarget, Scorer, embed
 from faceaudit.errors import InvalidRequest, LimitExceeded, ModelOutputError
 from faceaudit.testing import zoo
 from tests.conftest import prepared
+from tests.engine.hostile_graphs import endless_loop_classifier
 
 
 class Scripted:
@@ -36,14 +37,14 @@ class Scripted:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+    def run(self, batch: np.ndarray, stop: RunStop | None = None) -> list[np.ndarray]:
         self.entered.set()
         self.hold.wait(10)
         self.sizes.append(len(batch))
         self.rows.append(batch.copy())
         if len(self.sizes) - 1 in self.fail_at:
             raise RuntimeError(self.fail_at[len(self.sizes) - 1])
-        return self.inner.run(batch)
+        return self.inner.run(batch, stop)
 
 
 class Recorder:
@@ -302,3 +303,37 @@ def test_fixed_batch_models_merge_up_to_their_size_and_always_pad_to_it(rng):
     assert spy.sizes == [1, 4, 3]  # [1] alone and [3] alone (Session.run pads them), [1, 2] merged and padded
     for batch, out in zip(batches, results):
         np.testing.assert_allclose(out, fixed.session.run(batch)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_a_running_batch_is_stopped_once_every_call_in_it_is_cancelled_and_the_batcher_serves_on(rng):
+    # A forward pass that never ends (a graph's Loop): only cancelling the calls can end it.
+    session = Session(endless_loop_classifier(), "input", ["logits"], RuntimeOptions(threads=1))
+    batcher = Batcher(session, model="loop", max_queue_delay=0.2)
+    first, second = Owner(), Owner()
+    images = rng.uniform(size=(1, 3, 16, 16)).astype(np.float32)
+    try:
+        runs = [batcher.submit(images, first), batcher.submit(images, second)]  # merged: one runtime batch
+        deadline = time.perf_counter() + 5
+        while len(batcher._running) < 2 and time.perf_counter() < deadline:
+            time.sleep(0.005)
+        assert [r.owner for r in batcher._running] == [first, second]
+        assert batcher.cancel(first) == 0  # nothing queued; the batch goes on for the live call
+        time.sleep(0.3)
+        assert not any(run.done() for run in runs)
+        started = time.perf_counter()
+        batcher.cancel(second)
+        for run in runs:
+            with pytest.raises(RequestCancelled, match="cancelled while its batch ran"):
+                run.result(5)
+        assert time.perf_counter() - started < 5
+        third = Owner()
+        later = batcher.submit(images, third)  # the runtime thread is free again
+        while not batcher._running and time.perf_counter() < deadline + 5:
+            time.sleep(0.005)
+        batcher.cancel(third)
+        with pytest.raises(RequestCancelled):
+            later.result(5)
+    finally:
+        batcher.close(drain=False, timeout=5)
+    assert not batcher._thread.is_alive()
+

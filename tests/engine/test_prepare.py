@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from faceaudit.engine.prepare import DEPENDENCE_TOLERANCE
+from faceaudit.engine.prepare import DEPENDENCE_TOLERANCE, ProbeTimeout
 from faceaudit.errors import InvalidRequest, UnsupportedModel
 from faceaudit.testing import zoo
 
 from tests.conftest import prepared
+from tests.engine.hostile_graphs import endless_loop_classifier
 
 
 def _reference(proto, x: np.ndarray) -> np.ndarray:
@@ -129,3 +133,25 @@ def test_large_inputs_run_in_batches_bounded_in_bytes():
     model = prepared(proto, {"kind": "classifier"}, max_batch=64, max_batch_bytes=1 << 20)
     assert model.session.max_batch == 21 and any("max_batch_bytes" in note for note in model.notes)
     assert prepared(proto, {"kind": "classifier"}, max_batch=16).session.max_batch == 16
+
+
+def test_a_never_ending_loop_is_stopped_at_the_probe_budget_and_refused():
+    started = time.perf_counter()
+    with pytest.raises(ProbeTimeout, match=r"within 0.5 s \(probe_seconds\)") as info:
+        prepared(endless_loop_classifier(), {"kind": "classifier"}, probe_seconds=0.5, threads=1)
+    assert time.perf_counter() - started < 5  # stopped inside the Loop, not after its 2^40 iterations
+    assert isinstance(info.value, UnsupportedModel)  # FAILED_PRECONDITION over gRPC
+
+
+def test_a_loop_that_only_batches_never_end_is_refused_not_run_one_image_at_a_time():
+    # One image runs at once, so only the batched probe runs into the budget: that timeout must not pass
+    # for a graph that "hard-codes batch size 1" (that fallback would then run it one image per call).
+    with pytest.raises(ProbeTimeout, match="probe_seconds"):
+        prepared(endless_loop_classifier(only_for_batches=True), {"kind": "classifier"}, probe_seconds=1, threads=1)
+
+
+def test_a_model_within_the_probe_budget_is_prepared_and_the_budget_timer_ends():
+    timers = lambda: sum(isinstance(t, threading.Timer) for t in threading.enumerate())  # noqa: E731
+    before = timers()
+    model = prepared(zoo.linear_classifier(), {"kind": "classifier"}, probe_seconds=5)
+    assert model.batch.mode == "dynamic" and timers() == before

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import onnxruntime as ort
 import pytest
 
 from faceaudit.engine import runtime
-from faceaudit.engine.runtime import RuntimeOptions, Session, available_cpus, bucket, resolve_provider
+from faceaudit.engine.runtime import (
+    RunStop, RunStopped, RuntimeOptions, Session, available_cpus, bucket, resolve_provider,
+)
 from faceaudit.errors import InvalidRequest, RuntimeUnavailable
 from faceaudit.testing import zoo
+from tests.engine.hostile_graphs import endless_loop_classifier
 
 
 @pytest.mark.parametrize(("n", "max_batch", "expected"), [(1, 64, 1), (3, 64, 4), (33, 64, 64), (64, 64, 64), (5, 6, 6), (7, 1, 1)])
@@ -68,15 +74,37 @@ def test_run_pads_partial_batches_and_returns_only_real_rows(rng):
     session = Session(zoo.linear_classifier(), "input", ["logits"], RuntimeOptions(max_batch=8))
     seen = []
     real_run = session._session.run
-    session._session = type("Spy", (), {"run": lambda self, names, feed: seen.append(len(feed["input"])) or real_run(names, feed)})()
+    session._session = type("Spy", (), {"run": lambda self, names, feed, options=None: seen.append(len(feed["input"])) or real_run(names, feed, options)})()
     x = rng.uniform(size=(3, 3, 8, 8)).astype(np.float32)
     out = session.run(x)[0]
     assert seen == [4] and out.shape == (3, 5)
     np.testing.assert_array_equal(out, real_run(None, {"input": x})[0])
 
 
-@pytest.mark.parametrize(("options", "field"), [({"provider": "tpu"}, "provider"), ({"max_batch": 0}, "max_batch"), ({"threads": 0}, "threads")])
+@pytest.mark.parametrize(("options", "field"), [
+    ({"provider": "tpu"}, "provider"), ({"max_batch": 0}, "max_batch"), ({"threads": 0}, "threads"),
+    ({"probe_seconds": 0}, "probe_seconds"), ({"probe_seconds": float("inf")}, "probe_seconds"),
+    ({"probe_seconds": float("nan")}, "probe_seconds"), ({"probe_seconds": True}, "probe_seconds"),
+])
 def test_bad_runtime_options_name_the_field(options, field):
     with pytest.raises(InvalidRequest) as info:
         RuntimeOptions(**options)
     assert info.value.field == field
+
+
+def test_a_run_stop_ends_a_never_ending_loop_from_another_thread_and_every_later_run(rng):
+    session = Session(endless_loop_classifier(), "input", ["logits"], RuntimeOptions(threads=1))
+    stop = RunStop()
+    timer = threading.Timer(0.2, stop.stop, args=("budget spent",))
+    timer.start()
+    started = time.perf_counter()
+    with pytest.raises(RunStopped, match="budget spent"):
+        session.run(rng.uniform(size=(1, 3, 16, 16)).astype(np.float32), stop)
+    assert time.perf_counter() - started < 5  # within the Loop's iterations, not after 2^40 of them
+    stop.stop("a second reason")  # the first reason stays
+    linear = Session(zoo.linear_classifier(), "input", ["logits"], RuntimeOptions(threads=1))
+    x = rng.uniform(size=(2, 3, 8, 8)).astype(np.float32)
+    with pytest.raises(RunStopped, match="budget spent"):
+        linear.run(x, stop)
+    assert linear.run(x)[0].shape == (2, 5)  # without a stop, or with a fresh one, runs go on
+    assert linear.run(x, RunStop())[0].shape == (2, 5)

@@ -11,7 +11,10 @@ shapes. One runtime thread per model runs the batches and hands each caller its 
 The queue is bounded in images: a request that does not fit fails at once with LimitExceeded, so
 an overloaded server sheds load instead of letting calls wait past their deadlines. A run's error
 reaches every caller of that batch; the batcher keeps serving. Requests of a cancelled owner (a
-gRPC call that ended) leave the queue and the owner's later requests are refused.
+gRPC call that ended) leave the queue and the owner's later requests are refused; a running batch
+whose every request belongs to cancelled owners is stopped (`runtime.RunStop`), so that a forward
+pass that runs for ever (a graph's Loop) does not outlive its calls. A batch shared with a live
+call runs to its end.
 
 Batch-dependent models (`BatchBehaviour.dependent`, e.g. dynamically quantised graphs) are never
 merged with other callers' images: their outputs would then depend on unrelated concurrent traffic,
@@ -42,7 +45,7 @@ from typing import Protocol
 import numpy as np
 
 from faceaudit.engine.prepare import PreparedModel
-from faceaudit.engine.runtime import Session
+from faceaudit.engine.runtime import RunStop, RunStopped, Session
 from faceaudit.errors import FaceAuditError, InvalidRequest, LimitExceeded, ModelOutputError
 
 log = logging.getLogger(__name__)
@@ -111,6 +114,8 @@ class Batcher:
         self._row: tuple[tuple[int, ...], np.dtype] | None = None  # per-image shape and dtype of the first request
         self._merged: np.ndarray | None = None  # reused input buffer of merged batches (runtime thread only)
         self._cancelled: weakref.WeakSet[object] = weakref.WeakSet()
+        self._running: list[_Request] = []  # the batch the runtime thread runs now, and its stop
+        self._stop: RunStop | None = None
         self._closing = False
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._serve, name=f"faceaudit-batcher-{model}", daemon=True)
@@ -147,10 +152,14 @@ class Batcher:
     def cancel(self, owner: object) -> int:
         """Drop the owner's queued requests (their futures are cancelled) and refuse its later ones.
 
-        A request already in a running batch finishes. Returns how many requests were dropped.
+        The running batch is stopped (its callers get RequestCancelled) when every request in it
+        belongs to a cancelled owner; one shared with other callers finishes. Returns how many queued
+        requests were dropped.
         """
         with self._cond:
             self._cancelled.add(owner)
+            if self._stop is not None and all(r.owner is not None and r.owner in self._cancelled for r in self._running):
+                self._stop.stop(f"the calls of the running batch of model {self.model!r} were cancelled")
             dropped = [r for r in self._queue if r.owner is owner]
             if not dropped:
                 return 0
@@ -182,15 +191,20 @@ class Batcher:
         while True:
             with self._cond:
                 taken = self._next_batch()
-            if taken is None:
+                stop = self._stop
+            if taken is None or stop is None:
                 return
             try:
-                self._run(taken)
+                self._run(taken, stop)
             except Exception:  # noqa: BLE001 - an observer bug must not stop the model's only runtime thread
                 log.exception("batcher of model %r: reporting a batch failed", self.model)
+            finally:
+                with self._cond:
+                    self._running, self._stop = [], None
 
     def _next_batch(self) -> list[_Request] | None:
-        """Wait for work (and, when merging, up to max_queue_delay for a fuller batch); take it. Holds the lock."""
+        """Wait for work (and, when merging, up to max_queue_delay for a fuller batch); take it as the
+        running batch, with a fresh RunStop. Holds the lock."""
         while True:
             while not self._queue:
                 if self._closing:
@@ -209,16 +223,22 @@ class Batcher:
             total += len(taken[-1].batch)
         self._queued_images -= total
         self._report_depth()
+        self._running, self._stop = taken, RunStop()  # set with the lock held: cancel() sees it at once
         return taken
 
-    def _run(self, taken: list[_Request]) -> None:
+    def _run(self, taken: list[_Request], stop: RunStop) -> None:
         started = time.perf_counter()
         taken = [r for r in taken if r.future.set_running_or_notify_cancel()]  # a Future.cancel() by its caller
         if not taken:
             return
         total = sum(len(r.batch) for r in taken)
         try:
-            outputs = self.session.run(taken[0].batch if len(taken) == 1 else self._merge(taken, total))
+            outputs = self.session.run(taken[0].batch if len(taken) == 1 else self._merge(taken, total), stop)
+        except RunStopped:
+            for r in taken:
+                r.future.set_exception(RequestCancelled(f"the call using model {self.model!r} was cancelled while "
+                                                        "its batch ran"))
+            return
         except Exception as exc:  # noqa: BLE001 - every caller of the batch gets the failure
             self._fail(taken, total, exc)
             return

@@ -10,17 +10,23 @@ The same run measures batch dependence: some models (dynamically quantised ones 
 quantisation scale over the whole batch tensor) give an image a slightly different output
 depending on what else is in the batch. The maximum deviation is reported, and
 `RuntimeOptions.exact` runs such models one image at a time.
+
+The probe runs share one time budget (`RuntimeOptions.probe_seconds`): a graph that runs longer,
+like a valid Loop of 2^40 iterations, is stopped and refused instead of holding a core for ever.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import onnx
 
-from faceaudit.engine.runtime import RuntimeOptions, Session
+from faceaudit.engine.runtime import RunStop, RunStopped, RuntimeOptions, Session
 from faceaudit.errors import InvalidRequest, LimitExceeded, SpecAmbiguous, UnsupportedModel
 from faceaudit.models.graph import TensorInfo, graph_inputs, graph_outputs, make_batch_dynamic, select_outputs
 from faceaudit.models.loading import LoadedModel
@@ -31,6 +37,10 @@ DEPENDENCE_TOLERANCE = 1e-4  # above float reassociation noise of batched GEMMs
 BROKEN_BATCH_TOLERANCE = 0.2  # above this the rows are not the images' outputs: batching is broken
 PROBE_BATCH = 4
 MAX_INPUT_PIXELS = 4096 * 4096  # face models take a few hundred pixels a side
+
+
+class ProbeTimeout(UnsupportedModel):
+    """The probe runs did not end within RuntimeOptions.probe_seconds (FAILED_PRECONDITION)."""
 
 
 @dataclass(frozen=True)
@@ -107,15 +117,15 @@ def prepare(loaded: LoadedModel, spec: ModelSpec, options: RuntimeOptions = Runt
     notes: list[str] = []
     probe = _probe_inputs(inputs[input_name], spec)
     runtime = _fit_buffer(options, probe[0].nbytes, notes)
-    behaviour, session = _batching(model, inputs[input_name], outputs, runtime, probe)
-    if options.exact and session.max_batch > 1:
-        if behaviour.fixed_batch is None:
-            session = session.with_max_batch(1)
-            notes.append("exact: one image per runtime call")
-        else:
-            notes.append(f"exact: not possible, the graph only runs at batch {behaviour.fixed_batch}")
-
-    first = _run_checked(session, probe[:1])
+    with _time_budget(options.probe_seconds) as stop:
+        behaviour, session = _batching(model, inputs[input_name], outputs, runtime, probe, stop)
+        if options.exact and session.max_batch > 1:
+            if behaviour.fixed_batch is None:
+                session = session.with_max_batch(1)
+                notes.append("exact: one image per runtime call")
+            else:
+                notes.append(f"exact: not possible, the graph only runs at batch {behaviour.fixed_batch}")
+        first = _run_checked(session, probe[:1], stop)
     shapes = {name: tuple(int(d) for d in value.shape[1:]) for name, value in zip(outputs, first)}
     dtypes = {name: value.dtype.name for name, value in zip(outputs, first)}
     declared = {t.name: t.dims for t in graph_outputs(model)}
@@ -165,9 +175,27 @@ def _probe_inputs(tensor: TensorInfo, spec: ModelSpec) -> np.ndarray:
     return rng.uniform(0.0, 1.0, size=(PROBE_BATCH, *dims)).astype(np.float32)
 
 
-def _run_checked(session: Session, batch: np.ndarray) -> list[np.ndarray]:
+@contextmanager
+def _time_budget(seconds: float) -> Iterator[RunStop]:
+    """A RunStop that stops every run given it once `seconds` have passed since entering."""
+    stop = RunStop()
+    reason = (f"the model's probe runs (forward passes of one to {PROBE_BATCH} images) did not finish within "
+              f"{seconds:g} s (probe_seconds): the graph runs too long or never ends, e.g. a Loop without end")
+    timer = threading.Timer(seconds, stop.stop, args=(reason,))
+    timer.daemon = True
+    timer.start()
     try:
-        return session.run(batch)
+        yield stop
+    finally:
+        timer.cancel()
+        timer.join()  # at once: cancel() wakes it; no thread outlives the preparation
+
+
+def _run_checked(session: Session, batch: np.ndarray, stop: RunStop) -> list[np.ndarray]:
+    try:
+        return session.run(batch, stop)
+    except RunStopped as exc:
+        raise ProbeTimeout(str(exc)) from exc
     except UnsupportedModel:
         raise
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
@@ -188,16 +216,17 @@ def _deviation(batched: list[np.ndarray], alone: list[list[np.ndarray]]) -> tupl
 
 
 def _batching(
-    model: onnx.ModelProto, tensor: TensorInfo, outputs: list[str], options: RuntimeOptions, probe: np.ndarray
+    model: onnx.ModelProto, tensor: TensorInfo, outputs: list[str], options: RuntimeOptions, probe: np.ndarray,
+    stop: RunStop,
 ) -> tuple[BatchBehaviour, Session]:
     """Choose how to batch, by comparing each probe image's output alone and inside a batch."""
     declared = tensor.dims[0] if tensor.dims and isinstance(tensor.dims[0], int) else None
     original = Session(model, tensor.name, outputs, options, fixed_batch=declared)
-    alone = [_run_checked(original, probe[i : i + 1]) for i in range(len(probe))]
+    alone = [_run_checked(original, probe[i : i + 1], stop) for i in range(len(probe))]
     if declared is not None and declared > 1:
         # Runs at its one size only: dependence = an image padded with zeros vs among other images.
         size = min(declared, len(probe))
-        worst, relative = _deviation(_run_checked(original, probe[:size]), alone[:size])
+        worst, relative = _deviation(_run_checked(original, probe[:size], stop), alone[:size])
         reason = f"the input's batch dimension is fixed at {declared}; every call is padded to it"
         return BatchBehaviour("fixed", declared, worst, relative, reason), original
     single = original if declared == 1 else original.with_max_batch(1)
@@ -206,7 +235,9 @@ def _batching(
             mode, batched = "rewritten", Session(make_batch_dynamic(model, tensor.name), tensor.name, outputs, options)
         else:
             mode, batched = "dynamic", original
-        worst, relative = _deviation(_run_checked(batched, probe), alone)
+        worst, relative = _deviation(_run_checked(batched, probe, stop), alone)
+    except ProbeTimeout:
+        raise
     except Exception as exc:  # noqa: BLE001 - onnxruntime refuses or fails the batched graph in many ways
         return BatchBehaviour("fixed", 1, 0.0, 0.0, f"the graph hard-codes batch size 1 ({_first_line(exc)})"), single
     if relative > BROKEN_BATCH_TOLERANCE:

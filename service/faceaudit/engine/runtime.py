@@ -4,6 +4,10 @@
 model's fixed batch size), so the runtime sees at most log2(max_batch) + 1 distinct shapes. A new
 input shape costs onnxruntime fresh allocations (and on CUDA, new kernel plans); a fixed set of
 shapes keeps steady-state runs at full speed.
+
+A run can be ended from another thread (`RunStop`: a time budget, a cancelled call). onnxruntime
+reads the stop flag between nodes, inside Loop and Scan bodies too, so even a never-ending Loop ends
+within one iteration; a single long node still runs to its end.
 """
 
 from __future__ import annotations
@@ -11,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import math
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -38,6 +44,9 @@ class RuntimeOptions:
     # so large inputs (224×224 and up) run in smaller batches to bound peak memory.
     max_batch_bytes: int = 16 << 20
     exact: bool = False
+    # Preparation's probe runs (a few forward passes of one to four images) must end within this many
+    # seconds together, or the model is refused: a graph that loops without end must not hold a core.
+    probe_seconds: float = 60.0
 
     def __post_init__(self) -> None:
         if self.provider not in ("auto", "cpu", "cuda"):
@@ -48,6 +57,29 @@ class RuntimeOptions:
             raise InvalidRequest("max_batch_bytes", f"{self.max_batch_bytes} must be positive")
         if self.threads is not None and not 1 <= self.threads <= 1024:
             raise InvalidRequest("threads", f"{self.threads} is outside 1..1024")
+        if isinstance(self.probe_seconds, bool) or not (
+                isinstance(self.probe_seconds, (int, float)) and 0 < self.probe_seconds < math.inf):
+            raise InvalidRequest("probe_seconds", f"{self.probe_seconds!r} must be a positive number of seconds")
+
+
+class RunStopped(Exception):
+    """A Session.run ended by its RunStop; the message is the stop's reason (callers translate it)."""
+
+
+class RunStop:
+    """Ends `Session.run` calls from another thread. Once stopped, every run given it fails at once."""
+
+    def __init__(self) -> None:
+        self.options = ort.RunOptions()
+        self.reason: str | None = None
+        self._lock = threading.Lock()
+
+    def stop(self, reason: str) -> None:
+        """Ask onnxruntime to end the runs given this RunStop; the first reason is kept."""
+        with self._lock:
+            if self.reason is None:
+                self.reason = reason
+                self.options.terminate = True
 
 
 def available_cpus(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
@@ -146,15 +178,23 @@ class Session:
     def padded_size(self, n: int) -> int:
         return self.fixed_batch or bucket(n, self.max_batch)
 
-    def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        """Outputs for a batch of model inputs (len ≤ max_batch); padding rows are cut off again."""
+    def run(self, batch: np.ndarray, stop: RunStop | None = None) -> list[np.ndarray]:
+        """Outputs for a batch of model inputs (len ≤ max_batch); padding rows are cut off again.
+
+        RunStopped when `stop` ended the run.
+        """
         n = len(batch)
         size = self.padded_size(n)
         if n < size:
             padded = np.zeros((size, *batch.shape[1:]), dtype=batch.dtype)
             padded[:n] = batch
             batch = padded
-        outputs = self._session.run(self.output_names, {self.input_name: batch})
+        try:
+            outputs = self._session.run(self.output_names, {self.input_name: batch}, None if stop is None else stop.options)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's untyped Fail; re-raised unless we stopped it
+            if stop is not None and stop.reason is not None:
+                raise RunStopped(stop.reason) from exc
+            raise
         for name, value in zip(self.output_names, outputs):
             if value.ndim == 0 or value.shape[0] != size:
                 raise UnsupportedModel(
