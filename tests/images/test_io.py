@@ -440,12 +440,20 @@ def test_read_image_for_model_is_bit_identical_to_decoding_then_fitting_below_th
     if fmt == "JPEG" and image.mode not in ("RGB", "L"):
         image = image.convert("RGB")
     data = encode(image, fmt)
-    assert H < 2 * 3 * size[0] or W < 2 * 3 * size[1]  # below 2·REDUCING_GAP times the model size on some axis
+    assert H < 2 * 3 * size[0] and W < 2 * 3 * size[1]  # below 2·REDUCING_GAP times the model size on both axes
 
     fitted, original = read_image_for_model(data, spec(*size))
 
     assert original == (H, W) and fitted.dtype == np.float32 and fitted.shape == (*size, 3)
     np.testing.assert_array_equal(fitted, pillow_bilinear(read_image(data).astype(np.float32), *size))
+
+
+def test_the_shrink_starts_at_twice_the_reducing_gap_per_axis(rng: np.random.Generator) -> None:
+    just_below = rng.integers(0, 256, size=(47, 47, 3), dtype=np.uint8)  # 47 < 2 · 3 · 8
+    np.testing.assert_array_equal(fit_to_model(just_below, spec(8, 8)),
+                                  pillow_bilinear(just_below.astype(np.float32), 8, 8))
+    at = rng.integers(0, 256, size=(47, 48, 3), dtype=np.uint8)  # x reaches 48: boxes of 2 x 1 pixels
+    np.testing.assert_array_equal(fit_to_model(at, spec(8, 8)), pillow_bilinear(_box_means(at, 1, 2), 8, 8))
 
 
 def _box_means(image: np.ndarray, fy: int, fx: int) -> np.ndarray:
