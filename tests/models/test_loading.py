@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tracemalloc
 
+import numpy as np
 import onnx
 import pytest
 
@@ -129,3 +131,59 @@ def test_external_data_cannot_be_given_as_bytes(tmp_path):
     zoo.save_with_external_data(zoo.vgg_classifier(), path)
     with pytest.raises(InvalidModel, match="external data"):
         load_model(path.read_bytes())
+
+
+def _external(tmp_path, edit=None):
+    path = tmp_path / "m.onnx"
+    zoo.save_with_external_data(zoo.vgg_classifier(), path)
+    if edit is not None:
+        edit(tmp_path, path)
+    return path
+
+
+def _broken_bytes(tmp_path):
+    proto = zoo.vgg_classifier()
+    proto.graph.node[0].input[0] = "no_such_tensor"
+    return proto.SerializeToString()
+
+
+@pytest.mark.parametrize(("make", "error", "start"), [
+    (lambda tmp: b"junk", InvalidModel, "model: not an ONNX model: "),
+    (lambda tmp: b"\x08\x08", InvalidModel, "model: not an ONNX model: "),
+    (_broken_bytes, InvalidModel, "model: it fails the ONNX checker: "),
+    (lambda tmp: tmp / "absent.onnx", InvalidModel, "model: file not found: "),
+    (lambda tmp: _external(tmp).read_bytes(), InvalidModel, "model: it references external data files"),
+    (lambda tmp: _external(tmp, lambda t, p: _point_external_data(p, "/etc/passwd")), InvalidModel,
+     "model: tensor "),
+    (lambda tmp: _external(tmp, lambda t, p: (t / "weights.bin").unlink()), InvalidModel, "model: tensor "),
+    (lambda tmp: bytes(2048), LimitExceeded, "model: 2,048 bytes is above the limit of 1,024"),
+])
+def test_every_loading_error_starts_with_the_field(tmp_path, make, error, start):
+    with pytest.raises(error) as info:
+        load_model(make(tmp_path), max_bytes=1024 if error is LimitExceeded else 1 << 30)
+    assert str(info.value).startswith(start), str(info.value)
+
+
+def test_loading_bytes_does_not_serialise_the_model_again():
+    """The checker reads the bytes as given: no second copy of the model is made in Python memory."""
+    proto = zoo.linear_classifier()
+    proto.graph.initializer.append(onnx.numpy_helper.from_array(np.zeros(2_000_000, np.float32), "unused_weights"))
+    data = proto.SerializeToString()  # ~8 MB, nearly all of it one initializer
+    tracemalloc.start()
+    try:
+        loaded = load_model(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert loaded.sha256 == hashlib.sha256(data).hexdigest()
+    assert peak < len(data) / 4  # serialising the proto for the checker allocated len(data) at once
+
+
+def test_a_model_whose_stamp_is_fixed_is_checked_as_fixed():
+    """IR 99 is beyond the checker; lowered to what the runtime reads, the model passes (the bytes would not)."""
+    proto = zoo.vgg_classifier()
+    proto.ir_version = 99
+    with pytest.raises(onnx.checker.ValidationError):
+        onnx.checker.check_model(proto.SerializeToString())
+    loaded = load_model(proto.SerializeToString())
+    assert loaded.proto.ir_version < 99 and any("IR version 99" in note for note in loaded.notes)
