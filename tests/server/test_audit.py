@@ -74,6 +74,31 @@ def test_dataset_names_stay_inside_the_repository(auditing, dataset, code):
     assert info.value.code() == code and info.value.details().startswith("dataset")
 
 
+def audit_with(**changes) -> pb.AuditRequest:
+    request = audit_request()
+    for name, value in changes.items():
+        if name == "options":
+            request.options.update(value)
+        else:
+            request.ClearField(name)
+            getattr(request, name).extend(value)
+    return request
+
+
+@pytest.mark.parametrize(("request_", "start"), [
+    (audit_with(methods=["occlusion", "nope"]), "methods: unknown method 'nope'"),
+    (audit_with(methods=["n" * 5000]), "methods: unknown method 'nnn"),
+    (audit_with(games=["nope"]), "games: unknown game 'nope'"),
+    (audit_with(options={"methods": {"occlusion": {"patch": float("nan")}}}), "options.methods.occlusion.patch: nan"),
+    (audit_with(options={"cms": {"stride": float("inf")}}), "options.cms.stride: inf"),
+])
+def test_bad_names_and_values_name_the_request_field(auditing, request_, start):
+    with pytest.raises(grpc.RpcError) as info:
+        list(auditing.audit.Audit(request_))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and info.value.details().startswith(start)
+    assert len(info.value.details().encode()) <= 2048  # a long name is cut, in one place at least (calls.clipped)
+
+
 def test_without_a_dataset_repository_audit_is_refused(client):
     client.models.RegisterFromRepository(pb.RegisterFromRepositoryRequest(name="attribute"))
     with pytest.raises(grpc.RpcError) as info:

@@ -84,12 +84,22 @@ def test_list_games_is_the_registry(client):
     assert list(listed["pointing_game"].needs) == ["region"] and list(listed["deletion"].inputs) == ["items"]
 
 
+def nan_options(request: pb.EvaluateRequest) -> pb.EvaluateRequest:
+    request.options.update({"steps": float("nan")})
+    return request
+
+
 @pytest.mark.parametrize(("make", "field"), [
     (lambda f: pb.EvaluateRequest(model="planted", game="nope"), "game"),
     (lambda f: pb.EvaluateRequest(model="planted", game="deletion"), "items"),
     (lambda f: pb.EvaluateRequest(model="planted", game="deletion", images=[pixels(f)]), "images"),
     (lambda f: pb.EvaluateRequest(model="planted", game="deletion", methods=["nope"],
-                                  items=[pb.EvaluateItem(image=pixels(f))]), "method"),
+                                  items=[pb.EvaluateItem(image=pixels(f))]), "methods: unknown method 'nope'"),
+    (lambda f: nan_options(pb.EvaluateRequest(model="planted", game="deletion", methods=["occlusion"],
+                                              items=[pb.EvaluateItem(image=pixels(f))])), "options.steps: nan"),
+    (lambda f: pb.EvaluateRequest(model="planted", game="pointing_game", items=[pb.EvaluateItem(
+        image=pixels(f), maps={"m": array_to_tensor(np.ones((32, 32), np.float32))},
+        region=array_to_tensor(np.full((32, 32), np.nan, np.float32)))]), "items[0].region: holds NaN"),
     (lambda f: pb.EvaluateRequest(model="planted", game="deletion", methods=["cis"],
                                   items=[pb.EvaluateItem(image=pixels(f))]), "methods"),
     (lambda f: pb.EvaluateRequest(model="planted", game="deletion", items=[pb.EvaluateItem(

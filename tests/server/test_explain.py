@@ -175,6 +175,8 @@ def with_landmarks(image: pb.Image, values) -> pb.Image:
     (lambda f: request(method="nope", images=[pixels(f)]), "method"),
     (lambda f: request(images=[pixels(f)], patch="big"), "patch"),
     (lambda f: request(images=[pixels(f)], colour=3), "colour"),
+    (lambda f: request(images=[pixels(f)], patch=float("nan")), "options.patch"),
+    (lambda f: request(images=[pixels(f)], stride=float("-inf")), "options.stride"),
     (lambda f: request(images=[]), "images"),
     (lambda f: request(images=[pb.Image()]), "images[0]"),
     (lambda f: request(images=[pixels(f), bad_tensor(dtype=pb.Tensor.DTYPE_UNSPECIFIED)]), "images[1].pixels.dtype"),
@@ -199,6 +201,13 @@ def test_bad_requests_name_the_field_and_the_server_keeps_serving(client, identi
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert info.value.details().startswith(f"{field}:"), info.value.details()
     assert client.models.Get(pb.GetModelRequest(model="identity")).name == "identity"
+
+
+def test_a_stream_refuses_non_finite_options_naming_them(client, identity, faces):
+    with pytest.raises(grpc.RpcError) as info:
+        list(client.explain.ExplainStream(request(images=[pixels(faces[0])], patch=float("inf"))))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().startswith("options.patch: inf is not a valid value")
 
 
 def test_landmarks_outside_the_sent_image_are_named_in_its_own_frame(client, identity):

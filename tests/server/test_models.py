@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -12,6 +14,7 @@ from faceaudit.testing import zoo
 from faceaudit.v1 import faceaudit_pb2 as pb
 
 from tests.server.conftest import DEMO_MODELS, Client, start_server
+from tests.server.test_calls import forward_passes, rise_request
 
 
 def code_and_details(call) -> tuple[grpc.StatusCode, str]:
@@ -71,7 +74,11 @@ def test_a_symlink_out_of_the_repository_is_not_followed(tmp_path: Path):
 
 def test_bad_uploads(client):
     code, details = code_and_details(lambda: client.models.Register(iter([pb.RegisterChunk(name="junk", data=b"x" * 100)])))
-    assert code == grpc.StatusCode.INVALID_ARGUMENT and "ONNX" in details
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("model: not an ONNX model")
+    broken = zoo.vgg_classifier()
+    broken.graph.node[0].input[0] = "no_such_tensor"
+    code, details = code_and_details(lambda: client.upload("broken", broken, {"kind": "classifier"}))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("model: it fails the ONNX checker")
     code, details = code_and_details(lambda: client.models.Register(iter([pb.RegisterChunk(data=b"x")])))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("name:")
     code, details = code_and_details(lambda: client.models.Register(iter([])))
@@ -81,6 +88,19 @@ def test_bad_uploads(client):
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("chunks[1].name:")
     code, details = code_and_details(lambda: client.upload("badspec", zoo.vgg_classifier(), {"layout": "NCWH"}))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("layout:")
+
+
+@pytest.mark.parametrize(("spec", "field"), [({"scale": float("nan")}, "spec.scale"),
+                                           ({"mean": [127.5, float("inf"), 0]}, "spec.mean[1]"),
+                                           ({"std": [float("-inf")]}, "spec.std[0]")])
+def test_non_finite_spec_values_are_invalid_and_nothing_is_registered(client, spec, field):
+    code, details = code_and_details(lambda: client.upload("nan_spec", zoo.linear_classifier(), spec))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith(f"{field}: ")
+    request = pb.RegisterFromRepositoryRequest(name="identity")
+    request.spec.update(spec)
+    code, details = code_and_details(lambda: client.models.RegisterFromRepository(request))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith(f"{field}: ")
+    assert "nan_spec" not in [m.name for m in client.models.List(pb.ListModelsRequest()).models]
 
 
 def test_model_size_limit_is_resource_exhausted_while_uploading():
@@ -104,3 +124,48 @@ def test_unregister_then_not_found(client):
         assert code == grpc.StatusCode.NOT_FOUND and details.startswith("model:")
     code, details = code_and_details(lambda: client.models.Get(pb.GetModelRequest()))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("model:")
+
+
+def running_rise(client: Client, server) -> tuple[threading.Thread, dict]:
+    """A long RISE Explain on `identity` in a thread, returned once its first forward passes ran."""
+    request = rise_request()
+    outcome: dict = {}
+
+    def explain() -> None:
+        try:
+            client.explain.Explain(request, timeout=60)
+            outcome["code"] = grpc.StatusCode.OK
+        except grpc.RpcError as error:
+            outcome["code"], outcome["details"] = error.code(), error.details()
+
+    thread = threading.Thread(target=explain)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while forward_passes(server) == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return thread, outcome
+
+
+@pytest.mark.parametrize("ending", ["unregister", "shutdown"])
+def test_a_call_on_a_model_taken_away_while_it_runs(ending):
+    """Unregister: NOT_FOUND, what a retry would get (UNAVAILABLE invites blind retries); shutdown: UNAVAILABLE."""
+    server = start_server()
+    client = Client.connect(f"127.0.0.1:{server.port}")
+    try:
+        client.models.RegisterFromRepository(pb.RegisterFromRepositoryRequest(name="identity"))
+        thread, outcome = running_rise(client, server)
+        if ending == "unregister":
+            client.models.Unregister(pb.UnregisterRequest(model="identity"))
+        else:
+            server.store.close()  # what shutdown does once grpc stopped taking calls
+        thread.join(30)
+        if ending == "unregister":
+            assert outcome["code"] == grpc.StatusCode.NOT_FOUND
+            assert outcome["details"] == "model: identity was unregistered while the call ran"
+            info = client.models.RegisterFromRepository(pb.RegisterFromRepositoryRequest(name="identity"))
+            assert info.name == "identity"  # the server goes on
+        else:
+            assert outcome["code"] == grpc.StatusCode.UNAVAILABLE and "shutting down" in outcome["details"]
+    finally:
+        client.channel.close()
+        server.stop(0)

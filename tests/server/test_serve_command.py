@@ -44,6 +44,25 @@ def test_flags_override_environment_over_defaults(monkeypatch, tmp_path):
     assert (flagged.port, flagged.runtime.max_batch, flagged.max_receive_bytes) == (7000, 8, 2 << 20)
 
 
+def test_limits_of_uploads_and_calls_from_flags_and_environment(monkeypatch):
+    for name in [k for k in os.environ if k.startswith("FACEAUDIT_")]:
+        monkeypatch.delenv(name)
+    default = config_from(parse())
+    assert (default.upload_idle_s, default.upload_total_s, default.max_concurrent_uploads) == (30.0, 600.0, 4)
+    assert (default.max_request_passes, default.max_call_s) == (5_000_000, None)
+    monkeypatch.setenv("FACEAUDIT_UPLOAD_IDLE_S", "5")
+    monkeypatch.setenv("FACEAUDIT_MAX_CALL_S", "3600")
+    monkeypatch.setenv("FACEAUDIT_MAX_REQUEST_PASSES", "0")  # 0: no limit
+    from_env = config_from(parse())
+    assert (from_env.upload_idle_s, from_env.max_call_s, from_env.max_request_passes) == (5.0, 3600.0, None)
+    flagged = config_from(parse("--upload-idle-s", "2", "--upload-total-s", "60", "--max-concurrent-uploads", "2",
+                                "--max-request-passes", "1000", "--max-call-s", "0"))
+    assert (flagged.upload_idle_s, flagged.upload_total_s, flagged.max_concurrent_uploads) == (2.0, 60.0, 2)
+    assert (flagged.max_request_passes, flagged.max_call_s) == (1000, None)
+    with pytest.raises(InvalidRequest, match="^max_concurrent_uploads:"):
+        config_from(parse("--max-concurrent-rpcs", "4"))  # 4 uploads would take every call
+
+
 def test_bad_environment_values_are_named(monkeypatch):
     monkeypatch.setenv("FACEAUDIT_PORT", "fifty")
     with pytest.raises(InvalidRequest, match="^FACEAUDIT_PORT:"):

@@ -15,6 +15,11 @@ are configured without a command line:
     --max-message-mib     FACEAUDIT_MAX_MESSAGE_MIB      64 (receive and send)
     --max-model-mib       FACEAUDIT_MAX_MODEL_MIB        1024
     --max-concurrent-rpcs FACEAUDIT_MAX_CONCURRENT_RPCS  64
+    --max-concurrent-uploads FACEAUDIT_MAX_CONCURRENT_UPLOADS 4 (model uploads among those calls)
+    --upload-idle-s       FACEAUDIT_UPLOAD_IDLE_S        30 (the longest wait for an upload's next chunk)
+    --upload-total-s      FACEAUDIT_UPLOAD_TOTAL_S       600 (one whole upload)
+    --max-request-passes  FACEAUDIT_MAX_REQUEST_PASSES   5000000 (the maps of one request; 0: no limit)
+    --max-call-s          FACEAUDIT_MAX_CALL_S           none (a call's computing time; 0: none)
     --token-file          FACEAUDIT_TOKEN_FILE           none; or the token itself in FACEAUDIT_TOKEN
     --tls-cert/--tls-key  FACEAUDIT_TLS_CERT/_KEY        none (plaintext)
     --grace-s             FACEAUDIT_GRACE_S              30
@@ -37,6 +42,8 @@ from faceaudit.engine.runtime import RuntimeOptions
 from faceaudit.errors import InvalidRequest
 from faceaudit.server.app import FaceAuditServer, ServerConfig
 from faceaudit.server.auth import read_token
+from faceaudit.server.upload import DEFAULT_MAX_CONCURRENT_UPLOADS, DEFAULT_UPLOAD_IDLE_S, DEFAULT_UPLOAD_TOTAL_S
+from faceaudit.server.work_budget import DEFAULT_MAX_REQUEST_PASSES
 
 MiB = 1 << 20
 
@@ -65,6 +72,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-message-mib", type=float, help="largest gRPC message received or sent (default 64)")
     parser.add_argument("--max-model-mib", type=float, help="largest model accepted (default 1024)")
     parser.add_argument("--max-concurrent-rpcs", type=int, help="calls served at once; more get RESOURCE_EXHAUSTED (default 64)")
+    parser.add_argument("--max-concurrent-uploads", type=int,
+                        help="model uploads received at once; more get RESOURCE_EXHAUSTED (default 4)")
+    parser.add_argument("--upload-idle-s", type=float, help="an upload waiting longer for its next chunk fails (default 30)")
+    parser.add_argument("--upload-total-s", type=float, help="an upload taking longer fails (default 600)")
+    parser.add_argument("--max-request-passes", type=int,
+                        help="forward passes the maps of one Explain/Evaluate request may take (default 5000000; 0: no limit)")
+    parser.add_argument("--max-call-s", type=float,
+                        help="seconds an Explain/Evaluate/Audit call may compute, whatever the client's deadline "
+                             "(default and 0: no limit)")
     parser.add_argument("--token-file", help="require 'authorization: Bearer <token>' with the token in this file")
     parser.add_argument("--tls-cert", help="PEM certificate chain (with --tls-key): serve TLS")
     parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
@@ -107,6 +123,11 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
         max_model_bytes=int(_pick(args, "max_model_mib", float, 1024.0) * MiB),
         max_receive_bytes=message, max_send_bytes=message,
         max_concurrent_rpcs=_pick(args, "max_concurrent_rpcs", int, 64),
+        max_concurrent_uploads=_pick(args, "max_concurrent_uploads", int, DEFAULT_MAX_CONCURRENT_UPLOADS),
+        upload_idle_s=_pick(args, "upload_idle_s", float, DEFAULT_UPLOAD_IDLE_S),
+        upload_total_s=_pick(args, "upload_total_s", float, DEFAULT_UPLOAD_TOTAL_S),
+        max_request_passes=_pick(args, "max_request_passes", int, DEFAULT_MAX_REQUEST_PASSES) or None,
+        max_call_s=_pick(args, "max_call_s", float, 0.0) or None,
         token=read_token(_pick(args, "token_file", str, None)),
         tls_cert=_read(_pick(args, "tls_cert", str, None), "tls_cert"),
         tls_key=_read(_pick(args, "tls_key", str, None), "tls_key"),

@@ -37,6 +37,8 @@ from faceaudit.server.explain_service import ExplainServicer
 from faceaudit.server.model_store import DEFAULT_MAX_MODELS, ModelStore
 from faceaudit.server.models_service import ModelsServicer
 from faceaudit.server.telemetry import MetricsServer, Telemetry
+from faceaudit.server.upload import DEFAULT_MAX_CONCURRENT_UPLOADS, DEFAULT_UPLOAD_IDLE_S, DEFAULT_UPLOAD_TOTAL_S
+from faceaudit.server.work_budget import DEFAULT_MAX_REQUEST_PASSES
 from faceaudit.v1 import faceaudit_pb2 as pb
 from faceaudit.v1 import faceaudit_pb2_grpc as rpc
 
@@ -73,6 +75,11 @@ class ServerConfig:
     max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES
     max_send_bytes: int = DEFAULT_MAX_SEND_BYTES
     max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
+    max_concurrent_uploads: int = DEFAULT_MAX_CONCURRENT_UPLOADS  # beyond it: RESOURCE_EXHAUSTED, not a wait
+    upload_idle_s: float = DEFAULT_UPLOAD_IDLE_S  # the longest wait for an upload's next chunk
+    upload_total_s: float = DEFAULT_UPLOAD_TOTAL_S  # the longest a whole upload may take
+    max_request_passes: int | None = DEFAULT_MAX_REQUEST_PASSES  # the maps of one Explain/Evaluate request; None: no limit
+    max_call_s: float | None = None  # the longest a call may compute (before the client's deadline); None: no limit
     token: str | None = None  # bearer token; None: no authentication
     tls_cert: bytes | None = None  # PEM certificate chain and private key: both or neither
     tls_key: bytes | None = None
@@ -99,9 +106,15 @@ class ServerConfig:
         if self.max_queue_images is not None and self.max_queue_images < self.runtime.max_batch:
             raise InvalidRequest("max_queue_images", f"{self.max_queue_images} is below --max-batch {self.runtime.max_batch}")
         for name in ("max_model_bytes", "max_models", "max_receive_bytes", "max_send_bytes",
-                     "max_concurrent_rpcs"):
-            if getattr(self, name) < 1:
+                     "max_concurrent_rpcs", "max_concurrent_uploads", "max_request_passes"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise InvalidRequest(name, f"{getattr(self, name)} must be positive")
+        if self.max_concurrent_uploads >= self.max_concurrent_rpcs:
+            raise InvalidRequest("max_concurrent_uploads", f"{self.max_concurrent_uploads} must be below "
+                                 f"--max-concurrent-rpcs {self.max_concurrent_rpcs}: uploads may not take every call")
+        for name in ("upload_idle_s", "upload_total_s", "max_call_s"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise InvalidRequest(name, f"{getattr(self, name)} must be positive (seconds)")
         for name in ("grace_s", "drain_notice_s"):
             if getattr(self, name) < 0:
                 raise InvalidRequest(name, f"{getattr(self, name)} must not be negative")
@@ -125,11 +138,15 @@ class FaceAuditServer:
             options=[("grpc.max_receive_message_length", config.max_receive_bytes),
                      ("grpc.max_send_message_length", config.max_send_bytes)],
         )
-        rpc.add_ModelsServicer_to_server(ModelsServicer(self.store, self.telemetry), self._server)
-        rpc.add_ExplainServicer_to_server(ExplainServicer(self.store, self.telemetry), self._server)
-        rpc.add_EvaluateServicer_to_server(EvaluateServicer(self.store, self.telemetry), self._server)
-        rpc.add_AuditServicer_to_server(AuditServicer(self.store, self.telemetry, config.dataset_repository),
-                                        self._server)
+        rpc.add_ModelsServicer_to_server(ModelsServicer(
+            self.store, self.telemetry, idle_s=config.upload_idle_s, total_s=config.upload_total_s,
+            max_uploads=config.max_concurrent_uploads), self._server)
+        rpc.add_ExplainServicer_to_server(ExplainServicer(
+            self.store, self.telemetry, config.max_call_s, config.max_request_passes), self._server)
+        rpc.add_EvaluateServicer_to_server(EvaluateServicer(
+            self.store, self.telemetry, config.max_call_s, config.max_request_passes), self._server)
+        rpc.add_AuditServicer_to_server(AuditServicer(
+            self.store, self.telemetry, config.dataset_repository, config.max_call_s), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
             (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),

@@ -54,8 +54,9 @@ def map_chunks(out: Path) -> Iterator[pb.FileChunk]:
 
 
 class AuditServicer(Servicer, rpc.AuditServicer):
-    def __init__(self, store: ModelStore, telemetry: Telemetry, datasets: Path | None) -> None:
-        super().__init__(telemetry)
+    def __init__(self, store: ModelStore, telemetry: Telemetry, datasets: Path | None,
+                 max_call_s: float | None = None) -> None:
+        super().__init__(telemetry, max_call_s)
         self._store = store
         self._datasets = datasets
 
@@ -63,6 +64,7 @@ class AuditServicer(Servicer, rpc.AuditServicer):
     def Audit(self, request: pb.AuditRequest, call: Call) -> Iterator[pb.AuditEvent]:
         entry = self._store.get(request.model)
         folder = dataset_folder(self._datasets, request.dataset)
+        options = struct_to_dict(request.options, "options") or None
         with tempfile.TemporaryDirectory(prefix="faceaudit-audit-") as out:
 
             def work(emit: Callable[[pb.AuditEvent], None]) -> None:
@@ -76,9 +78,8 @@ class AuditServicer(Servicer, rpc.AuditServicer):
                 # The batcher counts black-box passes; white-box maps and the games' own sessions pass
                 # theirs to this meter as they run (a map the audit's cache holds runs none).
                 with count_off_session_passes(lambda passes: self.telemetry.count_forward_passes(entry.name, passes)):
-                    path = run_audit(call.bind(entry.model), folder, out, methods=list(request.methods) or None,
-                                     games=list(request.games) or None,
-                                     options=struct_to_dict(request.options) or None, progress=progress,
+                    path = run_audit(call.bind(entry), folder, out, methods=list(request.methods) or None,
+                                     games=list(request.games) or None, options=options, progress=progress,
                                      group_column=request.group_column or None)
                 summary = json.loads(Path(path).read_text(encoding="utf-8"))
                 summary["dataset"]["path"] = request.dataset  # the server's folder layout is not the client's

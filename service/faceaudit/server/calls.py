@@ -4,7 +4,9 @@ Handlers are plain functions `(request, call) -> response` (or a generator of re
 decorators here turn faceaudit errors into the status codes of convert.STATUS, turn anything else
 into INTERNAL (logged, the server keeps serving), and record each finished RPC in the telemetry.
 `Call.check` is the progress callback handed to methods and games: it raises CallEnded once the
-client has cancelled or its deadline has passed, so the work stops after the current batch.
+client has cancelled, its deadline has passed or the server's own limit per call (--max-call-s)
+has, so the work stops after the current batch. Every status message is cut to
+MAX_STATUS_MESSAGE_BYTES: grpc carries it in a trailer, and clients refuse large ones.
 """
 
 from __future__ import annotations
@@ -19,33 +21,45 @@ from typing import Any
 
 import grpc
 
-from faceaudit.engine.batcher import BatchedSession, bound
+from faceaudit.engine.batcher import BatchedSession, BatcherClosed, RequestCancelled, bound
 from faceaudit.engine.phases import PhaseClock, measure_phases
 from faceaudit.engine.prepare import PreparedModel
 from faceaudit.errors import FaceAuditError
-from faceaudit.server.convert import CallEnded, status_of
+from faceaudit.server.convert import CallEnded, NotFound, status_of
+from faceaudit.server.model_store import Entry
 from faceaudit.server.telemetry import Telemetry
 
 log = logging.getLogger("faceaudit.server")
 
 PROGRESS_INTERVAL_S = 0.05  # at most ~20 progress messages a second per stream; the last always goes
+# grpc-message is percent-encoded (up to 3 characters a byte) and clients refuse trailers past 8 KiB.
+MAX_STATUS_MESSAGE_BYTES = 2048
 
 
 class Call:
     """One RPC being served: its context, the explanation method it runs (for telemetry labels)."""
 
-    def __init__(self, context: grpc.ServicerContext) -> None:
+    def __init__(self, context: grpc.ServicerContext, max_call_s: float | None = None) -> None:
         self.context = context
         self.method = ""
         self.sessions: list[BatchedSession] = []  # this call's batcher sessions, for its inference time
+        self.entries: list[Entry] = []  # the models it runs on, to tell an unregistered one from a shutdown
         self.clock = PhaseClock()  # the scorers' perturbation / aggregation time in the thread doing the work
+        self.max_call_s = max_call_s
+        self._ends_at = None if max_call_s is None else time.monotonic() + max_call_s
 
     def active(self) -> bool:
         remaining = self.context.time_remaining()
-        return self.context.is_active() and (remaining is None or remaining > 0)
+        return self.context.is_active() and (remaining is None or remaining > 0) and not self.past_limit()
 
-    def bind(self, model: PreparedModel) -> PreparedModel:
-        """The model whose batcher requests belong to this call: dropped from the queue when it ends."""
+    def past_limit(self) -> bool:
+        """Whether the server's own limit per call (--max-call-s) has passed."""
+        return self._ends_at is not None and time.monotonic() >= self._ends_at
+
+    def bind(self, entry: Entry) -> PreparedModel:
+        """The entry's model, its batcher requests belonging to this call: dropped from the queue when it ends."""
+        self.entries.append(entry)
+        model = entry.model
         if not isinstance(model.session, BatchedSession):
             return model
         self.context.add_callback(lambda: model.session.cancel(self))
@@ -61,14 +75,16 @@ class Call:
 
 def _ended_status(call: Call) -> grpc.StatusCode:
     remaining = call.context.time_remaining()
-    return grpc.StatusCode.DEADLINE_EXCEEDED if remaining is not None and remaining <= 0 else grpc.StatusCode.CANCELLED
+    expired = remaining is not None and remaining <= 0 or call.past_limit()
+    return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
 
 
 class Servicer:
-    """Base of the servicers: the telemetry the decorators below record into."""
+    """Base of the servicers: the telemetry the decorators below record into, the limit per call."""
 
-    def __init__(self, telemetry: Telemetry) -> None:
+    def __init__(self, telemetry: Telemetry, max_call_s: float | None = None) -> None:
         self.telemetry = telemetry
+        self.max_call_s = max_call_s  # None: only the client's deadline bounds a call
 
 
 def unary(rpc: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -77,7 +93,7 @@ def unary(rpc: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def decorate(handler: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(handler)
         def serve(servicer: Servicer, request: Any, context: grpc.ServicerContext) -> Any:
-            call, started = Call(context), time.perf_counter()
+            call, started = Call(context, servicer.max_call_s), time.perf_counter()
             with servicer.telemetry.in_flight(rpc):
                 try:
                     with measure_phases(call.clock):
@@ -98,7 +114,7 @@ def streaming(rpc: str) -> Callable[[Callable[..., Iterator[Any]]], Callable[...
     def decorate(handler: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
         @functools.wraps(handler)
         def serve(servicer: Servicer, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            call, started = Call(context), time.perf_counter()
+            call, started = Call(context, servicer.max_call_s), time.perf_counter()
             with servicer.telemetry.in_flight(rpc):
                 try:
                     yield from handler(servicer, request, call)
@@ -124,15 +140,28 @@ def _finish(telemetry: Telemetry, rpc: str, call: Call, started: float, code: gr
 
 
 def _fail(telemetry: Telemetry, rpc: str, call: Call, started: float, error: BaseException) -> None:
-    if isinstance(error, CallEnded):
+    if isinstance(error, (CallEnded, RequestCancelled)):  # the batcher drops (or stops) an ended call's batches
         code, message = _ended_status(call), "the call ended before the work finished"
+        if call.past_limit():
+            message = f"the call ran past this server's limit of {call.max_call_s:g} s per call (--max-call-s)"
     elif isinstance(error, FaceAuditError):
+        gone = [e.name for e in call.entries if e.unregistered]
+        if isinstance(error, BatcherClosed) and gone:  # not a shutdown: a retry would get NOT_FOUND, so say so now
+            error = NotFound(f"model: {gone[0]} was unregistered while the call ran")
         code, message = status_of(error), str(error)
     else:
         log.exception("%s failed", rpc)
         code, message = grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}); see the server log"
     _finish(telemetry, rpc, call, started, code)
-    call.context.abort(code, message)  # raises: grpc ends the RPC with this status
+    call.context.abort(code, clipped(message))  # raises: grpc ends the RPC with this status
+
+
+def clipped(message: str) -> str:
+    """The message cut to MAX_STATUS_MESSAGE_BYTES of UTF-8, "…" marking the cut."""
+    encoded = message.encode()
+    if len(encoded) <= MAX_STATUS_MESSAGE_BYTES:
+        return message
+    return encoded[:MAX_STATUS_MESSAGE_BYTES - len("…".encode())].decode(errors="ignore") + "…"
 
 
 def run_streaming(work: Callable[[Callable[[Any], None]], None], call: Call) -> Iterator[Any]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 import numpy as np
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import struct_pb2
 
 from faceaudit.engine.batcher import BatcherClosed, RequestCancelled
 from faceaudit.errors import (
@@ -36,8 +36,20 @@ class AlreadyExists(FaceAuditError):
     """A model name already taken by other bytes or another spec (ALREADY_EXISTS)."""
 
 
+class TimeLimit(FaceAuditError):
+    """A server time limit passed: an upload waited too long for a chunk or took too long (DEADLINE_EXCEEDED)."""
+
+
 class CallEnded(Exception):
-    """Raised from a progress callback when the client cancelled or its deadline passed."""
+    """Raised from a progress callback when the client cancelled, or its deadline or the server's limit passed."""
+
+
+ECHO_CHARS = 128  # client values echoed in messages beyond this are cut (a status message must stay small)
+
+
+def shorten(text: str) -> str:
+    """How a message quotes a client's text: its repr; past ECHO_CHARS, the repr of its start and its length."""
+    return repr(text) if len(text) <= ECHO_CHARS else f"{text[:ECHO_CHARS // 2]!r}… ({len(text):,} characters)"
 
 
 def tensor_to_array(tensor: pb.Tensor, field: str) -> np.ndarray:
@@ -102,17 +114,31 @@ def target_of(target: pb.Target | None, spec: ModelSpec, field: str) -> ExplainT
     return ExplainTarget(mate=mate, non_mate=non_mate)
 
 
-def struct_to_dict(value: struct_pb2.Struct) -> dict[str, Any]:
-    """A Struct as a dict; whole numbers become ints (JSON has only doubles, options want ints)."""
-    return {key: _whole(item) for key, item in json_format.MessageToDict(value).items()}
+def struct_to_dict(value: struct_pb2.Struct, field: str) -> dict[str, Any]:
+    """A Struct as a dict; whole numbers become ints (JSON has only doubles, options want ints).
+
+    NaN and ±Inf are refused naming their path (`options.methods.occlusion.patch`, `spec.mean[0]`):
+    json_format cannot write them, and no option or spec field means anything by them.
+    """
+    return {key: _plain(item, f"{field}.{key}") for key, item in value.fields.items()}
 
 
-def _whole(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, list):
-        return [_whole(v) for v in value]
-    return value
+def _plain(value: struct_pb2.Value, path: str) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        number = value.number_value
+        if not math.isfinite(number):
+            raise InvalidRequest(path, f"{number} is not a valid value (NaN/Inf)")
+        return int(number) if number.is_integer() and abs(number) < 2**53 else number
+    if kind == "struct_value":
+        return struct_to_dict(value.struct_value, path)
+    if kind == "list_value":
+        return [_plain(item, f"{path}[{i}]") for i, item in enumerate(value.list_value.values)]
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    return None  # null_value, or no kind set
 
 
 def dict_to_struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
@@ -144,8 +170,9 @@ STATUS: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (RuntimeUnavailable, grpc.StatusCode.FAILED_PRECONDITION),
     (ModelOutputError, grpc.StatusCode.FAILED_PRECONDITION),  # the model yields NaN/inf: it cannot be explained
     (RequestCancelled, grpc.StatusCode.CANCELLED),
-    (BatcherClosed, grpc.StatusCode.UNAVAILABLE),  # the server is shutting down
+    (BatcherClosed, grpc.StatusCode.UNAVAILABLE),  # the server is shutting down (calls.py: or the model unregistered)
     (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (TimeLimit, grpc.StatusCode.DEADLINE_EXCEEDED),
 )
 
 

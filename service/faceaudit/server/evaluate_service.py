@@ -1,7 +1,7 @@
 """The Evaluate service: a request's items -> metrics.registry.evaluate -> streamed points and result.
 
 Items carry the client's maps; `methods` asks the server to compute more (default options), through
-the same registry the Explain service uses.
+the same registry the Explain service uses, within the same forward-pass budget per request.
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ from faceaudit.methods.common import ExplainTarget, predicted_class
 from faceaudit.methods.registry import explain, get_method
 from faceaudit.metrics.common import GameItem, GamePoint
 from faceaudit.metrics.off_session_passes import count_off_session_passes
-from faceaudit.metrics.registry import GAMES, Game, evaluate, get_game
+from faceaudit.metrics.registry import GAMES, Game, evaluate
 from faceaudit.models.spec import ModelSpec
 from faceaudit.server.calls import Call, Servicer, Throttle, run_streaming, streaming, unary
 from faceaudit.server.convert import dict_to_struct, image_to_array, struct_to_dict, target_of, tensor_to_array
 from faceaudit.server.model_store import ModelStore
+from faceaudit.server.names import game_named, method_named
 from faceaudit.server.telemetry import Telemetry
+from faceaudit.server.work_budget import DEFAULT_MAX_REQUEST_PASSES, PassBudget
 from faceaudit.v1 import faceaudit_pb2 as pb
 from faceaudit.v1 import faceaudit_pb2_grpc as rpc
 
@@ -54,25 +56,35 @@ def _target(model: PreparedModel, message: pb.Target | None, image: np.ndarray, 
 
 
 def _item(model: PreparedModel, message: pb.EvaluateItem, i: int, methods: list[str], call: Call,
-          white_box_passes: Callable[[int], None]) -> GameItem:
+          white_box_passes: Callable[[int], None], budget: PassBudget) -> GameItem:
     spec: ModelSpec = model.spec
     field = f"items[{i}]"
     image = image_to_array(message.image, spec, f"{field}.image")
     target = _target(model, message.target if message.HasField("target") else None, image, f"{field}.target")
     maps = {name: tensor_to_array(tensor, f"{field}.maps[{name}]") for name, tensor in message.maps.items()}
-    for name in methods:
+    for m, name in enumerate(methods):
         if name in maps:
             raise InvalidRequest(f"{field}.maps[{name}]", "is also in methods: send the map or ask for it, not both")
-        result = explain(model, name, image=image, target=target, progress=call.check)
+        k = i * len(methods) + m
+        result = explain(model, name, image=image, target=target, progress=budget.progress(k, call.check))
+        budget.finished(k, result.forward_passes)
         if not get_method(name).black_box:  # instrumented sessions bypass the batcher, which counts the others
             white_box_passes(result.forward_passes)
         maps[name] = result.values
-    region = tensor_to_array(message.region, f"{field}.region") != 0 if message.HasField("region") else None
+    region = _region(message.region, f"{field}.region") if message.HasField("region") else None
     return GameItem(image=image, target=target, maps=maps, region=region, name=message.name or str(i))
 
 
+def _region(tensor: pb.Tensor, field: str) -> np.ndarray:
+    """The boolean region: non-zero inside; NaN or ±Inf is neither, so it is refused."""
+    values = tensor_to_array(tensor, field)
+    if not np.isfinite(values).all():
+        raise InvalidRequest(field, "holds NaN or infinite values; a region is 0 outside and any other number inside")
+    return values != 0
+
+
 def game_inputs(model: PreparedModel, game: Game, request: pb.EvaluateRequest, call: Call,
-                white_box_passes: Callable[[int], None]) -> dict[str, Any]:
+                white_box_passes: Callable[[int], None], max_passes: int | None) -> dict[str, Any]:
     """The keyword inputs of the game, built from the request fields it takes (and no others)."""
     given = {name for name, present in (("items", bool(request.items) or bool(request.methods)),
                                         ("images", bool(request.images)), ("pairs", bool(request.pairs))) if present}
@@ -88,7 +100,8 @@ def game_inputs(model: PreparedModel, game: Game, request: pb.EvaluateRequest, c
     inputs: dict[str, Any] = {}
     if "items" in wanted:
         methods = [game_method(name) for name in request.methods]
-        inputs["items"] = [_item(model, item, i, methods, call, white_box_passes)
+        budget = PassBudget(max_passes, methods * len(request.items), "items, methods", "methods")
+        inputs["items"] = [_item(model, item, i, methods, call, white_box_passes, budget)
                            for i, item in enumerate(request.items)]
     if "images" in wanted:
         inputs["images"] = [image_to_array(image, model.spec, f"images[{i}]") for i, image in enumerate(request.images)]
@@ -100,7 +113,7 @@ def game_inputs(model: PreparedModel, game: Game, request: pb.EvaluateRequest, c
 
 def game_method(name: str) -> str:
     """A method whose maps a game can read: on the input image (cis's lie on the canonical face)."""
-    method = get_method(name)
+    method = method_named(name, "methods")
     if method.context:
         raise InvalidRequest("methods", f"{method.name} maps lie on the canonical face, not on the input image the "
                                         "games perturb; audit canonical maps with cms in Audit")
@@ -108,9 +121,11 @@ def game_method(name: str) -> str:
 
 
 class EvaluateServicer(Servicer, rpc.EvaluateServicer):
-    def __init__(self, store: ModelStore, telemetry: Telemetry) -> None:
-        super().__init__(telemetry)
+    def __init__(self, store: ModelStore, telemetry: Telemetry, max_call_s: float | None = None,
+                 max_request_passes: int | None = DEFAULT_MAX_REQUEST_PASSES) -> None:
+        super().__init__(telemetry, max_call_s)
         self._store = store
+        self._max_passes = max_request_passes
 
     @unary("ListGames")
     def ListGames(self, request: pb.ListGamesRequest, call: Call) -> pb.ListGamesResponse:
@@ -119,10 +134,11 @@ class EvaluateServicer(Servicer, rpc.EvaluateServicer):
     @streaming("Evaluate")
     def Evaluate(self, request: pb.EvaluateRequest, call: Call) -> Iterator[pb.EvaluateEvent]:
         entry = self._store.get(request.model)
-        game = get_game(request.game)
+        game = game_named(request.game, "game")
+        options = struct_to_dict(request.options, "options")
 
         def work(emit: Callable[[pb.EvaluateEvent], None]) -> None:
-            model = call.bind(entry.model)
+            model = call.bind(entry)
             throttle = Throttle(lambda done, total, phase: emit(pb.EvaluateEvent(
                 progress=pb.Progress(done=done, total=total, phase=phase))))
 
@@ -133,9 +149,9 @@ class EvaluateServicer(Servicer, rpc.EvaluateServicer):
             def unbatched(passes: int) -> None:  # the batcher counts the others
                 self.telemetry.count_forward_passes(entry.name, passes)
 
-            inputs = game_inputs(model, game, request, call, unbatched)
+            inputs = game_inputs(model, game, request, call, unbatched, self._max_passes)
             with count_off_session_passes(unbatched):  # games' own sessions and maps (sanity check, layers)
-                result = evaluate(model, game.name, options=struct_to_dict(request.options), progress=progress,
+                result = evaluate(model, game.name, options=options, progress=progress,
                                   on_point=lambda point: emit(pb.EvaluateEvent(point=point_message(point))), **inputs)
             emit(pb.EvaluateEvent(result=dict_to_struct(result.to_dict())))
 

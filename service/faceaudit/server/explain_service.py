@@ -2,7 +2,8 @@
 
 Thin on purpose: validation of images and targets is convert's, validation of methods and options
 the registry's; this module walks the request's (image, target) pairs and gives the canonical
-method (cis) each image's correspondence with the canonical face.
+method (cis) each image's correspondence with the canonical face. The maps' forward passes
+together are bounded by the server's budget per request (work_budget).
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ from faceaudit.alignment.templates import arcface_for_frame
 from faceaudit.errors import InvalidRequest, LimitExceeded
 from faceaudit.images.io import fit_to_model
 from faceaudit.methods.common import ExplainTarget, Progress, predicted_class
-from faceaudit.methods.registry import METHODS, Method, explain, get_method
+from faceaudit.methods.registry import METHODS, Method, explain
 from faceaudit.methods.saliency_map import SaliencyMap
 from faceaudit.models.spec import ModelSpec
 from faceaudit.server.calls import Call, Servicer, Throttle, run_streaming, streaming, unary
 from faceaudit.server.convert import array_to_tensor, decoded_image, dict_to_struct, struct_to_dict, target_of
 from faceaudit.server.model_store import Entry, ModelStore
+from faceaudit.server.names import method_named
 from faceaudit.server.telemetry import Telemetry
+from faceaudit.server.work_budget import DEFAULT_MAX_REQUEST_PASSES, PassBudget
 from faceaudit.v1 import faceaudit_pb2 as pb
 from faceaudit.v1 import faceaudit_pb2_grpc as rpc
 
@@ -87,16 +90,17 @@ def image_context(method: Method, message: pb.Image, original: tuple[int, int], 
 
 
 def explain_maps(entry: Entry, request: pb.ExplainRequest, call: Call, progress: Callable[[int], Progress],
-                 telemetry: Telemetry) -> Iterator[pb.SaliencyMap]:
+                 telemetry: Telemetry, max_passes: int | None) -> Iterator[pb.SaliencyMap]:
     """Every map of the request, in order; progress(k) is the callback of the k-th map."""
-    method = get_method(request.method)
+    method = method_named(request.method, "method")
     call.method = method.name
-    model, spec = call.bind(entry.model), entry.model.spec
+    model, spec = call.bind(entry), entry.model.spec
     if not request.images:
         raise InvalidRequest("images", "give at least one image")
     count = len(request.images) * max(1, len(request.targets))
     if count > MAX_MAPS_PER_REQUEST:
         raise LimitExceeded(f"images, targets: {count} maps in one request is above the limit of {MAX_MAPS_PER_REQUEST}")
+    budget = PassBudget(max_passes, [method.name] * count, "images, targets", "options")
     images, contexts = [], []
     for i, message in enumerate(request.images):  # one full-size decoded image at a time
         original = decoded_image(message, f"images[{i}]")
@@ -111,22 +115,25 @@ def explain_maps(entry: Entry, request: pb.ExplainRequest, call: Call, progress:
             raise InvalidRequest(field, "a classifier is explained for class_index or predicted_class, not a mate pair")
         if not classifier and (target is None or target.mate is None):
             raise InvalidRequest(field, "an embedding model is explained against a mate pair (pair.mate)")
-    options = struct_to_dict(request.options)
+    options = struct_to_dict(request.options, "options")
     for i, image in enumerate(images):
         for j, target in enumerate(targets):
             chosen = target if target is not None else ExplainTarget(class_index=predicted_class(model, image))
             k = i * len(targets) + j
-            result = explain(model, method.name, image=image, target=chosen, options=options, progress=progress(k),
-                             **contexts[i])
+            result = explain(model, method.name, image=image, target=chosen, options=options,
+                             progress=budget.progress(k, progress(k)), **contexts[i])
+            budget.finished(k, result.forward_passes)
             if not method.black_box:  # instrumented sessions bypass the batcher, which counts the others
                 telemetry.count_forward_passes(entry.name, result.forward_passes)
             yield map_message(result, i, j if request.targets else -1)
 
 
 class ExplainServicer(Servicer, rpc.ExplainServicer):
-    def __init__(self, store: ModelStore, telemetry: Telemetry) -> None:
-        super().__init__(telemetry)
+    def __init__(self, store: ModelStore, telemetry: Telemetry, max_call_s: float | None = None,
+                 max_request_passes: int | None = DEFAULT_MAX_REQUEST_PASSES) -> None:
+        super().__init__(telemetry, max_call_s)
         self._store = store
+        self._max_passes = max_request_passes
 
     @unary("ListMethods")
     def ListMethods(self, request: pb.ListMethodsRequest, call: Call) -> pb.ListMethodsResponse:
@@ -135,7 +142,7 @@ class ExplainServicer(Servicer, rpc.ExplainServicer):
     @unary("Explain")
     def Explain(self, request: pb.ExplainRequest, call: Call) -> pb.ExplainResponse:
         entry = self._store.get(request.model)
-        maps = explain_maps(entry, request, call, lambda k: call.check, self.telemetry)
+        maps = explain_maps(entry, request, call, lambda k: call.check, self.telemetry, self._max_passes)
         return pb.ExplainResponse(maps=list(maps))
 
     @streaming("ExplainStream")
@@ -155,7 +162,7 @@ class ExplainServicer(Servicer, rpc.ExplainServicer):
 
                 return report
 
-            for message in explain_maps(entry, request, call, progress, self.telemetry):
+            for message in explain_maps(entry, request, call, progress, self.telemetry, self._max_passes):
                 emit(pb.ExplainEvent(map=message))
 
         yield from run_streaming(work, call)

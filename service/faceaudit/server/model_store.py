@@ -20,7 +20,7 @@ from faceaudit.engine.runtime import RuntimeOptions
 from faceaudit.errors import InvalidRequest, LimitExceeded
 from faceaudit.model_info import ModelInfo
 from faceaudit.models import DEFAULT_MAX_MODEL_BYTES, LoadedModel, load_model, resolve_spec
-from faceaudit.server.convert import AlreadyExists, NotFound
+from faceaudit.server.convert import AlreadyExists, NotFound, shorten
 from faceaudit.server.telemetry import Telemetry
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -40,6 +40,7 @@ class Entry:
     given_spec: dict[str, Any]
     info: dict[str, Any] = field(repr=False)
     closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    unregistered: bool = False  # set before close(): calls still running on it end NOT_FOUND, not UNAVAILABLE
 
     @property
     def sha256(self) -> str:
@@ -52,7 +53,8 @@ class Entry:
 
 def check_name(name: str, field_name: str = "name") -> str:
     if not isinstance(name, str) or not NAME.fullmatch(name) or SHA256.fullmatch(name):
-        raise InvalidRequest(field_name, f"{name!r} must match {NAME.pattern} and not be a sha256 "
+        shown = shorten(name) if isinstance(name, str) else repr(name)
+        raise InvalidRequest(field_name, f"{shown} must match {NAME.pattern} and not be a sha256 "
                                          "(letters, digits, '.', '_', '-'; no path separators)")
     return name
 
@@ -72,9 +74,10 @@ class ModelStore:
         self._entries: dict[str, Entry] = {}
         self._lock = threading.Lock()
 
-    def register_bytes(self, name: str, data: bytes, spec: Mapping[str, Any]) -> Entry:
+    def register_loaded(self, name: str, loaded: LoadedModel, spec: Mapping[str, Any]) -> Entry:
+        """Register an uploaded model, loaded by the caller (which then holds its bytes no longer)."""
         check_name(name)
-        return self._add(name, load_model(data, max_bytes=self.max_model_bytes), dict(spec))
+        return self._add(name, loaded, dict(spec))
 
     def register_from_repository(self, name: str, spec: Mapping[str, Any]) -> Entry:
         check_name(name)
@@ -132,7 +135,7 @@ class ModelStore:
         if not ref:
             raise InvalidRequest(field_name, "name a registered model (its name or sha256)")
         if not matches:
-            raise NotFound(f"{field_name}: no registered model {ref!r} (name or sha256); see Models.List")
+            raise NotFound(f"{field_name}: no registered model {shorten(ref)} (name or sha256); see Models.List")
         return matches[0]
 
     def list(self) -> list[Entry]:
@@ -144,7 +147,8 @@ class ModelStore:
         with self._lock:
             removed = self._entries.pop(entry.name, None)
         if removed is None:
-            raise NotFound(f"model: {ref!r} was unregistered concurrently")
+            raise NotFound(f"model: {shorten(ref)} was unregistered concurrently")
+        removed.unregistered = True
         self._closed(removed)
         return removed
 

@@ -1,14 +1,20 @@
-"""The Models service: register (uploaded chunks or the repository folder), list, get, unregister."""
+"""The Models service: register (uploaded chunks or the repository folder), list, get, unregister.
+
+Uploads are received by server.upload (deadlines, one buffer, a few at a time)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
-from faceaudit.errors import InvalidRequest, LimitExceeded
+from faceaudit.models import load_model
 from faceaudit.server.calls import Call, Servicer, unary
 from faceaudit.server.convert import dict_to_struct, struct_to_dict
 from faceaudit.server.model_store import Entry, ModelStore
 from faceaudit.server.telemetry import Telemetry
+from faceaudit.server.upload import (
+    DEFAULT_MAX_CONCURRENT_UPLOADS, DEFAULT_UPLOAD_IDLE_S, DEFAULT_UPLOAD_TOTAL_S, UploadLimits, UploadSlots, receive,
+)
 from faceaudit.v1 import faceaudit_pb2 as pb
 from faceaudit.v1 import faceaudit_pb2_grpc as rpc
 
@@ -24,36 +30,28 @@ def info_message(entry: Entry) -> pb.ModelInfo:
 
 
 class ModelsServicer(Servicer, rpc.ModelsServicer):
-    def __init__(self, store: ModelStore, telemetry: Telemetry) -> None:
+    def __init__(self, store: ModelStore, telemetry: Telemetry, *, idle_s: float = DEFAULT_UPLOAD_IDLE_S,
+                 total_s: float = DEFAULT_UPLOAD_TOTAL_S, max_uploads: int = DEFAULT_MAX_CONCURRENT_UPLOADS) -> None:
         super().__init__(telemetry)
         self._store = store
+        self._limits = UploadLimits(idle_s=idle_s, total_s=total_s, max_bytes=store.max_model_bytes)
+        self._slots = UploadSlots(max_uploads)
+        # Parsing and preparing peak at ~5× the model (proto, checker, runtime session): one upload at a
+        # time, while the others may still be receiving (1× each).
+        self._preparing = threading.Lock()
 
     @unary("Register")
     def Register(self, request_iterator: Iterator[pb.RegisterChunk], call: Call) -> pb.ModelInfo:
-        limit = self._store.max_model_bytes
-        first: pb.RegisterChunk | None = None
-        data = bytearray()
-        for i, chunk in enumerate(request_iterator):
-            if first is None:
-                first = chunk
-            elif chunk.name or chunk.HasField("spec"):
-                raise InvalidRequest(f"chunks[{i}].name", "only the first chunk carries the name and the spec")
-            data += chunk.data
-            if len(data) > limit:  # refused as it arrives, not after buffering all of it
-                raise LimitExceeded(f"data: the model is above the limit of {limit:,} bytes (--max-model-bytes)")
-        if first is None:
-            raise InvalidRequest("chunks", "the stream carried no chunk")
-        if not first.name:
-            raise InvalidRequest("name", "the first chunk must name the model")
-        if not data:
-            raise InvalidRequest("data", "no model bytes were sent")
-        payload = bytes(data)
-        del data  # one copy of the model while it is prepared, not two
-        return info_message(self._store.register_bytes(first.name, payload, struct_to_dict(first.spec)))
+        with self._slots.slot():  # held until the model is prepared: it bounds the memory of uploads too
+            name, spec, data = receive(request_iterator, self._limits)
+            with self._preparing:
+                loaded = load_model(data, max_bytes=self._store.max_model_bytes)
+                del data  # the model is prepared from its parsed form alone, not beside its bytes
+                return info_message(self._store.register_loaded(name, loaded, spec))
 
     @unary("RegisterFromRepository")
     def RegisterFromRepository(self, request: pb.RegisterFromRepositoryRequest, call: Call) -> pb.ModelInfo:
-        return info_message(self._store.register_from_repository(request.name, struct_to_dict(request.spec)))
+        return info_message(self._store.register_from_repository(request.name, struct_to_dict(request.spec, "spec")))
 
     @unary("List")
     def List(self, request: pb.ListModelsRequest, call: Call) -> pb.ListModelsResponse:
