@@ -27,6 +27,8 @@ def test_loose_values_are_converted_to_the_annotated_types():
 @pytest.mark.parametrize(("values", "field"), [
     ({"patch": "7.5"}, "patch"), ({"patch": True}, "patch"), ({"keep": "half"}, "keep"),
     ({"antithetic": "maybe"}, "antithetic"), ({"constant": "1,x"}, "constant"), ({"size": 3}, "size"),
+    ({"keep": "nan"}, "keep"), ({"keep": float("inf")}, "keep"), ({"keep": "-inf"}, "keep"),
+    ({"constant": "1,nan,3"}, "constant"), ({"constant": [1.0, float("inf")]}, "constant"),
 ])
 def test_bad_values_name_the_option(values, field):
     with pytest.raises(InvalidRequest) as info:

@@ -155,7 +155,7 @@ def _coerce(name: str, raw: Any, annotation: str) -> Any:
     if base == "float" and not isinstance(raw, str):
         if isinstance(raw, bool) or not isinstance(raw, (int, float, np.integer, np.floating)):
             raise InvalidRequest(name, f"{raw!r} is not a number")
-        return float(raw)
+        return _finite(name, raw, float(raw))
     if base == "bool" and isinstance(raw, (bool, np.bool_)):
         return bool(raw)
     try:
@@ -171,14 +171,21 @@ def _coerce(name: str, raw: Any, annotation: str) -> Any:
                 raise ValueError(raw)
             return int(as_float)
         if base == "float":
-            return float(raw)
+            return _finite(name, raw, float(raw))
         if base == "tuple[float, ...]":
-            return tuple(float(v) for v in (raw.split(",") if isinstance(raw, str) else raw))
+            return _finite(name, raw, tuple(float(v) for v in (raw.split(",") if isinstance(raw, str) else raw)))
         if base == "tuple[str, ...]":
             return tuple(str(v).strip() for v in (raw.split(",") if isinstance(raw, str) else raw))
     except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidRequest(name, f"{raw!r} is not a valid {base}") from exc
     return raw
+
+
+def _finite(name: str, raw: Any, value: Any) -> Any:
+    """`value` if every number in it is finite: "nan" or "inf" is never a meaningful option."""
+    if not np.all(np.isfinite(value)):
+        raise InvalidRequest(name, f"{raw!r} is not a finite number")
+    return value
 
 
 def _dependence_warning(model: PreparedModel) -> dict[str, str]:
