@@ -12,7 +12,7 @@ from PIL import Image
 from faceaudit.alignment import LandmarkAligner
 from faceaudit.alignment.landmarks import rescale_landmarks
 from faceaudit.alignment.templates import arcface_for_frame
-from faceaudit.images.io import fit_to_model
+from faceaudit.images.io import fit_to_model, read_image_for_model
 from faceaudit.methods.common import ExplainTarget
 from faceaudit.methods.registry import METHODS, explain
 from faceaudit.models import load_model, resolve_spec
@@ -249,6 +249,30 @@ def test_too_many_maps_are_resource_exhausted(client, identity, faces):
     with pytest.raises(grpc.RpcError) as info:
         client.explain.Explain(request(images=[pixels(faces[0])] * 65))
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and info.value.details().startswith("images")
+
+
+def test_image_bombs_are_refused_and_large_images_are_explained_from_their_shrunk_decoding(client, identity, faces,
+                                                                                        local_identity):
+    """A small PNG declaring 5000² pixels is refused before decoding (request images: at most 4096²);
+    a large photo is shrunk in 8 bits while decoded and explained like the same image read by the CLI."""
+    def png(array: np.ndarray) -> pb.Image:
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="PNG")
+        return pb.Image(encoded=buffer.getvalue())
+
+    bomb = png(np.zeros((5000, 5000), np.uint8))
+    assert len(bomb.encoded) < 100_000
+    with pytest.raises(grpc.RpcError) as info:
+        client.explain.Explain(request(images=[bomb], targets=[pb.Target(class_index=0)]))
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and info.value.details().startswith("images[0]")
+    large = np.asarray(Image.fromarray(faces[0].clip(0, 255).astype(np.uint8)).resize((640, 640), Image.BILINEAR))
+    served = client.explain.Explain(request(images=[png(large)], targets=[pb.Target(class_index=0)], patch=16,
+                                            stride=16))
+    buffer = io.BytesIO()
+    Image.fromarray(large).save(buffer, format="PNG")
+    local = explain(local_identity, "occlusion", image=read_image_for_model(buffer.getvalue(), local_identity.spec)[0],
+                    target=ExplainTarget(class_index=0), options={"patch": 16, "stride": 16})
+    np.testing.assert_allclose(array(served.maps[0].values), local.values, rtol=1e-6, atol=1e-7)
 
 
 def test_an_unexpected_error_is_internal_and_the_server_keeps_serving(client, identity, faces, monkeypatch):

@@ -37,6 +37,9 @@ def test_flags_override_environment_over_defaults(monkeypatch, tmp_path):
     from_env = config_from(parse())
     assert (from_env.port, from_env.runtime.max_batch, from_env.max_queue_delay_ms) == (6000, 16, 5.0)
     assert from_env.token == "0123456789abcdef-token" and from_env.model_repository == DEMO_MODELS
+    monkeypatch.setenv("FACEAUDIT_PROBE_S", "5")
+    assert config_from(parse()).runtime.probe_seconds == 5.0
+    assert config_from(parse("--probe-s", "7.5")).runtime.probe_seconds == 7.5
     monkeypatch.setenv("FACEAUDIT_PRELOAD", " identity, attribute ")
     assert config_from(parse()).preload == ("identity", "attribute")
     assert config_from(parse("--preload", "*")).preload == ("*",)

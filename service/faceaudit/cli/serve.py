@@ -25,6 +25,7 @@ are configured without a command line:
     --grace-s             FACEAUDIT_GRACE_S              30
     --drain-notice-s      FACEAUDIT_DRAIN_NOTICE_S       2
     --provider, --threads FACEAUDIT_PROVIDER, _THREADS   auto, the CPUs available
+    --probe-s             FACEAUDIT_PROBE_S              60 (a model's test runs while it is registered)
 """
 
 from __future__ import annotations
@@ -88,6 +89,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drain-notice-s", type=float, help="on shutdown, seconds of NOT_SERVING before calls are refused (default 2)")
     parser.add_argument("--provider", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads per model")
+    parser.add_argument("--probe-s", type=float,
+                        help="seconds a model's test runs may take while it is registered; slower models are "
+                             "refused (default 60)")
 
 
 def _pick(args: argparse.Namespace, name: str, convert: Callable[[str], Any], default: Any) -> Any:
@@ -113,6 +117,7 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
     queue = _pick(args, "max_queue_images", int, None)
     message = int(_pick(args, "max_message_mib", float, 64.0) * MiB)
     runtime = RuntimeOptions(provider=_pick(args, "provider", str, "auto"), threads=_pick(args, "threads", int, None),
+                             probe_seconds=_pick(args, "probe_s", float, 60.0),
                              max_batch=_pick(args, "max_batch", int, 64))
     return ServerConfig(
         host=_pick(args, "host", str, "[::]"), port=_pick(args, "port", int, 50051),

@@ -19,7 +19,7 @@ from faceaudit.errors import (
     FaceAuditError, InvalidModel, InvalidRequest, LimitExceeded, ModelOutputError, RuntimeUnavailable,
     UnsupportedModel,
 )
-from faceaudit.images.io import DEFAULT_MAX_PIXELS, check_image_array, fit_to_model, read_image
+from faceaudit.images.io import DEFAULT_MAX_PIXELS, check_image_array, fit_to_model, read_image_for_model
 from faceaudit.methods.common import ExplainTarget
 from faceaudit.models.spec import ModelSpec
 from faceaudit.v1 import faceaudit_pb2 as pb
@@ -78,14 +78,16 @@ def image_to_array(image: pb.Image, spec: ModelSpec, field: str, max_pixels: int
     if image.landmarks:
         raise InvalidRequest(f"{field}.landmarks", "only the images explained by the canonical method (cis) take "
                                                    "landmarks")
-    return fit_to_model(decoded_image(image, field, max_pixels), spec)
+    return model_image(image, spec, field, max_pixels)[0]
 
 
-def decoded_image(image: pb.Image, field: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """The float32 RGB image (H, W, 3) of an encoded or raw image message, at its own size."""
+def model_image(image: pb.Image, spec: ModelSpec, field: str, max_pixels: int = DEFAULT_MAX_PIXELS
+                ) -> tuple[np.ndarray, tuple[int, int]]:
+    """The model-sized float32 RGB image of an encoded or raw image message, and the image's own (height, width)
+    (large encoded images are shrunk in 8 bits first: images.io.read_image_for_model)."""
     which = image.WhichOneof("source")
     if which == "encoded":
-        return read_image(image.encoded, max_pixels=max_pixels, field=field).astype(np.float32)
+        return read_image_for_model(image.encoded, spec, max_pixels=max_pixels, field=field)
     if which == "pixels":
         pixels = tensor_to_array(image.pixels, f"{field}.pixels")
         if pixels.ndim not in (2, 3):
@@ -93,7 +95,7 @@ def decoded_image(image: pb.Image, field: str, max_pixels: int = DEFAULT_MAX_PIX
         if pixels.shape[0] * pixels.shape[1] > max_pixels:
             raise LimitExceeded(f"{field}.pixels: {pixels.shape[1]}x{pixels.shape[0]} pixels is above the limit of "
                                 f"{max_pixels:,}")
-        return check_image_array(pixels, field=f"{field}.pixels")
+        return fit_to_model(check_image_array(pixels, field=f"{field}.pixels"), spec), pixels.shape[:2]
     raise InvalidRequest(field, "no image: set encoded or pixels")
 
 

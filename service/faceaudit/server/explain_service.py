@@ -18,13 +18,12 @@ from faceaudit.alignment import LandmarkAligner, PreAligned, mean_face_68
 from faceaudit.alignment.landmarks import rescale_landmarks
 from faceaudit.alignment.templates import arcface_for_frame
 from faceaudit.errors import InvalidRequest, LimitExceeded
-from faceaudit.images.io import fit_to_model
 from faceaudit.methods.common import ExplainTarget, Progress, predicted_class
 from faceaudit.methods.registry import METHODS, Method, explain
 from faceaudit.methods.saliency_map import SaliencyMap
 from faceaudit.models.spec import ModelSpec
 from faceaudit.server.calls import Call, Servicer, Throttle, run_streaming, streaming, unary
-from faceaudit.server.convert import array_to_tensor, decoded_image, dict_to_struct, struct_to_dict, target_of
+from faceaudit.server.convert import array_to_tensor, dict_to_struct, model_image, struct_to_dict, target_of
 from faceaudit.server.model_store import Entry, ModelStore
 from faceaudit.server.names import method_named
 from faceaudit.server.telemetry import Telemetry
@@ -102,11 +101,10 @@ def explain_maps(entry: Entry, request: pb.ExplainRequest, call: Call, progress:
         raise LimitExceeded(f"images, targets: {count} maps in one request is above the limit of {MAX_MAPS_PER_REQUEST}")
     budget = PassBudget(max_passes, [method.name] * count, "images, targets", "options")
     images, contexts = [], []
-    for i, message in enumerate(request.images):  # one full-size decoded image at a time
-        original = decoded_image(message, f"images[{i}]")
-        images.append(fit_to_model(original, spec))
-        contexts.append(image_context(method, message, original.shape[:2], images[-1], spec, f"images[{i}]"))
-        del original
+    for i, message in enumerate(request.images):  # decoded straight to the model's size
+        image, shape = model_image(message, spec, f"images[{i}]")
+        images.append(image)
+        contexts.append(image_context(method, message, shape, image, spec, f"images[{i}]"))
     targets = [target_of(t, spec, f"targets[{j}]") for j, t in enumerate(request.targets)] or [None]
     classifier = spec.require("kind") == "classifier"
     for j, target in enumerate(targets):
