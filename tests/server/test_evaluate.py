@@ -7,15 +7,18 @@ import numpy as np
 import pytest
 from google.protobuf import json_format
 
+from faceaudit.demo import FaceParams, render, sample_identity
+from faceaudit.engine.prepare import prepare
 from faceaudit.methods.common import ExplainTarget
 from faceaudit.methods.registry import explain
 from faceaudit.metrics.common import GameItem
 from faceaudit.metrics.registry import GAMES, evaluate
+from faceaudit.models import load_model, resolve_spec
 from faceaudit.testing import zoo
 from faceaudit.v1 import faceaudit_pb2 as pb
 
 from tests.conftest import prepared
-from tests.server.conftest import pixels
+from tests.server.conftest import DEMO_MODELS, pixels
 from faceaudit.server.convert import array_to_tensor
 
 BOX = (8, 16, 20, 28)  # zoo.planted_region_classifier's default box: (top, bottom, left, right)
@@ -82,6 +85,9 @@ def test_list_games_is_the_registry(client):
     listed = {g.name: g for g in client.evaluate.ListGames(pb.ListGamesRequest()).games}
     assert set(listed) == set(GAMES)
     assert list(listed["pointing_game"].needs) == ["region"] and list(listed["deletion"].inputs) == ["items"]
+    # inputs are request fields (a pair's `genuine` travels in `pairs`); needs are what items carry
+    assert list(listed["layer_verification"].inputs) == ["images", "pairs"]
+    assert list(listed["correspondence"].inputs) == ["images", "parts"] and not listed["correspondence"].needs
 
 
 def nan_options(request: pb.EvaluateRequest) -> pb.EvaluateRequest:
@@ -162,3 +168,86 @@ def test_layer_verification_counts_the_passes_of_its_own_session(server, client,
     before = forward_passes(server, "planted")
     _, result, _ = run(client, request)
     assert forward_passes(server, "planted") - before == len(faces) == result["forward_passes"]
+
+
+def part_masks(masks) -> pb.PartMasks:
+    return pb.PartMasks(masks=[array_to_tensor(np.asarray(m, np.float32)) for m in masks])
+
+
+def test_correspondence_with_the_demo_faces_part_masks_equals_the_in_process_game(client):
+    """Rendered faces of 4 identities with the renderer's exact part masks, sent as pixels and masks; the
+    parts are played in name order whatever order the request's map holds them in (the random baseline
+    draws part by part), so the result is the in-process game's with the parts in name order."""
+    client.models.RegisterFromRepository(pb.RegisterFromRepositoryRequest(name="embedding"))
+    loaded = load_model(DEMO_MODELS / "embedding.onnx")
+    model = prepare(loaded, resolve_spec(loaded))
+    rng = np.random.default_rng([20261125, 3])
+    faces = [render(FaceParams(sample_identity(rng)), 64, seed=k) for k in range(4)]
+    images = np.stack([f.image for f in faces]).astype(np.float32)
+    names = ("mouth", "eyes", "nose")  # not name order
+    request = pb.EvaluateRequest(model="embedding", game="correspondence", images=[pixels(im) for im in images],
+                                 parts={name: part_masks([f.masks[name] for f in faces]) for name in names})
+    request.options.update({"random_trials": 1})
+    points, result, progress = run(client, request)
+    streamed = []
+    local = evaluate(model, "correspondence", images=images, options={"random_trials": 1}, on_point=streamed.append,
+                     parts={name: [f.masks[name] for f in faces] for name in sorted(names)})
+    assert result["curves"] == local.to_dict()["curves"] and result["summary"] == local.to_dict()["summary"]
+    assert [(p.series, p.index, p.x, dict(p.values)) for p in points] == \
+        [(p.series, p.index, p.x, p.values) for p in streamed]
+    assert [p.series for p in points if p.index == 0] == ["eyes", "mouth", "nose", "random"]
+    assert progress[-1].done == progress[-1].total == local.forward_passes == 4 * (1 + 3 * (1 + 1))
+
+
+def masks_of(values: np.ndarray, count: int = 3) -> pb.PartMasks:
+    return part_masks([values] * count)
+
+
+def correspondence_request(faces, parts: dict[str, pb.PartMasks]) -> pb.EvaluateRequest:
+    return pb.EvaluateRequest(model="planted", game="correspondence", images=[pixels(f) for f in faces], parts=parts)
+
+
+EYE = region()  # any non-empty (32, 32) mask of the planted classifier's input
+
+
+@pytest.mark.parametrize(("parts", "field"), [
+    ({"eye": masks_of(EYE, 2)}, "parts[eye]: expected one mask per image (3)"),
+    ({"eye": pb.PartMasks()}, "parts[eye]: expected one mask per image (3)"),
+    ({"eye": pb.PartMasks(masks=[array_to_tensor(EYE), array_to_tensor(EYE[:16]), array_to_tensor(EYE)])},
+     "parts[eye][1]: expected a (32, 32) boolean mask"),
+    ({"eye": pb.PartMasks(masks=[array_to_tensor(EYE)] * 2 + [array_to_tensor(np.where(EYE > 0, np.nan, 0))])},
+     "parts[eye][2]: holds NaN"),
+    ({"eye": masks_of(np.full((32, 32), np.inf))}, "parts[eye][0]: holds NaN or infinite"),
+    ({"eye": masks_of(np.zeros((32, 32)))}, "parts[eye][0]: the mask is empty"),
+    ({"eye": pb.PartMasks(masks=[pb.Tensor(dtype=pb.Tensor.FLOAT32, shape=[32, 32], data=b"")] * 3)},
+     "parts[eye][0].data"),
+    ({"": masks_of(EYE)}, "parts: part names must be non-empty"),
+    ({"random": masks_of(EYE)}, "parts: part names must be non-empty text other than 'random'"),
+    ({}, "parts: correspondence needs parts"),
+])
+def test_bad_parts_name_the_field(client, planted, faces, parts, field):
+    with pytest.raises(grpc.RpcError) as info:
+        list(client.evaluate.Evaluate(correspondence_request(faces, parts)))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().startswith(field), info.value.details()
+
+
+def test_parts_are_refused_by_a_game_that_takes_none(client, planted, faces):
+    request = pb.EvaluateRequest(model="planted", game="invariance", images=[pixels(f) for f in faces],
+                                 parts={"eye": masks_of(EYE)})
+    with pytest.raises(grpc.RpcError) as info:
+        list(client.evaluate.Evaluate(request))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().startswith("parts: invariance takes no parts"), info.value.details()
+
+
+def test_any_non_zero_value_marks_a_part_as_a_boolean_mask_would(client, planted, faces):
+    """A mask travels as numbers: non-zero (here −3 and 0.5) is inside, exactly as True is in process."""
+    graded = np.where(EYE > 0, -3.0, 0.0)
+    graded[BOX[0], BOX[2]] = 0.5
+    request = correspondence_request(faces, {"eye": masks_of(graded)})
+    request.options.update({"random_trials": 1, "region": "mask"})
+    _, result, _ = run(client, request)
+    local = evaluate(planted, "correspondence", images=faces, parts={"eye": [EYE > 0] * 3},
+                     options={"random_trials": 1, "region": "mask"})
+    assert result["curves"] == local.to_dict()["curves"]

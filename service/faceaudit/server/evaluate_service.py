@@ -1,7 +1,8 @@
 """The Evaluate service: a request's items -> metrics.registry.evaluate -> streamed points and result.
 
 Items carry the client's maps; `methods` asks the server to compute more (default options), through
-the same registry the Explain service uses, within the same forward-pass budget per request.
+the same registry the Explain service uses, within the same forward-pass budget per request. Analyses
+of the model's features take images (and pairs, or parts: masks of face parts in every image).
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ from faceaudit.v1 import faceaudit_pb2 as pb
 from faceaudit.v1 import faceaudit_pb2_grpc as rpc
 
 MAX_ITEMS = 512  # images per Evaluate request; a dataset-sized job belongs in Audit
+FROM_FIELD = {"genuine": "pairs"}  # game inputs built from another request field (ImagePair.genuine)
+
+
+def request_fields(game: Game) -> set[str]:
+    """The request fields the game's inputs are built from: what GameInfo.inputs announces."""
+    return {FROM_FIELD.get(name, name) for name in game.inputs}
 
 
 def game_info(game: Game) -> pb.GameInfo:
@@ -37,7 +44,10 @@ def game_info(game: Game) -> pb.GameInfo:
         pb.MethodOption(name=f.name, type=str(f.type), default="" if f.default is dataclasses.MISSING else repr(f.default))
         for f in dataclasses.fields(game.options)
     ]
-    return pb.GameInfo(name=game.name, kinds=sorted(game.kinds), inputs=sorted(game.inputs), needs=sorted(game.needs),
+    # `needs` is what every item carries; a game without items (correspondence's "region": an audit's
+    # rows give it its parts) has none to announce.
+    needs = sorted(game.needs) if "items" in game.inputs else []
+    return pb.GameInfo(name=game.name, kinds=sorted(game.kinds), inputs=sorted(request_fields(game)), needs=needs,
                        options=options)
 
 
@@ -71,25 +81,32 @@ def _item(model: PreparedModel, message: pb.EvaluateItem, i: int, methods: list[
         if not get_method(name).black_box:  # instrumented sessions bypass the batcher, which counts the others
             white_box_passes(result.forward_passes)
         maps[name] = result.values
-    region = _region(message.region, f"{field}.region") if message.HasField("region") else None
+    region = _mask(message.region, f"{field}.region") if message.HasField("region") else None
     return GameItem(image=image, target=target, maps=maps, region=region, name=message.name or str(i))
 
 
-def _region(tensor: pb.Tensor, field: str) -> np.ndarray:
-    """The boolean region: non-zero inside; NaN or ±Inf is neither, so it is refused."""
+def _mask(tensor: pb.Tensor, field: str) -> np.ndarray:
+    """A boolean region or part mask: non-zero inside; NaN or ±Inf is neither, so it is refused."""
     values = tensor_to_array(tensor, field)
     if not np.isfinite(values).all():
-        raise InvalidRequest(field, "holds NaN or infinite values; a region is 0 outside and any other number inside")
+        raise InvalidRequest(field, "holds NaN or infinite values; a mask is 0 outside and any other number inside")
     return values != 0
+
+
+def _parts(request: pb.EvaluateRequest) -> dict[str, list[np.ndarray]]:
+    """Part name -> its boolean mask in each image, in name order: a proto map has no order of its own,
+    and the game's random baseline draws part by part. Counts, shapes and names are the game's to check."""
+    return {name: [_mask(tensor, f"parts[{name}][{i}]") for i, tensor in enumerate(request.parts[name].masks)]
+            for name in sorted(request.parts)}
 
 
 def game_inputs(model: PreparedModel, game: Game, request: pb.EvaluateRequest, call: Call,
                 white_box_passes: Callable[[int], None], max_passes: int | None) -> dict[str, Any]:
     """The keyword inputs of the game, built from the request fields it takes (and no others)."""
     given = {name for name, present in (("items", bool(request.items) or bool(request.methods)),
-                                        ("images", bool(request.images)), ("pairs", bool(request.pairs))) if present}
-    takes = {"genuine": "pairs"}
-    wanted = {takes.get(name, name) for name in game.inputs}
+                                        ("images", bool(request.images)), ("pairs", bool(request.pairs)),
+                                        ("parts", bool(request.parts))) if present}
+    wanted = request_fields(game)
     for name in sorted(given - wanted):
         raise InvalidRequest(name, f"{game.name} takes no {name}; it takes {', '.join(sorted(wanted))}")
     for name in sorted(wanted - given):
@@ -108,6 +125,8 @@ def game_inputs(model: PreparedModel, game: Game, request: pb.EvaluateRequest, c
     if "pairs" in wanted:
         inputs["pairs"] = np.array([[p.first, p.second] for p in request.pairs], dtype=np.int64)
         inputs["genuine"] = np.array([p.genuine for p in request.pairs], dtype=bool)
+    if "parts" in wanted:
+        inputs["parts"] = _parts(request)
     return inputs
 
 

@@ -273,8 +273,21 @@ class ImagePair(_message.Message):
     genuine: bool
     def __init__(self, first: _Optional[int] = ..., second: _Optional[int] = ..., genuine: _Optional[bool] = ...) -> None: ...
 
+class PartMasks(_message.Message):
+    __slots__ = ("masks",)
+    MASKS_FIELD_NUMBER: _ClassVar[int]
+    masks: _containers.RepeatedCompositeFieldContainer[Tensor]
+    def __init__(self, masks: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ...) -> None: ...
+
 class EvaluateRequest(_message.Message):
-    __slots__ = ("model", "game", "options", "items", "methods", "images", "pairs")
+    __slots__ = ("model", "game", "options", "items", "methods", "images", "pairs", "parts")
+    class PartsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: PartMasks
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[PartMasks, _Mapping]] = ...) -> None: ...
     MODEL_FIELD_NUMBER: _ClassVar[int]
     GAME_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
@@ -282,6 +295,7 @@ class EvaluateRequest(_message.Message):
     METHODS_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     PAIRS_FIELD_NUMBER: _ClassVar[int]
+    PARTS_FIELD_NUMBER: _ClassVar[int]
     model: str
     game: str
     options: _struct_pb2.Struct
@@ -289,7 +303,8 @@ class EvaluateRequest(_message.Message):
     methods: _containers.RepeatedScalarFieldContainer[str]
     images: _containers.RepeatedCompositeFieldContainer[Image]
     pairs: _containers.RepeatedCompositeFieldContainer[ImagePair]
-    def __init__(self, model: _Optional[str] = ..., game: _Optional[str] = ..., options: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., items: _Optional[_Iterable[_Union[EvaluateItem, _Mapping]]] = ..., methods: _Optional[_Iterable[str]] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., pairs: _Optional[_Iterable[_Union[ImagePair, _Mapping]]] = ...) -> None: ...
+    parts: _containers.MessageMap[str, PartMasks]
+    def __init__(self, model: _Optional[str] = ..., game: _Optional[str] = ..., options: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., items: _Optional[_Iterable[_Union[EvaluateItem, _Mapping]]] = ..., methods: _Optional[_Iterable[str]] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., pairs: _Optional[_Iterable[_Union[ImagePair, _Mapping]]] = ..., parts: _Optional[_Mapping[str, PartMasks]] = ...) -> None: ...
 
 class GamePoint(_message.Message):
     __slots__ = ("game", "series", "index", "x", "values")
