@@ -14,6 +14,7 @@ from PIL import Image
 import grpc
 
 from faceaudit.alignment import LandmarkAligner
+from faceaudit.demo import FaceParams, render, sample_identity
 from faceaudit.alignment.landmarks import rescale_landmarks
 from faceaudit.alignment.templates import arcface_for_frame
 from faceaudit.engine.prepare import prepare
@@ -25,6 +26,7 @@ from faceaudit.metrics.common import GameItem
 from faceaudit.metrics.registry import evaluate
 from faceaudit.models import load_model, resolve_spec
 from faceaudit.testing import zoo
+from faceaudit.v1 import faceaudit_pb2 as pb
 from faceaudit_client import (
     AlreadyExists, Client, DeadlineExceeded, InvalidArgument, Item, NotFound, Pair, ServiceError, Unauthenticated,
     Unavailable, array_to_tensor, tensor_to_array,
@@ -204,6 +206,42 @@ def test_evaluate_streams_every_point_and_returns_the_in_process_result(client):
         [(p.series, p.index, p.x, {k: float(v) for k, v in p.values.items()}) for p in streamed]
     assert result["summary"] == _whole(local.to_dict()["summary"])
     assert progress and progress[-1][0] == progress[-1][1] == local.forward_passes
+
+
+def test_evaluate_correspondence_sends_the_parts_masks_and_returns_the_in_process_result(client):
+    """Demo faces with the renderer's part masks (booleans, sent as FLOAT16): the served game is the
+    in-process one with the parts in name order; a mask of the wrong size is named by its part and image."""
+    info = client.register_model(DEMO_MODELS / "embedding.onnx")  # its spec file goes with it
+    loaded = load_model(DEMO_MODELS / "embedding.onnx")
+    local_model = prepare(loaded, resolve_spec(loaded))
+    rng = np.random.default_rng([20261125, 3])
+    faces = [render(FaceParams(sample_identity(rng)), 64, seed=k) for k in range(3)]
+    images = [f.image for f in faces]  # uint8 arrays travel as FLOAT32 pixels
+    parts = {name: [f.masks[name] for f in faces] for name in ("nose", "eyes")}
+    points = []
+    result = client.evaluate(info, "correspondence", images=images, parts=parts, options={"random_trials": 1},
+                             on_point=points.append)
+    local = evaluate(local_model, "correspondence", images=np.stack(images).astype(np.float32),
+                     parts={"eyes": parts["eyes"], "nose": parts["nose"]}, options={"random_trials": 1})
+    assert result["curves"] == _whole(local.to_dict()["curves"])
+    assert result["forward_passes"] == local.forward_passes == 3 * (1 + 2 * (1 + 1))
+    assert [p.series for p in points if p.index == 0] == ["eyes", "nose", "random"]
+    with pytest.raises(InvalidArgument) as wrong:
+        client.evaluate(info, "correspondence", images=images,
+                        parts={"eyes": [parts["eyes"][0], parts["eyes"][1][:32], parts["eyes"][2]]})
+    assert wrong.value.field == "parts[eyes][1]"
+    with pytest.raises(TypeError, match="parts"):
+        client.evaluate(info, "correspondence", images=images, parts=[("eyes", parts["eyes"])])
+
+
+def test_boolean_part_masks_travel_as_float16_and_others_as_given():
+    from faceaudit_client.client import _mask_tensor
+
+    mask = np.eye(3, dtype=bool)
+    tensor = _mask_tensor(mask)
+    assert tensor.dtype == pb.Tensor.FLOAT16 and list(tensor.shape) == [3, 3]
+    np.testing.assert_array_equal(tensor_to_array(tensor), mask.astype(np.float32))
+    assert _mask_tensor(np.full((2, 2), 0.25)).dtype == pb.Tensor.FLOAT32  # 0.25 stays non-zero
 
 
 def _whole(value):

@@ -255,19 +255,23 @@ class Client:
 
     def evaluate(self, model: ModelRef, game: str, *, items: Iterable[Item] = (), methods: Sequence[str] = (),
                  images: Sequence[ImageSource] = (), pairs: Iterable[tuple[int, int, bool]] = (),
-                 options: Mapping[str, Any] | None = None, on_point: Callable[[GamePoint], None] | None = None,
-                 progress: Progress | None = None, timeout: float | None = None) -> dict[str, Any]:
+                 parts: Mapping[str, Sequence[np.ndarray]] | None = None, options: Mapping[str, Any] | None = None,
+                 on_point: Callable[[GamePoint], None] | None = None, progress: Progress | None = None,
+                 timeout: float | None = None) -> dict[str, Any]:
         """Play one game; every curve point goes to `on_point` as it is computed. Returns the result
         (GameResult.to_dict(): game, x_label, x, curves, summary, options, forward_passes, notes),
         non-finite numbers as floats.
 
         Games judging maps take `items` (and `methods` the server computes for every item); analyses
-        of the model's features take `images` and `pairs` (first, second, genuine).
+        of the model's features take `images` and `pairs` (first, second, genuine), or `parts`
+        (correspondence: part name -> one (H, W) mask per image over the model-sized image, non-zero
+        inside; the server plays the parts in name order).
         """
         request = pb.EvaluateRequest(model=_model(model), game=game, options=to_struct(options), methods=list(methods),
                                      items=[_item(item, i) for i, item in enumerate(items)],
                                      images=[image_message(im, f"images[{i}]") for i, im in enumerate(images)],
-                                     pairs=[pb.ImagePair(first=a, second=b, genuine=g) for a, b, g in pairs])
+                                     pairs=[pb.ImagePair(first=a, second=b, genuine=g) for a, b, g in pairs],
+                                     parts=_parts(parts or {}))
         result = None
         with self._stream(self._evaluate.Evaluate, request, timeout) as events:
             for event in events:
@@ -372,6 +376,18 @@ class _FileSink:
         if self._open is not None:
             self._open[1].close()
             self._open = None
+
+
+def _parts(parts: Mapping[str, Sequence[np.ndarray]]) -> dict[str, pb.PartMasks]:
+    if not isinstance(parts, Mapping):
+        raise TypeError(f"parts: give a mapping of part name -> masks, not {type(parts).__name__}")
+    return {name: pb.PartMasks(masks=[_mask_tensor(mask) for mask in masks]) for name, masks in parts.items()}
+
+
+def _mask_tensor(mask: np.ndarray) -> pb.Tensor:
+    """Boolean masks travel as FLOAT16 (0 and 1 exactly, half the bytes of FLOAT32)."""
+    values = np.asarray(mask)
+    return array_to_tensor(values.astype(np.float16) if values.dtype == bool else values)
 
 
 def _item(item: Item, i: int) -> pb.EvaluateItem:
