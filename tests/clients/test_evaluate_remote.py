@@ -47,3 +47,21 @@ def test_an_unknown_game_is_named(capsys, tmp_path):
     assert main([*COMMON[:3], "--game", "tetris", "--model", str(DEMO_MODELS / "attribute.onnx"), "--dataset",
                  str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     assert "game" in capsys.readouterr().err
+
+
+def test_correspondence_plays_the_region_column_as_its_part_locally_and_with_server_alike(auditing, datasets, tmp_path,
+                                                                                          capsys):
+    """A dataset gives correspondence one part, "region" (each row's region mask), in both runs: the local
+    audit builds it from the manifest, the server's Audit RPC from the same manifest in its repository."""
+    argv = ["evaluate", "--quiet", "--json", "--game", "correspondence", "--methods", "gradient",
+            "--option", "correspondence.random_trials=1", "--option", "cms.patch=16", "--option", "cms.stride=16"]
+    assert main([*argv, "--model", str(DEMO_MODELS / "attribute.onnx"), "--dataset", str(datasets / "faces"),
+                 "--out", str(tmp_path / "local")]) == 0
+    local = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert main([*argv, "--model", "attribute", "--dataset", "faces", "--out", str(tmp_path / "remote"),
+                 "--server", auditing]) == 0
+    remote = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert set(local["summary"]) == {"region", "random"}
+    assert remote["summary"].keys() == local["summary"].keys()
+    for series, deltas in local["summary"].items():
+        assert remote["summary"][series] == pytest.approx(deltas)

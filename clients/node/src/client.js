@@ -126,6 +126,17 @@ function describe(value) {
   return `${/^[aeiou]/i.test(kind) ? 'an' : 'a'} ${kind}`;
 }
 
+// { name: [{ shape, data } per image] } as the proto's map<string, PartMasks>.
+function partMasks(parts) {
+  if (typeof parts !== 'object' || parts === null || Array.isArray(parts)) {
+    throw fieldError('parts', `give an object of part name -> masks, not ${describe(parts)}`);
+  }
+  return Object.fromEntries(Object.entries(parts).map(([name, masks]) => {
+    if (!Array.isArray(masks)) throw fieldError(`parts[${name}]`, `give an array of masks, not ${describe(masks)}`);
+    return [name, { masks: masks.map(arrayToTensor) }];
+  }));
+}
+
 // Landmarks as the proto's flat x0, y0, x1, y1, ...: from [[x, y], ...] pairs (each an Array or a typed
 // array of two numbers; the Python client's (K, 2)) or from one flat Array or typed array (Float64Array, ...).
 function landmarkValues(landmarks, field) {
@@ -317,11 +328,14 @@ class FaceAuditClient {
   }
 
   // { model, game, options, items: [{ image, target, maps: {name: tensor}, region, name }], methods,
-  //   images, pairs: [{ first, second, genuine }] } -> the game's result; onPoint sees every curve point.
-  async evaluate({ model, game, options = {}, items = [], methods = [], images = [], pairs = [] },
+  //   images, pairs: [{ first, second, genuine }], parts: {name: [tensor per image]} } -> the game's result;
+  //   onPoint sees every curve point. parts (correspondence): one (H, W) mask per image, non-zero inside;
+  //   the server plays them in name order.
+  async evaluate({ model, game, options = {}, items = [], methods = [], images = [], pairs = [], parts = {} },
     { onPoint = null, onProgress = null, timeoutMs } = {}) {
     const request = {
       model, game, options: toStruct(options), methods, images: images.map((s, i) => image(s, `images[${i}]`)), pairs,
+      parts: partMasks(parts),
       items: items.map((item, i) => ({
         image: image(item.image, `items[${i}].image`),
         target: item.target === undefined ? undefined : target(item.target, `items[${i}].target`),

@@ -143,6 +143,32 @@ test('Evaluate deletion streams every curve point as it is computed', async () =
   assert.ok(result.curves && result.summary.ramp);
 });
 
+test('Evaluate correspondence sends part masks; the server plays the parts in name order', async () => {
+  const box = (top, left, h, w, size = 64) => {
+    const data = new Float32Array(size * size);
+    for (let y = top; y < top + h; y += 1) for (let x = left; x < left + w; x += 1) data[y * size + x] = 1;
+    return { shape: [size, size], data };
+  };
+  const dim = { shape: face.shape, data: face.data.map((v) => 0.6 * v) }; // a second face
+  const eyes = [box(25, 19, 6, 26), box(25, 19, 6, 26)]; // syntheticFace's eyes and mouth
+  const mouth = [box(45, 24, 5, 16), box(45, 24, 5, 16)];
+  const request = { model: 'chunked', game: 'correspondence', images: [face, dim], options: { random_trials: 1 },
+    parts: { mouth, eyes } };
+  const points = [];
+  const result = await client.evaluate(request, { onPoint: (p) => points.push(p) });
+  assert.deepEqual(points.filter((p) => p.index === 0).map((p) => p.series), ['eyes', 'mouth', 'random']);
+  assert.equal(result.forward_passes, 2 * (1 + 2 * (1 + 1))); // images × (1 + parts × (1 + random_trials))
+  assert.ok(Object.values(result.curves).every((c) => c.delta.every((d) => d >= 0 && d <= 1)));
+  const reordered = await client.evaluate({ ...request, parts: { eyes, mouth } });
+  assert.deepEqual(reordered.curves, result.curves); // the random baseline's draws do not follow the object's order
+  await assert.rejects(client.evaluate({ ...request, parts: { eyes: [eyes[0], box(0, 0, 4, 4, 32)] } }), (error) => {
+    assert.equal(error.code, status.INVALID_ARGUMENT);
+    assert.equal(error.field, 'parts[eyes][1]');
+    return true;
+  });
+  await assert.rejects(client.evaluate({ ...request, parts: [eyes] }), (error) => error.field === 'parts');
+});
+
 test('tensors round-trip as little-endian float32', () => {
   const values = { shape: [2, 3], data: Float32Array.from([0, 0.25, -1.5, 3, 1e-3, 255]) };
   const tensor = arrayToTensor(values);
