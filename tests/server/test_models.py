@@ -37,6 +37,21 @@ def test_upload_in_many_chunks_is_identified_by_content_hash(client):
     assert code == grpc.StatusCode.ALREADY_EXISTS and details.startswith("name:")
 
 
+def test_the_same_model_and_spec_by_repository_and_by_upload_is_one_model(client):
+    """The repository's spec file is read on the server; a client uploading the same file sends its fields:
+    the same resolved spec, so the same model (a spec that differs still conflicts)."""
+    import onnx
+    import yaml
+
+    client.models.RegisterFromRepository(pb.RegisterFromRepositoryRequest(name="attribute"))
+    proto = onnx.load(DEMO_MODELS / "attribute.onnx")
+    spec = yaml.safe_load((DEMO_MODELS / "attribute.spec.yaml").read_text())
+    assert client.upload("attribute", proto, spec).name == "attribute"
+    other = {**spec, "mean": [0.0, 0.0, 0.0]}
+    code, details = code_and_details(lambda: client.upload("attribute", proto, other))
+    assert code == grpc.StatusCode.ALREADY_EXISTS and details.startswith("name:")
+
+
 def test_repository_model_with_its_spec_file(client):
     info = client.models.RegisterFromRepository(pb.RegisterFromRepositoryRequest(name="embedding"))
     assert (info.kind, info.height, info.width) == ("embedding", 64, 64)

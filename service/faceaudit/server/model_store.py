@@ -91,10 +91,10 @@ class ModelStore:
     def _add(self, name: str, loaded: LoadedModel, given: dict[str, Any]) -> Entry:
         with self._lock:
             existing = self._entries.get(name)
-            if existing is not None:
-                return self._same(existing, loaded, given)
-            if len(self._entries) >= self.max_models:
+            if existing is None and len(self._entries) >= self.max_models:
                 raise LimitExceeded(f"name: the server holds {self.max_models} models, its limit; unregister one first")
+        if existing is not None:
+            return self._same(existing, loaded, given)
         spec = resolve_spec(loaded, given)
         prepared = prepare(loaded, spec, self.runtime)
         info = ModelInfo(loaded, spec, prepared).to_dict()
@@ -122,7 +122,10 @@ class ModelStore:
 
     @staticmethod
     def _same(existing: Entry, loaded: LoadedModel, given: dict[str, Any]) -> Entry:
-        if existing.sha256 != loaded.sha256 or existing.given_spec != given:
+        """The registered entry when the same bytes come again with the same spec: given alike, or resolved
+        alike (the repository's spec file read on the server, its fields sent by a client's upload)."""
+        if existing.sha256 != loaded.sha256 or (existing.given_spec != given and
+                                                existing.model.spec.to_dict() != resolve_spec(loaded, given).to_dict()):
             raise AlreadyExists(f"name: {existing.name!r} is registered with other bytes or another spec "
                                 f"(sha256 {existing.sha256[:12]}…); unregister it or choose another name")
         return existing
