@@ -89,6 +89,20 @@ def test_a_consistently_placed_part_corresponds_better_than_random_occlusions() 
     assert again.curves == result.curves  # seeded
 
 
+def test_parts_are_played_in_name_order_whatever_order_they_are_given_in() -> None:
+    """The random baseline draws part by part: two orders of the same parts give the same numbers."""
+    images, eyes = planted_faces()
+    mouths = [np.roll(eye, 8, axis=0) for eye in eyes]
+    options = CorrespondenceOptions(layers=("cells",), random_trials=2)
+    model = prepared(grid_net(16), SPEC)
+    points: list[GamePoint] = []
+    first = correspondence(model, images=images, parts={"mouth": mouths, "eye": eyes}, options=options,
+                           on_point=points.append)
+    second = correspondence(model, images=images, parts={"eye": eyes, "mouth": mouths}, options=options)
+    assert first.curves == second.curves and list(first.curves) == ["eye", "mouth", "random"]
+    assert [p.series for p in points] == ["eye", "mouth", "random"]
+
+
 def test_mask_region_occludes_only_the_mask_and_box_its_bounding_box() -> None:
     # A bright and a dark face: ε = x − grey has opposite signs wherever pixels are occluded, so Δ of the
     # one pair = occluded coordinates / all. Mask: the diagonal's 8 pixels; box: its 8×8 bounding box.

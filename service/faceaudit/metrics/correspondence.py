@@ -190,11 +190,13 @@ def _random_position(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _check_parts(parts: object, count: int, shape: tuple[int, int], region: str) -> dict[str, list[np.ndarray]]:
-    """Part name → per-image bool occlusion regions (the masks, or their bounding boxes)."""
+    """Part name → per-image bool occlusion regions (the masks, or their bounding boxes), in name order: the
+    random baseline draws part by part, so the result does not depend on the order the caller listed them."""
     if not isinstance(parts, Mapping) or not parts:
         raise InvalidRequest("parts", "expected at least one part: a name → one (H, W) mask per image")
     regions: dict[str, list[np.ndarray]] = {}
-    for name, masks in parts.items():
+    for name in sorted(parts, key=str):
+        masks = parts[name]
         field = f"parts[{name}]"
         if not isinstance(name, str) or not name or name == RANDOM:
             raise InvalidRequest("parts", f"part names must be non-empty text other than {RANDOM!r}, got {name!r}")

@@ -94,10 +94,10 @@ def _mask(tensor: pb.Tensor, field: str) -> np.ndarray:
 
 
 def _parts(request: pb.EvaluateRequest) -> dict[str, list[np.ndarray]]:
-    """Part name -> its boolean mask in each image, in name order: a proto map has no order of its own,
-    and the game's random baseline draws part by part. Counts, shapes and names are the game's to check."""
-    return {name: [_mask(tensor, f"parts[{name}][{i}]") for i, tensor in enumerate(request.parts[name].masks)]
-            for name in sorted(request.parts)}
+    """Part name -> its boolean mask in each image (the game plays them in name order). Counts, shapes and
+    names are the game's to check."""
+    return {name: [_mask(tensor, f"parts[{name}][{i}]") for i, tensor in enumerate(parts.masks)]
+            for name, parts in request.parts.items()}
 
 
 def game_inputs(model: PreparedModel, game: Game, request: pb.EvaluateRequest, call: Call,
