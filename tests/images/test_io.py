@@ -297,13 +297,15 @@ def test_check_image_array_unsupported_dtypes_raise_invalid_image(dtype) -> None
 # --- fit_to_model / load_image ----------------------------------------------------------------
 
 
-def pillow_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Each channel resized as a Pillow "F" image, bilinear, clipped to [0, 255]."""
+def pillow_bilinear(
+    image: np.ndarray, height: int, width: int, box: tuple[float, float, float, float] | None = None
+) -> np.ndarray:
+    """Each channel (or its `box`) resized as a Pillow "F" image, bilinear, clipped to [0, 255]."""
     channels = []
     for c in range(3):
         plane = Image.fromarray(np.ascontiguousarray(image[..., c], dtype=np.float32))
         assert plane.mode == "F"
-        channels.append(np.asarray(plane.resize((width, height), Image.Resampling.BILINEAR)))
+        channels.append(np.asarray(plane.resize((width, height), Image.Resampling.BILINEAR, box=box)))
     return np.clip(np.stack(channels, axis=-1), 0, 255)
 
 
@@ -485,8 +487,64 @@ def test_boxes_cut_by_the_image_edge_average_what_they_cover(rng: np.random.Gene
 
     fitted = fit_to_model(big, spec(8, 8))
 
+    # The bilinear step resizes the original's extent, 99/4 = 24.75 boxes wide, not the 25 boxes.
     # Pillow rounds the cut boxes' means its own way: within one grey level, which bilinear weights keep.
-    np.testing.assert_allclose(fitted, pillow_bilinear(_box_means(big, 2, 4), 8, 8), rtol=0, atol=1.0001)
+    expected = pillow_bilinear(_box_means(big, 2, 4), 8, 8, box=(0, 0, 99 / 4, 50 / 2))
+    np.testing.assert_allclose(fitted, expected, rtol=0, atol=1.0001)
+
+
+def _ramp(width: int, height: int) -> np.ndarray:
+    """Grey levels that encode position (red: x + y, green: x, blue: y): a shift shows as a difference."""
+    x, y = np.linspace(0, 255, width)[None, :], np.linspace(0, 255, height)[:, None]
+    return np.rint(np.stack(np.broadcast_arrays((x + y) / 2, x, y), axis=-1)).astype(np.uint8)
+
+
+def _texture(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """Detail about 8 pixels across: a shift of a fraction of a model pixel changes it by many grey levels."""
+    coarse = rng.integers(0, 256, size=(height // 8, width // 8, 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC))
+
+
+# Sizes the reduction factor does not divide (1153 / 6, 1151 / 5, 1001 / 5, 577 / 2, 1000 / 3, 900 / 2):
+# Image.reduce rounds up, and resizing its whole output shifted content by up to a third of a model pixel.
+UNEVEN = [((1153, 1153), (64, 64)), ((1151, 1001), (64, 64)), ((1000, 900), (112, 96)), ((577, 700), (112, 96))]
+
+
+@pytest.mark.parametrize(("shape", "size"), UNEVEN, ids=["1153", "1151x1001", "1000x900", "577x700"])
+def test_a_shrunk_image_not_divisible_by_its_factor_keeps_its_geometry(
+    rng: np.random.Generator, shape: tuple[int, int], size: tuple[int, int]
+) -> None:
+    ramp, texture = _ramp(shape[1], shape[0]), _texture(rng, shape[1], shape[0])
+
+    for image in (ramp, texture):
+        exact = pillow_bilinear(image.astype(np.float32), *size)  # no 8-bit shrink at all
+        pillow = np.asarray(Image.fromarray(image).resize(size[::-1], Image.Resampling.BILINEAR, reducing_gap=3))
+        for fitted in (fit_to_model(image, spec(*size)), read_image_for_model(encode(Image.fromarray(image), "PNG"),
+                                                                              spec(*size))[0]):
+            error = np.abs(fitted - exact)
+            assert error.mean() < 1  # the whole-image stretch left 3.4 to 5.7 on the texture
+            assert error.mean() <= np.abs(pillow - exact).mean() + 0.1  # as good as Pillow's own shrink
+            if image is ramp:
+                assert error.max() < 0.6  # up to 1.19 at the far edge before
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_jpeg_decoded_at_a_reduced_scale_keeps_its_geometry_in_every_exif_orientation(
+    rng: np.random.Generator, orientation: int
+) -> None:
+    # 1537 x 1203 decodes at 1/4 to 385 x 301 (the last column and row partly outside the photo),
+    # then boxes of 2 leave 193 x 151: the partial pixels lie where the EXIF turn puts them.
+    for image, quality in ((_ramp(1537, 1203), 98), (_texture(rng, 1537, 1203), 95)):
+        data = encode(Image.fromarray(image), "JPEG", quality=quality, exif=_exif_orientation(orientation))
+        exact = pillow_bilinear(read_image(data).astype(np.float32), 64, 64)  # the full decode, turned
+
+        fitted, original = read_image_for_model(data, spec(64, 64))
+
+        assert original == ((1537, 1203) if orientation >= 5 else (1203, 1537))
+        error = np.abs(fitted - exact)
+        assert error.mean() < 1  # without turning the partial pixels' place: 1.3 to 3.3 on the texture, or a crash
+        if quality == 98:  # the ramp
+            assert error.max() < 0.6
 
 
 def test_a_large_jpeg_is_decoded_at_a_reduced_scale_and_reports_its_full_size(rng: np.random.Generator) -> None:

@@ -11,7 +11,11 @@ Memory: `read_image_for_model` never holds a full-size float image. An image far
 model input is shrunk while still 8-bit, as Pillow's `thumbnail` and `resize(reducing_gap=...)` do:
 JPEG decodes at 1/2, 1/4 or 1/8 scale (`Image.draft`), then `Image.reduce` averages integer boxes,
 always leaving at least REDUCING_GAP times the model size for the float bilinear step (Pillow: at a
-gap of 3 the result is "indistinguishable from fair resampling in most cases"). An image under
+gap of 3 the result is "indistinguishable from fair resampling in most cases"). Both round the size
+up when the factor does not divide it (1153 px / 6 -> 193 px, the last one partly outside the
+image), so the bilinear step resizes the original's fractional extent (1153/6 = 192.17 px) rather
+than the whole reduced image, as Pillow's `resize(reducing_gap=)` does: content stays where it was
+(and landmarks scaled from the original's size with it). An image under
 2·REDUCING_GAP times the model size on both axes skips both steps and is resized exactly as a float
 image is (`fit_to_model`), to the bit.
 
@@ -73,15 +77,17 @@ def read_image_for_model(
     with _open(source, max_pixels, field) as handle:
         width, height = handle.size
         try:
-            turned = handle.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)  # as exif_transpose reads it
+            orientation = handle.getexif().get(ExifTags.Base.Orientation, 1)  # as exif_transpose reads it
             side = REDUCING_GAP * max(size)  # in both axes: the stored image may be turned
-            handle.draft(None, (side, side))  # JPEG only (a no-op for other formats); keeps ≥ side pixels
+            drafted = handle.draft(None, (side, side))  # JPEG only (None for other formats); keeps ≥ side pixels
+            extent = _turned(drafted[1] if drafted else (0, 0, width, height), handle.size, orientation)
             ImageOps.exif_transpose(handle, in_place=True)
-            image = _shrink(_to_8_bit(handle, field), size)
+            image, extent = _shrink(_to_8_bit(handle, field), size, extent)
         except _DECODE_ERRORS as exc:
             raise InvalidImage(field, f"cannot decode image ({exc})") from exc
         pixels = np.asarray(image.convert("RGB") if image.mode != "RGB" else image, dtype=np.uint8)
-    return fit_to_model(pixels, spec), ((width, height) if turned else (height, width))
+    turned = orientation in (5, 6, 7, 8)
+    return _resize(pixels, size, extent), ((width, height) if turned else (height, width))
 
 
 def _open(source: str | os.PathLike[str] | bytes, max_pixels: int | None, field: str) -> Image.Image:
@@ -125,10 +131,36 @@ def _to_8_bit(image: Image.Image, field: str) -> Image.Image:
     return image.convert("RGB")
 
 
-def _shrink(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """The 8-bit image box-averaged by the integer factors that keep ≥ REDUCING_GAP × `size` (w, h)."""
-    factors = _reduction(image.size, size)
-    return image if factors == (1, 1) else image.reduce(factors)
+# The original image's extent (x0, y0, x1, y1) in a decoded or shrunk image's pixels: fractional
+# where JPEG scaling or Image.reduce rounded the size up.
+Extent = tuple[float, float, float, float]
+# Per EXIF orientation (exif_transpose's transposition), where an extent in an image of width w and
+# height h lies once turned: x -> w - x for a left-right flip, (x, y) -> (h - y, x) for ROTATE_270...
+_TURNS = {
+    2: lambda x0, y0, x1, y1, w, h: (w - x1, y0, w - x0, y1),
+    3: lambda x0, y0, x1, y1, w, h: (w - x1, h - y1, w - x0, h - y0),
+    4: lambda x0, y0, x1, y1, w, h: (x0, h - y1, x1, h - y0),
+    5: lambda x0, y0, x1, y1, w, h: (y0, x0, y1, x1),
+    6: lambda x0, y0, x1, y1, w, h: (h - y1, x0, h - y0, x1),
+    7: lambda x0, y0, x1, y1, w, h: (h - y1, w - x1, h - y0, w - x0),
+    8: lambda x0, y0, x1, y1, w, h: (y0, w - x1, y1, w - x0),
+}
+
+
+def _turned(extent: Extent, size: tuple[int, int], orientation: int) -> Extent:
+    """`extent` in an image of `size` (w, h) as it lies after exif_transpose turns the image."""
+    turn = _TURNS.get(orientation)
+    return extent if turn is None else turn(*extent, *size)
+
+
+def _shrink(image: Image.Image, size: tuple[int, int], extent: Extent) -> tuple[Image.Image, Extent]:
+    """The 8-bit image box-averaged by the integer factors that keep ≥ REDUCING_GAP × `size` (w, h),
+    and `extent` in its pixels."""
+    fx, fy = _reduction(image.size, size)
+    if (fx, fy) == (1, 1):
+        return image, extent
+    x0, y0, x1, y1 = extent
+    return image.reduce((fx, fy)), (x0 / fx, y0 / fy, x1 / fx, y1 / fy)
 
 
 def _reduction(image_size: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
@@ -164,12 +196,20 @@ def fit_to_model(image: np.ndarray, spec: ModelSpec) -> np.ndarray:
     docstring); anything else is resized per channel in float32, one channel copy at a time.
     """
     size = (spec.require("width"), spec.require("height"))
+    extent: Extent = (0, 0, image.shape[1], image.shape[0])
     if image.dtype == np.uint8 and _reduction(image.shape[1::-1], size) != (1, 1):
-        image = np.asarray(_shrink(Image.fromarray(image), size))
-    if image.shape[1::-1] == size:
+        shrunk, extent = _shrink(Image.fromarray(image), size, extent)
+        image = np.asarray(shrunk)
+    return _resize(image, size, extent)
+
+
+def _resize(image: np.ndarray, size: tuple[int, int], extent: Extent) -> np.ndarray:
+    """`extent` of an RGB image resized bilinearly to `size` (w, h) per channel in float32, clipped to [0, 255]."""
+    if image.shape[1::-1] == size and extent == (0, 0, *size):
         return image.astype(np.float32, copy=False)
     channels = [
-        np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c], dtype=np.float32)).resize(size, Image.BILINEAR))
+        np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c], dtype=np.float32)).resize(
+            size, Image.BILINEAR, box=extent))
         for c in range(3)
     ]
     return np.clip(np.stack(channels, axis=-1), 0.0, 255.0)
