@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pytest
 
 from faceaudit.engine.prepare import DEPENDENCE_TOLERANCE, ProbeTimeout
+from faceaudit.engine.runtime import Session
 from faceaudit.errors import InvalidRequest, UnsupportedModel
 from faceaudit.testing import zoo
 
@@ -155,3 +156,32 @@ def test_a_model_within_the_probe_budget_is_prepared_and_the_budget_timer_ends()
     before = timers()
     model = prepared(zoo.linear_classifier(), {"kind": "classifier"}, probe_seconds=5)
     assert model.batch.mode == "dynamic" and timers() == before
+
+
+def test_building_the_sessions_does_not_count_against_the_probe_budget(monkeypatch: pytest.MonkeyPatch):
+    # A large model (or CUDA start-up) takes long to build and then runs fast: it must not be called never-ending.
+    build = Session.__init__
+
+    def slow_build(self, *args, **kwargs):
+        time.sleep(0.6)
+        build(self, *args, **kwargs)
+
+    monkeypatch.setattr(Session, "__init__", slow_build)
+    model = prepared(zoo.vgg_classifier(batch=1), {"kind": "classifier"}, probe_seconds=0.5)  # two builds: 1.2 s
+    assert model.batch.mode == "rewritten"
+
+
+def test_the_probe_runs_share_one_budget(monkeypatch: pytest.MonkeyPatch):
+    # Each run alone is well within the budget; the five runs before the last together are not.
+    run = Session.run
+    runs = []
+
+    def slow_run(self, batch, stop=None):
+        runs.append(len(batch))
+        time.sleep(0.15)
+        return run(self, batch, stop)
+
+    monkeypatch.setattr(Session, "run", slow_run)
+    with pytest.raises(ProbeTimeout, match=r"within 0.5 s \(probe_seconds\)"):
+        prepared(zoo.linear_classifier(), {"kind": "classifier"}, probe_seconds=0.5)
+    assert runs == [1, 1, 1, 1]  # the fifth run (the batch of 4) finds 0.6 s spent and is refused at once

@@ -13,13 +13,14 @@ depending on what else is in the batch. The maximum deviation is reported, and
 
 The probe runs share one time budget (`RuntimeOptions.probe_seconds`): a graph that runs longer,
 like a valid Loop of 2^40 iterations, is stopped and refused instead of holding a core for ever.
+Only the runs count: building the sessions (graph optimisation, CUDA start-up) may take long for a
+large model that then runs fast.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -117,15 +118,15 @@ def prepare(loaded: LoadedModel, spec: ModelSpec, options: RuntimeOptions = Runt
     notes: list[str] = []
     probe = _probe_inputs(inputs[input_name], spec)
     runtime = _fit_buffer(options, probe[0].nbytes, notes)
-    with _time_budget(options.probe_seconds) as stop:
-        behaviour, session = _batching(model, inputs[input_name], outputs, runtime, probe, stop)
-        if options.exact and session.max_batch > 1:
-            if behaviour.fixed_batch is None:
-                session = session.with_max_batch(1)
-                notes.append("exact: one image per runtime call")
-            else:
-                notes.append(f"exact: not possible, the graph only runs at batch {behaviour.fixed_batch}")
-        first = _run_checked(session, probe[:1], stop)
+    budget = _ProbeBudget(options.probe_seconds)
+    behaviour, session = _batching(model, inputs[input_name], outputs, runtime, probe, budget)
+    if options.exact and session.max_batch > 1:
+        if behaviour.fixed_batch is None:
+            session = session.with_max_batch(1)
+            notes.append("exact: one image per runtime call")
+        else:
+            notes.append(f"exact: not possible, the graph only runs at batch {behaviour.fixed_batch}")
+    first = budget.run(session, probe[:1])
     shapes = {name: tuple(int(d) for d in value.shape[1:]) for name, value in zip(outputs, first)}
     dtypes = {name: value.dtype.name for name, value in zip(outputs, first)}
     declared = {t.name: t.dims for t in graph_outputs(model)}
@@ -175,20 +176,31 @@ def _probe_inputs(tensor: TensorInfo, spec: ModelSpec) -> np.ndarray:
     return rng.uniform(0.0, 1.0, size=(PROBE_BATCH, *dims)).astype(np.float32)
 
 
-@contextmanager
-def _time_budget(seconds: float) -> Iterator[RunStop]:
-    """A RunStop that stops every run given it once `seconds` have passed since entering."""
-    stop = RunStop()
-    reason = (f"the model's probe runs (forward passes of one to {PROBE_BATCH} images) did not finish within "
-              f"{seconds:g} s (probe_seconds): the graph runs too long or never ends, e.g. a Loop without end")
-    timer = threading.Timer(seconds, stop.stop, args=(reason,))
-    timer.daemon = True
-    timer.start()
-    try:
-        yield stop
-    finally:
-        timer.cancel()
-        timer.join()  # at once: cancel() wakes it; no thread outlives the preparation
+class _ProbeBudget:
+    """The probe runs' shared time budget: each run is stopped once the runs together reach it.
+    Time between runs (building sessions) does not count."""
+
+    def __init__(self, seconds: float) -> None:
+        self.left = seconds
+        self.reason = (f"the model's probe runs (forward passes of one to {PROBE_BATCH} images) did not finish "
+                       f"within {seconds:g} s (probe_seconds): the graph runs too long or never ends, e.g. a Loop "
+                       "without end")
+
+    def run(self, session: Session, batch: np.ndarray) -> list[np.ndarray]:
+        """`session.run` stopped when it would take longer than what is left; ProbeTimeout then."""
+        if self.left <= 0:  # the runs so far used it all up (the last one ended just in time)
+            raise ProbeTimeout(self.reason)
+        stop = RunStop()
+        timer = threading.Timer(self.left, stop.stop, args=(self.reason,))
+        timer.daemon = True
+        started = time.monotonic()
+        timer.start()
+        try:
+            return _run_checked(session, batch, stop)
+        finally:
+            timer.cancel()
+            timer.join()  # at once: cancel() wakes it; no thread outlives the run
+            self.left -= time.monotonic() - started
 
 
 def _run_checked(session: Session, batch: np.ndarray, stop: RunStop) -> list[np.ndarray]:
@@ -217,16 +229,16 @@ def _deviation(batched: list[np.ndarray], alone: list[list[np.ndarray]]) -> tupl
 
 def _batching(
     model: onnx.ModelProto, tensor: TensorInfo, outputs: list[str], options: RuntimeOptions, probe: np.ndarray,
-    stop: RunStop,
+    budget: _ProbeBudget,
 ) -> tuple[BatchBehaviour, Session]:
     """Choose how to batch, by comparing each probe image's output alone and inside a batch."""
     declared = tensor.dims[0] if tensor.dims and isinstance(tensor.dims[0], int) else None
     original = Session(model, tensor.name, outputs, options, fixed_batch=declared)
-    alone = [_run_checked(original, probe[i : i + 1], stop) for i in range(len(probe))]
+    alone = [budget.run(original, probe[i : i + 1]) for i in range(len(probe))]
     if declared is not None and declared > 1:
         # Runs at its one size only: dependence = an image padded with zeros vs among other images.
         size = min(declared, len(probe))
-        worst, relative = _deviation(_run_checked(original, probe[:size], stop), alone[:size])
+        worst, relative = _deviation(budget.run(original, probe[:size]), alone[:size])
         reason = f"the input's batch dimension is fixed at {declared}; every call is padded to it"
         return BatchBehaviour("fixed", declared, worst, relative, reason), original
     single = original if declared == 1 else original.with_max_batch(1)
@@ -235,7 +247,7 @@ def _batching(
             mode, batched = "rewritten", Session(make_batch_dynamic(model, tensor.name), tensor.name, outputs, options)
         else:
             mode, batched = "dynamic", original
-        worst, relative = _deviation(_run_checked(batched, probe, stop), alone)
+        worst, relative = _deviation(budget.run(batched, probe), alone)
     except ProbeTimeout:
         raise
     except Exception as exc:  # noqa: BLE001 - onnxruntime refuses or fails the batched graph in many ways
