@@ -226,6 +226,24 @@ def test_landmarks_outside_the_sent_image_are_named_in_its_own_frame(client, ide
     assert served.maps[0].frame == "canonical"
 
 
+def test_a_face_too_small_once_rescaled_is_refused_naming_the_sent_images_frame(client, identity):
+    # About 13 x 15 px in a 640 px photo: enough there, under 2 px in the 64 x 64 image the model takes.
+    buffer = io.BytesIO()
+    Image.new("RGB", (640, 640), (120, 110, 100)).save(buffer, "PNG")
+    points = 300 + arcface_for_frame((40, 40))
+    message = pb.Image(encoded=buffer.getvalue())
+    with pytest.raises(grpc.RpcError) as info:
+        client.explain.Explain(request(method="cis", images=[with_landmarks(message, points.ravel())],
+                                       targets=[pb.Target(class_index=3)]))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    span = points.max(axis=0) - points.min(axis=0)
+    scaled = span * 64 / 640
+    assert info.value.details().startswith(
+        f"images[0].landmarks: the points span only {scaled[0]:.3g} x {scaled[1]:.3g} pixels (x by y) in the 64x64 "
+        f"image the points were rescaled to from the 640x640 image they were given in ({span[0]:.3g} x "
+        f"{span[1]:.3g} pixels there)"), info.value.details()
+
+
 def test_unknown_model_is_not_found(client, faces):
     with pytest.raises(grpc.RpcError) as info:
         client.explain.Explain(request(model="nobody", images=[pixels(faces[0])]))

@@ -43,10 +43,20 @@ class LandmarkAligner:
         self._triangulation = Delaunay(np.vstack([self.template, self._anchors]))
         self._canonical_areas = signed_areas(self._triangulation.points[self._triangulation.simplices])
 
-    def correspond(self, image: np.ndarray, landmarks: np.ndarray) -> Correspondence:
-        """The correspondence of one image (only its shape is read) with its (K, 2) landmarks."""
+    def correspond(self, image: np.ndarray, landmarks: np.ndarray, *, given_in: Shape | None = None) -> Correspondence:
+        """The correspondence of one image (only its shape is read) with its (K, 2) landmarks: in the
+        image's pixels, or with `given_in` in those of the image of that shape it was resized from
+        (moved by `rescale_landmarks`; refusals then name the frame the points were given in)."""
         input_shape = check_shape(np.shape(image)[:2], "image")
-        points = self._check_landmarks(landmarks, input_shape)
+        if given_in is None:
+            points = self._check_landmarks(landmarks, input_shape)
+        else:
+            sent_shape = check_shape(given_in, "given_in")
+            sent = self._check_landmarks(landmarks, sent_shape)
+            edge = np.array([input_shape[1], input_shape[0]]) - 0.5
+            points = np.clip(rescale_landmarks(sent, sent_shape, input_shape), -0.5, edge)  # rounding at the edge
+            _check_span(points, f"{_frame(input_shape)} image the points were rescaled to from the "
+                                f"{_frame(sent_shape)} image they were given in ({_spans(sent)} there)")
         vertices = np.vstack([points, _affine_fit(self.template, points, self._anchors)])
         self._check_triangles(vertices)
         return Correspondence(self._triangulation, vertices, self.canonical_shape, input_shape)
@@ -68,13 +78,9 @@ class LandmarkAligner:
         if outside.any():
             first = int(np.flatnonzero(outside)[0])
             x, y = points[first]
-            raise InvalidRequest("landmarks", f"point {first} at ({x:.2f}, {y:.2f}) lies outside the {width}x{height} "
+            raise InvalidRequest("landmarks", f"point {first} at ({x:g}, {y:g}) lies outside the {width}x{height} "
                                               f"image (x in [-0.5, {width - 0.5}], y in [-0.5, {height - 0.5}])")
-        span = points.max(axis=0) - points.min(axis=0)
-        if (span < MIN_SPAN_PX).any():
-            raise InvalidRequest("landmarks", f"the points span only {span[0]:.3g} x {span[1]:.3g} pixels (x by y) in the "
-                                              f"{width}x{height} image; a face needs at least {MIN_SPAN_PX:g} pixels "
-                                              "each way")
+        _check_span(points, f"{width}x{height} image")
         return points
 
     def _check_triangles(self, vertices: np.ndarray) -> None:
@@ -88,6 +94,22 @@ class LandmarkAligner:
             raise InvalidRequest("landmarks", f"points {corners} form a flipped or collapsed triangle (area "
                                               f"{ratio[bad[0]]:.3g}x the template's, typical {typical:.3g}x); "
                                               "check the landmarks' order and the template")
+
+
+def _check_span(points: np.ndarray, frame: str) -> None:
+    """Refuse points spanning under MIN_SPAN_PX along x or y; `frame` says which image's pixels they are in."""
+    if (np.ptp(points, axis=0) < MIN_SPAN_PX).any():
+        raise InvalidRequest("landmarks", f"the points span only {_spans(points)} (x by y) in the {frame}; a face needs "
+                                          f"at least {MIN_SPAN_PX:g} pixels each way")
+
+
+def _spans(points: np.ndarray) -> str:
+    span = np.ptp(points, axis=0)
+    return f"{span[0]:.3g} x {span[1]:.3g} pixels"
+
+
+def _frame(shape: Shape) -> str:
+    return f"{shape[1]}x{shape[0]}"
 
 
 def rescale_landmarks(points: np.ndarray, original: Shape, resized: Shape) -> np.ndarray:

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from faceaudit.alignment import LandmarkAligner, PreAligned, mean_face_68
-from faceaudit.alignment.landmarks import rescale_landmarks
 from faceaudit.alignment.templates import arcface_for_frame
 from faceaudit.errors import InvalidRequest, LimitExceeded
 from faceaudit.methods.common import ExplainTarget, Progress, predicted_class
@@ -71,19 +70,9 @@ def image_context(method: Method, message: pb.Image, original: tuple[int, int], 
     if len(values) % 2 or len(values) // 2 not in TEMPLATES:
         raise InvalidRequest(f"{field}.landmarks", f"{len(values)} numbers: give 5 or 68 points as x0, y0, x1, y1, ...")
     sent = values.reshape(-1, 2)
-    height, width = original
-    outside = ~np.isfinite(sent).all(axis=1) | (sent < -0.5).any(axis=1) | (sent[:, 0] > width - 0.5) | (
-        sent[:, 1] > height - 0.5)
-    if outside.any():  # in the sent image's own frame, before resizing moves the points
-        k = int(np.flatnonzero(outside)[0])
-        raise InvalidRequest(f"{field}.landmarks", f"point {k} at ({sent[k, 0]:g}, {sent[k, 1]:g}) lies outside the "
-                                                   f"{width}x{height} image (x in [-0.5, {width - 0.5}], y in "
-                                                   f"[-0.5, {height - 0.5}])")
-    points = rescale_landmarks(sent, original, image.shape[:2])
-    points = np.clip(points, -0.5, np.array([image.shape[1], image.shape[0]]) - 0.5)  # rounding at the edge
-    aligner = LandmarkAligner(TEMPLATES[len(points)](shape), shape, margin=MARGIN)
-    try:
-        return {"correspondence": aligner.correspond(image, points)}
+    aligner = LandmarkAligner(TEMPLATES[len(sent)](shape), shape, margin=MARGIN)
+    try:  # the points are checked in the sent image's own frame, then moved onto the model-sized image
+        return {"correspondence": aligner.correspond(image, sent, given_in=original)}
     except InvalidRequest as exc:  # the aligner names the field "landmarks"
         raise InvalidRequest(f"{field}.landmarks", str(exc).removeprefix(f"{exc.field}: ")) from exc
 
