@@ -18,7 +18,6 @@ import numpy as np
 from faceaudit.alignment import (
     Correspondence, LandmarkAligner, OnnxLandmarkAligner, PreAligned, mean_face_68, mean_face_68_on, neutral_face,
 )
-from faceaudit.alignment.landmarks import rescale_landmarks
 from faceaudit.alignment.templates import arcface_for_frame
 from faceaudit.errors import InvalidRequest
 from faceaudit.models import ModelSpec
@@ -64,7 +63,7 @@ def correspondence_source(args: argparse.Namespace, spec: ModelSpec, *, per_imag
         points = table.get(name, table.get("*"))
         if points is None:
             raise InvalidRequest("landmarks", f"no landmarks for {name!r} in {args.landmarks}")
-        return landmark_aligner.correspond(image, rescale_landmarks(points, original.shape[:2], image.shape[:2]))
+        return landmark_aligner.correspond(image, points, given_in=original.shape[:2])
 
     return correspond
 
