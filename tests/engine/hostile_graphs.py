@@ -61,3 +61,36 @@ def endless_loop_classifier(*, only_for_batches: bool = False) -> onnx.ModelProt
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)], ir_version=8)
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def loop_if_bright(threshold: float = 2.0) -> onnx.ModelProto:
+    """The same head, its Loop running 2^40 times only when some input value is above `threshold`, else never.
+
+    From /tmp/hrev/common.py. Preparation probes with inputs in [0, 1), so the model is taken; served
+    with spec scale 1, any image with a pixel above `threshold` then starts a forward pass that never ends.
+    """
+    nodes = [
+        helper.make_node("ReduceMax", ["input"], ["peak"], keepdims=0),
+        helper.make_node("Greater", ["peak", "threshold"], ["bright"]),
+        helper.make_node("Cast", ["bright"], ["bright_int"], to=TensorProto.INT64),
+        helper.make_node("Mul", ["bright_int", "endless"], ["trip"]),
+        helper.make_node("Loop", ["trip", "cond", "zero"], ["count"], body=_counting_body()),
+        helper.make_node("Flatten", ["input"], ["flat"]),
+        helper.make_node("ReduceMean", ["flat"], ["mean"], axes=[1], keepdims=1),
+        helper.make_node("Mul", ["count", "mean"], ["scaled"]),
+        helper.make_node("Concat", ["mean", "scaled"], ["logits"], axis=1),
+    ]
+    initializers = [
+        numpy_helper.from_array(np.array(True), "cond"), numpy_helper.from_array(np.zeros(1, np.float32), "zero"),
+        numpy_helper.from_array(np.array(threshold, np.float32), "threshold"),
+        numpy_helper.from_array(np.array(ENDLESS, np.int64), "endless"),
+    ]
+    graph = helper.make_graph(
+        nodes, "loop_if_bright",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 16, 16])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])],
+        initializer=initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)], ir_version=8)
+    onnx.checker.check_model(model, full_check=True)
+    return model

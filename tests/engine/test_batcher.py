@@ -235,10 +235,12 @@ def test_close_drains_queued_work_or_fails_it_with_a_clear_error(linear, rng):
         spy.hold.set()
         closer.join(5)
         assert not closer.is_alive() and not batcher._thread.is_alive()
-        assert running.result(5).outputs[0].shape == (1, 5)  # the batch already running finishes either way
         if drain:
+            assert running.result(5).outputs[0].shape == (1, 5)  # the batch already running finishes
             assert queued.result(5).outputs[0].shape == (2, 5) and spy.sizes == [1, 2]
-        else:
+        else:  # shutdown: the running batch is stopped too (a forward pass may never end)
+            with pytest.raises(BatcherClosed, match="shutting down: its batch was stopped while it ran"):
+                running.result(5)
             with pytest.raises(BatcherClosed, match="shut down before this request ran"):
                 queued.result(5)
             assert spy.sizes == [1]
@@ -336,4 +338,22 @@ def test_a_running_batch_is_stopped_once_every_call_in_it_is_cancelled_and_the_b
     finally:
         batcher.close(drain=False, timeout=5)
     assert not batcher._thread.is_alive()
+
+
+
+def test_closing_without_drain_stops_a_running_batch_of_a_live_call_and_fails_the_queue(rng):
+    # Shutdown: the runtime thread must end even though a live call still waits on a batch that never ends.
+    session = Session(endless_loop_classifier(), "input", ["logits"], RuntimeOptions(threads=1))
+    batcher = Batcher(session, model="loop", merge=False)
+    images = rng.uniform(size=(1, 3, 16, 16)).astype(np.float32)
+    running, queued = batcher.submit(images, Owner()), batcher.submit(images, Owner())
+    deadline = time.perf_counter() + 5
+    while not batcher._running and time.perf_counter() < deadline:
+        time.sleep(0.005)
+    started = time.perf_counter()
+    batcher.close(drain=False, timeout=5)
+    assert time.perf_counter() - started < 4 and not batcher._thread.is_alive()
+    for future in (running, queued):
+        with pytest.raises(BatcherClosed, match="shutting down|shut down before"):
+            future.result(1)
 

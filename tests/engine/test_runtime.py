@@ -11,7 +11,7 @@ import pytest
 
 from faceaudit.engine import runtime
 from faceaudit.engine.runtime import (
-    RunStop, RunStopped, RuntimeOptions, Session, available_cpus, bucket, resolve_provider,
+    RunStop, RunStopped, RuntimeOptions, Session, available_cpus, bucket, resolve_provider, stopping_with,
 )
 from faceaudit.errors import InvalidRequest, RuntimeUnavailable
 from faceaudit.testing import zoo
@@ -108,3 +108,19 @@ def test_a_run_stop_ends_a_never_ending_loop_from_another_thread_and_every_later
         linear.run(x, stop)
     assert linear.run(x)[0].shape == (2, 5)  # without a stop, or with a fresh one, runs go on
     assert linear.run(x, RunStop())[0].shape == (2, 5)
+
+
+def test_runs_given_no_stop_end_with_the_stop_of_the_work_in_progress(rng):
+    # A game's or a white-box session is made and run deep inside a call's work: it reads the call's stop.
+    session = Session(endless_loop_classifier(), "input", ["logits"], RuntimeOptions(threads=1))
+    linear = Session(zoo.linear_classifier(), "input", ["logits"], RuntimeOptions(threads=1))
+    x = rng.uniform(size=(2, 3, 8, 8)).astype(np.float32)
+    call = RunStop()
+    threading.Timer(0.2, call.stop, args=("the call ended",)).start()
+    started = time.perf_counter()
+    with stopping_with(call):
+        with pytest.raises(RunStopped, match="the call ended"):
+            session.run(rng.uniform(size=(1, 3, 16, 16)).astype(np.float32))
+        assert time.perf_counter() - started < 5
+        assert linear.run(x, RunStop())[0].shape == (2, 5)  # a run's own stop comes first
+    assert linear.run(x)[0].shape == (2, 5)  # outside the block the call's stop no longer applies

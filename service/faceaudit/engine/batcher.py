@@ -14,7 +14,7 @@ reaches every caller of that batch; the batcher keeps serving. Requests of a can
 gRPC call that ended) leave the queue and the owner's later requests are refused; a running batch
 whose every request belongs to cancelled owners is stopped (`runtime.RunStop`), so that a forward
 pass that runs for ever (a graph's Loop) does not outlive its calls. A batch shared with a live
-call runs to its end.
+call runs to its end, unless the server shuts down (`close(drain=False)` stops it).
 
 Batch-dependent models (`BatchBehaviour.dependent`, e.g. dynamically quantised graphs) are never
 merged with other callers' images: their outputs would then depend on unrelated concurrent traffic,
@@ -117,6 +117,7 @@ class Batcher:
         self._running: list[_Request] = []  # the batch the runtime thread runs now, and its stop
         self._stop: RunStop | None = None
         self._closing = False
+        self._abandoned = False  # close(drain=False) stopped the running batch
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._serve, name=f"faceaudit-batcher-{model}", daemon=True)
         self._thread.start()
@@ -172,7 +173,13 @@ class Batcher:
         return len(dropped)
 
     def close(self, *, drain: bool = True, timeout: float | None = None) -> None:
-        """Stop taking work; run what is queued (drain) or fail it with BatcherClosed; end the thread."""
+        """Stop taking work; end the thread once it is done, waiting for that at most `timeout` seconds.
+
+        drain: queued requests still run, and a running batch runs until its calls are cancelled (an
+        unregistered model's live calls finish their batches). Otherwise queued requests and the
+        running batch fail with BatcherClosed at once (shutdown): a forward pass that never ends
+        must not hold the process.
+        """
         with self._cond:
             self._closing = True
             failed = [] if drain else list(self._queue)
@@ -180,6 +187,9 @@ class Batcher:
                 self._queue.clear()
                 self._queued_images = 0
                 self._report_depth()
+            if not drain and self._stop is not None:
+                self._abandoned = True
+                self._stop.stop(f"model {self.model!r} shut down while the batch ran")
             self._cond.notify()
         for request in failed:
             request.future.set_exception(BatcherClosed(
@@ -236,8 +246,9 @@ class Batcher:
             outputs = self.session.run(taken[0].batch if len(taken) == 1 else self._merge(taken, total), stop)
         except RunStopped:
             for r in taken:
-                r.future.set_exception(RequestCancelled(f"the call using model {self.model!r} was cancelled while "
-                                                        "its batch ran"))
+                r.future.set_exception(BatcherClosed(f"model {self.model!r} is shutting down: its batch was stopped "
+                                                     "while it ran; retry on another server") if self._abandoned else RequestCancelled(
+                    f"the call using model {self.model!r} was cancelled while its batch ran"))
             return
         except Exception as exc:  # noqa: BLE001 - every caller of the batch gets the failure
             self._fail(taken, total, exc)
@@ -337,8 +348,8 @@ class BatchedSession:
     def cancel(self, owner: object) -> int:
         return self.batcher.cancel(owner)
 
-    def close(self, *, drain: bool = True) -> None:
-        self.batcher.close(drain=drain)
+    def close(self, *, drain: bool = True, timeout: float | None = None) -> None:
+        self.batcher.close(drain=drain, timeout=timeout)
 
 
 def served(

@@ -7,18 +7,22 @@ shapes keeps steady-state runs at full speed.
 
 A run can be ended from another thread (`RunStop`: a time budget, a cancelled call). onnxruntime
 reads the stop flag between nodes, inside Loop and Scan bodies too, so even a never-ending Loop ends
-within one iteration; a single long node still runs to its end.
+within one iteration; a single long node still runs to its end. A run given no stop of its own reads
+the stop of the work in progress (`stopping_with`, a context variable: a gRPC call sets its own), so
+every session made for that work — games' layer sessions, white-box ones — ends with it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import contextvars
 import functools
 import math
 import os
 import sys
 import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -80,6 +84,32 @@ class RunStop:
             if self.reason is None:
                 self.reason = reason
                 self.options.terminate = True
+
+
+# The stop of the work this thread (context) does; runs that are given no stop of their own use it.
+_current_stop: contextvars.ContextVar[RunStop | None] = contextvars.ContextVar("faceaudit_run_stop", default=None)
+
+
+@contextlib.contextmanager
+def stopping_with(stop: RunStop) -> Iterator[None]:
+    """Within the block, every run in this context that is given no stop of its own ends with `stop`."""
+    token = _current_stop.set(stop)
+    try:
+        yield
+    finally:
+        _current_stop.reset(token)
+
+
+def run_stoppable(session: ort.InferenceSession, outputs: Sequence[str], feeds: dict[str, np.ndarray],
+                  stop: RunStop | None = None) -> list[np.ndarray]:
+    """`session.run`, ended by `stop` or else by the stop of the work in progress; RunStopped when it was."""
+    stop = stop if stop is not None else _current_stop.get()
+    try:
+        return session.run(list(outputs), feeds, None if stop is None else stop.options)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's untyped Fail; re-raised unless we stopped it
+        if stop is not None and stop.reason is not None:
+            raise RunStopped(stop.reason) from exc
+        raise
 
 
 def available_cpus(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
@@ -181,7 +211,7 @@ class Session:
     def run(self, batch: np.ndarray, stop: RunStop | None = None) -> list[np.ndarray]:
         """Outputs for a batch of model inputs (len ≤ max_batch); padding rows are cut off again.
 
-        RunStopped when `stop` ended the run.
+        RunStopped when `stop` (without it: the stop of the work in progress, `stopping_with`) ended the run.
         """
         n = len(batch)
         size = self.padded_size(n)
@@ -189,12 +219,7 @@ class Session:
             padded = np.zeros((size, *batch.shape[1:]), dtype=batch.dtype)
             padded[:n] = batch
             batch = padded
-        try:
-            outputs = self._session.run(self.output_names, {self.input_name: batch}, None if stop is None else stop.options)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime's untyped Fail; re-raised unless we stopped it
-            if stop is not None and stop.reason is not None:
-                raise RunStopped(stop.reason) from exc
-            raise
+        outputs = run_stoppable(self._session, self.output_names, {self.input_name: batch}, stop)
         for name, value in zip(self.output_names, outputs):
             if value.ndim == 0 or value.shape[0] != size:
                 raise UnsupportedModel(

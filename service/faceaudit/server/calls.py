@@ -5,7 +5,10 @@ decorators here turn faceaudit errors into the status codes of convert.STATUS, t
 into INTERNAL (logged, the server keeps serving), and record each finished RPC in the telemetry.
 `Call.check` is the progress callback handed to methods and games: it raises CallEnded once the
 client has cancelled, its deadline has passed or the server's own limit per call (--max-call-s)
-has, so the work stops after the current batch. Every status message is cut to
+has, so the work stops after the current batch. A forward pass already running stops too: when
+the call ends (grpc's callback) or its limit passes (a timer), its batcher requests are dropped or
+stopped and its own RunStop, which every other session run of the call reads
+(runtime.stopping_with), ends the runs of games' and white-box sessions. Every status message is cut to
 MAX_STATUS_MESSAGE_BYTES: grpc carries it in a trailer, and clients refuse large ones.
 """
 
@@ -17,6 +20,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import grpc
@@ -24,6 +28,7 @@ import grpc
 from faceaudit.engine.batcher import BatchedSession, BatcherClosed, RequestCancelled, bound
 from faceaudit.engine.phases import PhaseClock, measure_phases
 from faceaudit.engine.prepare import PreparedModel
+from faceaudit.engine.runtime import RunStop, RunStopped, stopping_with
 from faceaudit.errors import FaceAuditError
 from faceaudit.server.convert import CallEnded, NotFound, status_of
 from faceaudit.server.model_store import Entry
@@ -47,6 +52,13 @@ class Call:
         self.clock = PhaseClock()  # the scorers' perturbation / aggregation time in the thread doing the work
         self.max_call_s = max_call_s
         self._ends_at = None if max_call_s is None else time.monotonic() + max_call_s
+        self.stop = RunStop()  # ends the call's runs outside the batcher (games' and white-box sessions)
+        self._lock = threading.Lock()
+        self._cancels: list[Callable[[], object]] = []  # what stops the call's batcher work, run once it ends
+        self._stopped = False  # the call ended or ran past its limit: its work is being stopped
+        self._expired = False  # the --max-call-s timer fired (it may wake a hair before _ends_at)
+        self._watching = False
+        self._timer: threading.Timer | None = None
 
     def active(self) -> bool:
         remaining = self.context.time_remaining()
@@ -54,23 +66,78 @@ class Call:
 
     def past_limit(self) -> bool:
         """Whether the server's own limit per call (--max-call-s) has passed."""
-        return self._ends_at is not None and time.monotonic() >= self._ends_at
+        return self._expired or self._ends_at is not None and time.monotonic() >= self._ends_at
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the call's work is being stopped (it ended, or passed --max-call-s)."""
+        return self._stopped
+
+    def running(self) -> AbstractContextManager[None]:
+        """The block doing the call's work: its session runs end when the call's work is stopped."""
+        return stopping_with(self.stop)
 
     def bind(self, entry: Entry) -> PreparedModel:
-        """The entry's model, its batcher requests belonging to this call: dropped from the queue when it ends."""
+        """The entry's model, its batcher requests belonging to this call: dropped from the queue, or their
+        running batch stopped, when the call ends or passes its limit."""
         self.entries.append(entry)
+        self._watch()
         model = entry.model
         if not isinstance(model.session, BatchedSession):
             return model
-        self.context.add_callback(lambda: model.session.cancel(self))
         served = bound(model, self)
         self.sessions.append(served.session)
+        self._on_stop(lambda: model.session.cancel(self))
         return served
 
     def check(self, done: int = 0, total: int = 0, phase: str = "") -> None:
         """A Progress callback that only stops the work of an ended call."""
         if not self.active():
             raise CallEnded
+
+    def close(self) -> None:
+        """The RPC is over: no timer outlives it."""
+        with self._lock:
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+
+    def _watch(self) -> None:
+        """Once per call: stop its work when the RPC ends, and when --max-call-s passes."""
+        with self._lock:
+            if self._watching:
+                return
+            self._watching = True
+        if not self.context.add_callback(self._stop_work):  # the RPC has already ended
+            self._stop_work()
+        if self._ends_at is not None:
+            timer = threading.Timer(max(0.0, self._ends_at - time.monotonic()), self._expire)
+            timer.daemon = True
+            with self._lock:
+                self._timer = timer
+            timer.start()
+
+    def _expire(self) -> None:
+        self._expired = True
+        self._stop_work()
+
+    def _on_stop(self, cancel: Callable[[], object]) -> None:
+        with self._lock:
+            stopped = self._stopped
+            if not stopped:
+                self._cancels.append(cancel)
+        if stopped:
+            cancel()
+
+    def _stop_work(self) -> None:
+        with self._lock:
+            self._stopped = True
+            cancels, self._cancels = self._cancels, []
+        reason = (f"the call ran past this server's limit of {self.max_call_s:g} s per call" if self._expired
+                  else "the call ended")
+        self.stop.stop(reason)
+        for cancel in cancels:
+            cancel()
 
 
 def _ended_status(call: Call) -> grpc.StatusCode:
@@ -96,7 +163,7 @@ def unary(rpc: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
             call, started = Call(context, servicer.max_call_s), time.perf_counter()
             with servicer.telemetry.in_flight(rpc):
                 try:
-                    with measure_phases(call.clock):
+                    with measure_phases(call.clock), call.running():
                         response = handler(servicer, request, call)
                 except BaseException as error:  # noqa: BLE001 - every failure becomes a status
                     _fail(servicer.telemetry, rpc, call, started, error)
@@ -131,6 +198,7 @@ def streaming(rpc: str) -> Callable[[Callable[..., Iterator[Any]]], Callable[...
 
 
 def _finish(telemetry: Telemetry, rpc: str, call: Call, started: float, code: grpc.StatusCode) -> None:
+    call.close()
     telemetry.observe_request(rpc, call.method, code.name, time.perf_counter() - started)
     phases = call.clock.seconds()
     if call.sessions:  # queue + runtime time of the call's batched forward passes (exact, from the batcher)
@@ -140,7 +208,8 @@ def _finish(telemetry: Telemetry, rpc: str, call: Call, started: float, code: gr
 
 
 def _fail(telemetry: Telemetry, rpc: str, call: Call, started: float, error: BaseException) -> None:
-    if isinstance(error, (CallEnded, RequestCancelled)):  # the batcher drops (or stops) an ended call's batches
+    # An ended call's batches and runs are stopped; whatever the work then raised is that ending's doing.
+    if isinstance(error, (CallEnded, RequestCancelled, RunStopped)) or call.stopped:
         code, message = _ended_status(call), "the call ended before the work finished"
         if call.past_limit():
             message = f"the call ran past this server's limit of {call.max_call_s:g} s per call (--max-call-s)"
@@ -180,7 +249,7 @@ def run_streaming(work: Callable[[Callable[[Any], None]], None], call: Call) -> 
 
     def target() -> None:
         try:
-            with measure_phases(call.clock):
+            with measure_phases(call.clock), call.running():
                 work(emit)
             events.put(("done", None))
         except BaseException as error:  # noqa: BLE001 - handed to the RPC's thread

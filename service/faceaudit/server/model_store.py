@@ -26,6 +26,9 @@ from faceaudit.server.telemetry import Telemetry
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 SHA256 = re.compile(r"[0-9a-f]{64}")
 DEFAULT_MAX_MODELS = 32
+# At shutdown, how long to wait for a model's runtime thread once its running batch was told to stop
+# (onnxruntime checks between nodes: only a single long node makes it wait).
+CLOSE_WAIT_S = 5.0
 
 # Wraps a freshly prepared model for serving (the cross-request batcher); identity by default.
 Wrap = Callable[[str, PreparedModel], PreparedModel]
@@ -39,20 +42,26 @@ class Entry:
     model: PreparedModel
     given_spec: dict[str, Any]
     info: dict[str, Any] = field(repr=False)
-    closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    closers: list[Callable[..., None]] = field(default_factory=list, repr=False)  # (drain=, timeout=)
     unregistered: bool = False  # set before close(): calls still running on it end NOT_FOUND, not UNAVAILABLE
 
     @property
     def sha256(self) -> str:
         return self.model.loaded.sha256
 
-    def close(self) -> None:
+    def close(self, *, drain: bool = True, timeout: float | None = None) -> None:
+        """End its batcher: `drain` lets queued and running work of live calls finish; wait at most `timeout`."""
         for closer in self.closers:
-            closer()
+            closer(drain=drain, timeout=timeout)
+
+
+def is_model_name(name: object) -> bool:
+    """Whether `name` may name a model: NAME, and not a sha256 (which requests also use to name one)."""
+    return isinstance(name, str) and NAME.fullmatch(name) is not None and SHA256.fullmatch(name) is None
 
 
 def check_name(name: str, field_name: str = "name") -> str:
-    if not isinstance(name, str) or not NAME.fullmatch(name) or SHA256.fullmatch(name):
+    if not is_model_name(name):
         shown = shorten(name) if isinstance(name, str) else repr(name)
         raise InvalidRequest(field_name, f"{shown} must match {NAME.pattern} and not be a sha256 "
                                          "(letters, digits, '.', '_', '-'; no path separators)")
@@ -146,22 +155,25 @@ class ModelStore:
             return sorted(self._entries.values(), key=lambda e: e.name)
 
     def unregister(self, ref: str) -> Entry:
+        """Remove the model; its live calls' queued and running batches still finish (or stop when those calls
+        end), without this call waiting for them."""
         entry = self.get(ref)
         with self._lock:
             removed = self._entries.pop(entry.name, None)
         if removed is None:
             raise NotFound(f"model: {shorten(ref)} was unregistered concurrently")
         removed.unregistered = True
-        self._closed(removed)
+        self._closed(removed, drain=True, timeout=0)
         return removed
 
     def close(self) -> None:
+        """Shutdown: every model's queued and running batches fail at once (UNAVAILABLE)."""
         with self._lock:
             entries, self._entries = list(self._entries.values()), {}
         for entry in entries:
-            self._closed(entry)
+            self._closed(entry, drain=False, timeout=CLOSE_WAIT_S)
 
-    def _closed(self, entry: Entry) -> None:
-        entry.close()
+    def _closed(self, entry: Entry, *, drain: bool, timeout: float) -> None:
+        entry.close(drain=drain, timeout=timeout)
         if self._telemetry is not None:
             self._telemetry.model_unloaded(entry.name)

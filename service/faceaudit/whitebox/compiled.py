@@ -33,7 +33,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from faceaudit.engine.prepare import PreparedModel
-from faceaudit.engine.runtime import available_cpus
+from faceaudit.engine.runtime import RunStopped, available_cpus, run_stoppable
 from faceaudit.engine.scorer import ScoringStats
 from faceaudit.errors import FaceAuditError
 from faceaudit.whitebox.backward import backward, operator_label
@@ -254,7 +254,7 @@ class CompiledBackward:
                 gain = (gain_seed if shared else gain_seed[i : i + step]).astype(np.float32)
                 feeds[GAIN_SEED] = np.concatenate([gain, np.zeros((len(chunk) - len(gain), *gain.shape[1:]),
                                                                   np.float32)])
-            score, signal, at_source = self._session.run(self._outputs, feeds)
+            score, signal, at_source = run_stoppable(self._session, self._outputs, feeds)  # ends with the call's work
             scores.append(score[:1] if shared else score[:n])
             activations.append(at_source[:1] if shared else at_source[:n])
             signals.append(signal[:n])
@@ -353,7 +353,7 @@ def seeded_backward(model: PreparedModel, wb: Instrumented, inputs: np.ndarray, 
     if compiled is not None:
         try:
             score, at_source, activations, stats = compiled.run(inputs, seed, gain_seed)
-        except ValueError:  # the caller's seeds do not fit this graph
+        except (ValueError, RunStopped):  # the caller's seeds do not fit this graph; the work was stopped
             raise
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises untyped errors; the reference engine answers
             reason = f"onnxruntime failed running the compiled graph: {exc}"
