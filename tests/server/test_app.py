@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 import threading
@@ -132,6 +133,20 @@ def test_preloaded_models_are_registered_before_the_server_says_serving(tmp_path
         start_server(model_repository=tmp_path, preload=("identity", "absent"))
     again = start_server(model_repository=tmp_path, port=one.port)  # the failed start let its port go
     again.stop(0)
+
+
+def test_preloading_every_model_skips_files_no_client_could_name(tmp_path: Path, caplog):
+    shutil.copy(DEMO_MODELS / "identity.onnx", tmp_path / "identity.onnx")
+    shutil.copy(DEMO_MODELS / "identity.onnx", tmp_path / "identity v2.onnx")  # a space: not a model name
+    shutil.copy(DEMO_MODELS / "identity.onnx", tmp_path / f"{'a' * 64}.onnx")  # reads as a sha256
+    with caplog.at_level(logging.WARNING, logger="faceaudit.server"):
+        server = start_server(model_repository=tmp_path, preload=("*",))
+    try:
+        assert [entry.name for entry in server.store.list()] == ["identity"]
+        warning = next(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+        assert "identity v2.onnx" in warning and f"{'a' * 64}.onnx" in warning
+    finally:
+        server.stop(0)
 
 
 def test_preload_is_validated():

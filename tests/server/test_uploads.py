@@ -129,7 +129,11 @@ def test_upload_limits_are_validated():
     from faceaudit.errors import InvalidRequest
     from faceaudit.server.app import ServerConfig
 
+    # inf seconds made every upload INTERNAL (queue.get(timeout=inf) overflows); as did max_call_s's timer
     for config, field in (({"upload_idle_s": 0}, "upload_idle_s"), ({"upload_total_s": -1}, "upload_total_s"),
+                          ({"upload_idle_s": float("inf"), "upload_total_s": float("inf")}, "upload_idle_s"),
+                          ({"upload_total_s": float("inf")}, "upload_total_s"), ({"max_call_s": 1e300}, "max_call_s"),
+                          ({"upload_idle_s": float("nan")}, "upload_idle_s"),
                           ({"max_concurrent_uploads": 0}, "max_concurrent_uploads"),
                           ({"max_concurrent_uploads": 8, "max_concurrent_rpcs": 8}, "max_concurrent_uploads")):
         with pytest.raises(InvalidRequest) as info:
@@ -163,6 +167,39 @@ def test_uploaded_models_are_parsed_and_prepared_one_at_a_time(monkeypatch):
             names = list(pool.map(lambda i: client.upload(f"m{i}", zoo.linear_classifier(), {"kind": "classifier"}).name,
                                   range(3)))
         assert names == ["m0", "m1", "m2"] and most[0] == 1
+    finally:
+        client.channel.close()
+        server.stop(0)
+
+
+def test_repository_models_take_their_turn_with_uploads_to_be_prepared(monkeypatch):
+    """RegisterFromRepository prepared beside uploads and beside each other: memory peaks added up."""
+    import faceaudit.server.model_store as store
+
+    running, most, lock = [0], [0], threading.Lock()
+    real = store.prepare
+
+    def counted(*args, **kwargs):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.2)
+        try:
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(store, "prepare", counted)
+    server = start_server()
+    client = Client.connect(f"127.0.0.1:{server.port}")
+    register = [lambda: client.upload("m", zoo.linear_classifier(), {"kind": "classifier"}).name] + [
+        lambda name=name: client.models.RegisterFromRepository(pb.RegisterFromRepositoryRequest(name=name)).name
+        for name in ("identity", "embedding")]
+    try:
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            names = list(pool.map(lambda f: f(), register))
+        assert names == ["m", "identity", "embedding"] and most[0] == 1
     finally:
         client.channel.close()
         server.stop(0)

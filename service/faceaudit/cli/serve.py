@@ -7,7 +7,7 @@ are configured without a command line:
     --port                FACEAUDIT_PORT                 50051
     --metrics-port        FACEAUDIT_METRICS_PORT         none (no /metrics endpoint)
     --model-repository    FACEAUDIT_MODEL_REPOSITORY     none (uploads only)
-    --preload             FACEAUDIT_PRELOAD              none; NAME,NAME or * (every repository model)
+    --preload             FACEAUDIT_PRELOAD              none; NAME,NAME or * (every repository model with a valid name)
     --dataset-repository  FACEAUDIT_DATASET_REPOSITORY   none (no Audit)
     --max-batch           FACEAUDIT_MAX_BATCH            64
     --max-queue-delay-ms  FACEAUDIT_MAX_QUEUE_DELAY_MS   2
@@ -65,7 +65,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port (default: off)")
     parser.add_argument("--model-repository", help="folder of NAME.onnx (+ NAME.spec.yaml) models clients register by name")
     parser.add_argument("--preload", metavar="NAME,NAME|*",
-                        help="register these repository models at start, before health says SERVING (*: all)")
+                        help="register these repository models at start, before health says SERVING (*: all; files whose "
+                             "name is no valid model name, e.g. with a space, are skipped with a warning)")
     parser.add_argument("--dataset-repository", help="folder of dataset folders (manifest.csv + images) Audit runs on")
     parser.add_argument("--max-batch", type=int, help="images per runtime batch (default 64)")
     parser.add_argument("--max-queue-delay-ms", type=float, help="how long a partial batch waits for more (default 2)")

@@ -16,6 +16,7 @@ running calls `grace_s` seconds to finish before cancelling them.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from faceaudit.server.audit_service import AuditServicer
 from faceaudit.server.auth import BearerTokenInterceptor
 from faceaudit.server.evaluate_service import EvaluateServicer
 from faceaudit.server.explain_service import ExplainServicer
-from faceaudit.server.model_store import DEFAULT_MAX_MODELS, ModelStore
+from faceaudit.server.model_store import DEFAULT_MAX_MODELS, NAME, ModelStore, is_model_name
 from faceaudit.server.models_service import ModelsServicer
 from faceaudit.server.telemetry import MetricsServer, Telemetry
 from faceaudit.server.upload import DEFAULT_MAX_CONCURRENT_UPLOADS, DEFAULT_UPLOAD_IDLE_S, DEFAULT_UPLOAD_TOTAL_S
@@ -63,8 +64,9 @@ class ServerConfig:
     port: int = 50051  # 0: any free port (read FaceAuditServer.port)
     metrics_port: int | None = None  # None: no /metrics endpoint; 0: any free port
     model_repository: Path | None = None
-    # Repository models registered at start, before health says SERVING ("*": every NAME.onnx): each
-    # replica behind a load balancer then holds them, whichever replica a client's channel reaches.
+    # Repository models registered at start, before health says SERVING ("*": every NAME.onnx whose NAME
+    # is a valid model name; other files are skipped with a warning): each replica behind a load
+    # balancer then holds them, whichever replica a client's channel reaches.
     preload: tuple[str, ...] = ()
     dataset_repository: Path | None = None  # folders (manifest.csv + images) Audit names
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
@@ -112,9 +114,10 @@ class ServerConfig:
         if self.max_concurrent_uploads >= self.max_concurrent_rpcs:
             raise InvalidRequest("max_concurrent_uploads", f"{self.max_concurrent_uploads} must be below "
                                  f"--max-concurrent-rpcs {self.max_concurrent_rpcs}: uploads may not take every call")
-        for name in ("upload_idle_s", "upload_total_s", "max_call_s"):
-            if getattr(self, name) is not None and not getattr(self, name) > 0:
-                raise InvalidRequest(name, f"{getattr(self, name)} must be positive (seconds)")
+        for name in ("upload_idle_s", "upload_total_s", "max_call_s"):  # Python's waits take at most TIMEOUT_MAX
+            if getattr(self, name) is not None and not 0 < getattr(self, name) <= threading.TIMEOUT_MAX:
+                raise InvalidRequest(name, f"{getattr(self, name)} must be a positive number of seconds, at most "
+                                           f"{threading.TIMEOUT_MAX:.0f}")
         for name in ("grace_s", "drain_notice_s"):
             if getattr(self, name) < 0:
                 raise InvalidRequest(name, f"{getattr(self, name)} must not be negative")
@@ -194,6 +197,11 @@ class FaceAuditServer:
         names = self.config.preload
         if names == ("*",):
             names = tuple(sorted(path.stem for path in self.store.repository.glob("*.onnx")))  # type: ignore[union-attr]
+            unnamed = [n for n in names if not is_model_name(n)]
+            if unnamed:  # a file no client could name ("identity v2.onnx") must not stop the whole start
+                log.warning("--preload '*': skipped %s: not valid model names (%s)", ", ".join(f"{n}.onnx" for n in unnamed),
+                            NAME.pattern)
+                names = tuple(n for n in names if n not in unnamed)
         for name in names:
             try:
                 self.store.register_from_repository(name, {})

@@ -36,8 +36,8 @@ class ModelsServicer(Servicer, rpc.ModelsServicer):
         self._store = store
         self._limits = UploadLimits(idle_s=idle_s, total_s=total_s, max_bytes=store.max_model_bytes)
         self._slots = UploadSlots(max_uploads)
-        # Parsing and preparing peak at ~5× the model (proto, checker, runtime session): one upload at a
-        # time, while the others may still be receiving (1× each).
+        # Parsing and preparing peak at ~5× the model (proto, checker, runtime session): one model (upload or
+        # repository file) at a time, while other uploads may still be receiving (1× each).
         self._preparing = threading.Lock()
 
     @unary("Register")
@@ -51,7 +51,9 @@ class ModelsServicer(Servicer, rpc.ModelsServicer):
 
     @unary("RegisterFromRepository")
     def RegisterFromRepository(self, request: pb.RegisterFromRepositoryRequest, call: Call) -> pb.ModelInfo:
-        return info_message(self._store.register_from_repository(request.name, struct_to_dict(request.spec, "spec")))
+        spec = struct_to_dict(request.spec, "spec")
+        with self._preparing:  # one model prepared at a time, whichever way it came
+            return info_message(self._store.register_from_repository(request.name, spec))
 
     @unary("List")
     def List(self, request: pb.ListModelsRequest, call: Call) -> pb.ListModelsResponse:
