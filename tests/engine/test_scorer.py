@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import gc
+import threading
+import time
 import tracemalloc
 
 import numpy as np
 import pytest
 from onnx import numpy_helper
 
+from faceaudit.engine.runtime import RunStop, RunStopped, stopping_with
 from faceaudit.engine.scorer import ClassTarget, EmbeddingTarget, Scorer, embed
 from faceaudit.errors import InvalidRequest, ModelOutputError
 from faceaudit.testing import zoo
 
 from tests.conftest import prepared
+from tests.engine.hostile_graphs import loop_if_bright
 from tests.engine.test_prepare import _reference
 
 LUMA = np.array([0.299, 0.587, 0.114])
@@ -212,3 +216,18 @@ def test_abandoning_a_stream_stops_the_work_after_the_batch_in_flight(faces):
     next(stream)
     stream.close()  # what a cancelled request does
     assert len(pulled) <= 3 and scorer.stats.batches <= 2
+
+
+def test_the_runtime_thread_runs_in_the_callers_context_so_the_work_in_progress_can_stop_it():
+    """A session made for a call (not served behind the batcher) is run on the scorer's runtime thread:
+    the call's stop (runtime.stopping_with) must reach it there."""
+    model = prepared(loop_if_bright(), {"kind": "classifier", "scale": 1})
+    # Grey 200 starts a Loop of 2^40 iterations; one batch more than fits runs the first on the runtime thread.
+    bright = np.full((model.session.max_batch + 1, model.spec.require("height"), model.spec.require("width"), 3),
+                     200.0, np.float32)
+    call = RunStop()
+    threading.Timer(0.3, call.stop, args=("the call ended",)).start()
+    started = time.perf_counter()
+    with stopping_with(call), pytest.raises(RunStopped, match="the call ended"):
+        Scorer(model, ClassTarget(0)).score([bright])
+    assert time.perf_counter() - started < 10

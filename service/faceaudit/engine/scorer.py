@@ -21,6 +21,7 @@ Scores:
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -31,6 +32,7 @@ import numpy as np
 
 from faceaudit.engine.phases import PhaseClock, current_clock
 from faceaudit.engine.prepare import PreparedModel
+from faceaudit.engine.runtime import RunStopped
 from faceaudit.engine.threads import single_threaded_blas
 from faceaudit.errors import FaceAuditError, InvalidRequest, ModelOutputError
 from faceaudit.images.preprocess import model_input_shape, to_model_input
@@ -134,7 +136,10 @@ class Scorer:
                     scored.append(in_flight.result())
                     clock.inference += time.perf_counter() - waited
                     ready += len(scored[-1])
-                in_flight = pool.submit(self._score_buffer, current, count, batches, sent)
+                # The runtime thread runs in this thread's context: a call's stop (runtime.stopping_with)
+                # reaches sessions made for the call (the sanity check's randomised models).
+                in_flight = pool.submit(contextvars.copy_context().run, self._score_buffer, current, count, batches,
+                                        sent)
                 batches, sent, current = batches + 1, sent + count, 1 - current
 
             for chunk in _timed(chunks, clock):
@@ -227,7 +232,7 @@ class _BatchRunner:
         started = time.perf_counter()
         try:
             raw = self._session.run(buffer[:size])[self._output_index][:n]
-        except FaceAuditError:
+        except (FaceAuditError, RunStopped):  # a stopped run is the caller's ending, not the model's failure
             raise
         except Exception as exc:  # noqa: BLE001 - onnxruntime's untyped runtime errors
             raise ModelOutputError(f"the model failed on {where}: {str(exc).strip().splitlines()[0]}") from exc
