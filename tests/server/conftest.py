@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,18 @@ class Client:
 def start_server(**config: object) -> FaceAuditServer:
     return FaceAuditServer(ServerConfig(**{"host": "127.0.0.1", "port": 0, "model_repository": DEMO_MODELS,
                                            **config})).start()
+
+
+@contextmanager
+def serving(**config: object) -> Iterator[tuple[FaceAuditServer, Client]]:
+    """A started server and a client connected to it; both closed at the end of the block."""
+    server = start_server(**config)
+    client = Client.connect(f"127.0.0.1:{server.port}")
+    try:
+        yield server, client
+    finally:
+        client.channel.close()
+        server.stop(0)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from faceaudit.engine.prepare import prepare
 from faceaudit.models import load_model, resolve_spec
 from faceaudit.v1 import faceaudit_pb2 as pb
 
-from tests.server.conftest import DEMO_MODELS, Client, start_server
+from tests.server.conftest import DEMO_MODELS, serving
 
 OPTIONS = {"cms": {"patch": 16, "stride": 8}, "methods": {"occlusion": {"patch": 16, "stride": 16}}}
 
@@ -30,12 +30,9 @@ def datasets(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def audit_server(datasets):
-    server = start_server(dataset_repository=datasets)
-    client = Client.connect(f"127.0.0.1:{server.port}")
-    client.models.RegisterFromRepository(pb.RegisterFromRepositoryRequest(name="attribute"))
-    yield server, client
-    client.channel.close()
-    server.stop(0)
+    with serving(dataset_repository=datasets) as (server, client):
+        client.models.RegisterFromRepository(pb.RegisterFromRepositoryRequest(name="attribute"))
+        yield server, client
 
 
 @pytest.fixture(scope="module")

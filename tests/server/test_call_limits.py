@@ -12,19 +12,16 @@ import pytest
 from faceaudit.server.app import FaceAuditServer
 from faceaudit.v1 import faceaudit_pb2 as pb
 
-from tests.server.conftest import Client, pixels, start_server
+from tests.server.conftest import Client, pixels, serving
 from tests.server.test_calls import LONG_RISE, forward_passes, wait_until_stable
 
 FACE = np.random.default_rng(3).uniform(0, 255, (64, 64, 3)).astype(np.float32)
 
 
 def serving_identity(**config: object) -> Iterator[tuple[FaceAuditServer, Client]]:
-    server = start_server(**config)
-    client = Client.connect(f"127.0.0.1:{server.port}")
-    client.models.RegisterFromRepository(pb.RegisterFromRepositoryRequest(name="identity"))
-    yield server, client
-    client.channel.close()
-    server.stop(0)
+    with serving(**config) as (server, client):
+        client.models.RegisterFromRepository(pb.RegisterFromRepositoryRequest(name="identity"))
+        yield server, client
 
 
 @pytest.fixture(scope="module")

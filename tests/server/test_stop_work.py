@@ -21,30 +21,27 @@ from faceaudit.server.app import FaceAuditServer
 from faceaudit.v1 import faceaudit_pb2 as pb
 
 from tests.engine.hostile_graphs import loop_if_bright
-from tests.server.conftest import Client, pixels, start_server
+from tests.server.conftest import Client, pixels, serving
 
 ENDLESS, QUICK = 200.0, 1.0  # grey levels: above and below the Loop's threshold of 2
 
 
-def serving(**config: object) -> Iterator[tuple[FaceAuditServer, Client]]:
-    server = start_server(**config)
-    client = Client.connect(f"127.0.0.1:{server.port}")
-    client.upload("bright", loop_if_bright(), {"kind": "classifier", "scale": 1})
-    yield server, client
-    client.channel.close()
-    server.stop(0)
+def serving_bright(**config: object) -> Iterator[tuple[FaceAuditServer, Client]]:
+    with serving(**config) as (server, client):
+        client.upload("bright", loop_if_bright(), {"kind": "classifier", "scale": 1})
+        yield server, client
 
 
 @pytest.fixture(scope="module")
 def limited() -> Iterator[tuple[FaceAuditServer, Client]]:
     """A server allowing 1.5 s of computing per call (--max-call-s)."""
-    yield from serving(max_call_s=1.5)
+    yield from serving_bright(max_call_s=1.5)
 
 
 @pytest.fixture
 def unlimited() -> Iterator[tuple[FaceAuditServer, Client]]:
     """A server with no limit per call: only the client ends a call."""
-    yield from serving()
+    yield from serving_bright()
 
 
 def explain_request(grey: float) -> pb.ExplainRequest:
