@@ -13,7 +13,7 @@ import pytest
 from faceaudit.testing import zoo
 from faceaudit.v1 import faceaudit_pb2 as pb
 
-from tests.server.conftest import Client, start_server
+from tests.server.conftest import Client, serving, start_server
 
 
 @pytest.fixture
@@ -141,65 +141,46 @@ def test_upload_limits_are_validated():
         assert info.value.field == field
 
 
+class MostAtOnce:
+    """Wraps a function, recording the most calls that ran at once (each held 0.2 s, long enough for
+    concurrent callers to arrive meanwhile)."""
+
+    def __init__(self, real):
+        self.real, self.running, self.most, self.lock = real, 0, 0, threading.Lock()
+
+    def __call__(self, *args, **kwargs):
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        time.sleep(0.2)
+        try:
+            return self.real(*args, **kwargs)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
 def test_uploaded_models_are_parsed_and_prepared_one_at_a_time(monkeypatch):
     """Loading and preparing peak at several times the model's size: concurrent uploads take turns."""
     import faceaudit.server.models_service as service
 
-    running, most, lock = [0], [0], threading.Lock()
-    real = service.load_model
-
-    def counted(*args, **kwargs):
-        with lock:
-            running[0] += 1
-            most[0] = max(most[0], running[0])
-        time.sleep(0.2)  # long enough for the other uploads to arrive meanwhile
-        try:
-            return real(*args, **kwargs)
-        finally:
-            with lock:
-                running[0] -= 1
-
+    counted = MostAtOnce(service.load_model)
     monkeypatch.setattr(service, "load_model", counted)
-    server = start_server()
-    client = Client.connect(f"127.0.0.1:{server.port}")
-    try:
-        with ThreadPoolExecutor(max_workers=3) as pool:
-            names = list(pool.map(lambda i: client.upload(f"m{i}", zoo.linear_classifier(), {"kind": "classifier"}).name,
-                                  range(3)))
-        assert names == ["m0", "m1", "m2"] and most[0] == 1
-    finally:
-        client.channel.close()
-        server.stop(0)
+    with serving() as (server, client), ThreadPoolExecutor(max_workers=3) as pool:
+        names = list(pool.map(lambda i: client.upload(f"m{i}", zoo.linear_classifier(), {"kind": "classifier"}).name,
+                              range(3)))
+    assert names == ["m0", "m1", "m2"] and counted.most == 1
 
 
 def test_repository_models_take_their_turn_with_uploads_to_be_prepared(monkeypatch):
     """RegisterFromRepository prepared beside uploads and beside each other: memory peaks added up."""
     import faceaudit.server.model_store as store
 
-    running, most, lock = [0], [0], threading.Lock()
-    real = store.prepare
-
-    def counted(*args, **kwargs):
-        with lock:
-            running[0] += 1
-            most[0] = max(most[0], running[0])
-        time.sleep(0.2)
-        try:
-            return real(*args, **kwargs)
-        finally:
-            with lock:
-                running[0] -= 1
-
+    counted = MostAtOnce(store.prepare)
     monkeypatch.setattr(store, "prepare", counted)
-    server = start_server()
-    client = Client.connect(f"127.0.0.1:{server.port}")
-    register = [lambda: client.upload("m", zoo.linear_classifier(), {"kind": "classifier"}).name] + [
-        lambda name=name: client.models.RegisterFromRepository(pb.RegisterFromRepositoryRequest(name=name)).name
-        for name in ("identity", "embedding")]
-    try:
-        with ThreadPoolExecutor(max_workers=3) as pool:
-            names = list(pool.map(lambda f: f(), register))
-        assert names == ["m", "identity", "embedding"] and most[0] == 1
-    finally:
-        client.channel.close()
-        server.stop(0)
+    with serving() as (server, client), ThreadPoolExecutor(max_workers=3) as pool:
+        register = [lambda: client.upload("m", zoo.linear_classifier(), {"kind": "classifier"}).name] + [
+            lambda name=name: client.models.RegisterFromRepository(pb.RegisterFromRepositoryRequest(name=name)).name
+            for name in ("identity", "embedding")]
+        names = list(pool.map(lambda f: f(), register))
+    assert names == ["m", "identity", "embedding"] and counted.most == 1
